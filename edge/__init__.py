@@ -1,0 +1,2 @@
+"""Returns-grading edge controller."""
+__version__ = "0.1.0"

@@ -1,0 +1,147 @@
+"""MQTT contract version 1: topic names and message envelopes (see docs/mqtt.md).
+
+Topic levels come only from configured identifiers; anything a device sent (barcodes, serials)
+goes into payloads, never into topic names.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from itertools import count
+from typing import Any
+
+TOPIC_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+CONTRACT_VERSION = "v1"
+CELL_STATES = ("ACCEPTED", "RUNNING", "FINISHED", "FAILED")
+CONNECTION_STATES = ("ONLINE", "OFFLINE", "CONNECTIONBROKEN")
+MAX_INBOUND_PAYLOAD = 64 * 1024
+
+
+class ContractError(ValueError):
+    """A message or identifier does not follow the MQTT contract."""
+
+
+def check_topic_id(value: str, what: str) -> str:
+    if not TOPIC_ID.match(value):
+        raise ContractError(f"{what} {value!r} is not a valid topic level ({TOPIC_ID.pattern})")
+    return value
+
+
+@dataclass(frozen=True)
+class Topics:
+    prefix: str
+    site: str
+    line: str
+
+    def __post_init__(self) -> None:
+        for level in self.prefix.split("/"):
+            check_topic_id(level, "topic prefix level")
+        check_topic_id(self.site, "site")
+        check_topic_id(self.line, "line")
+
+    @property
+    def root(self) -> str:
+        return f"{self.prefix}/{self.site}/{self.line}"
+
+    @property
+    def connection(self) -> str:
+        return f"{self.root}/controller/connection"
+
+    @property
+    def status(self) -> str:
+        return f"{self.root}/controller/status"
+
+    @property
+    def decisions(self) -> str:
+        return f"{self.root}/units/decisions"
+
+    @property
+    def alarms(self) -> str:
+        return f"{self.root}/alarms"
+
+    def telemetry(self, device: str) -> str:
+        return f"{self.root}/devices/{check_topic_id(device, 'device')}/telemetry"
+
+    def cell_orders(self, cell: str) -> str:
+        return f"{self.root}/cells/{check_topic_id(cell, 'cell')}/orders"
+
+    def cell_state(self, cell: str) -> str:
+        return f"{self.root}/cells/{check_topic_id(cell, 'cell')}/state"
+
+    def cell_connection(self, cell: str) -> str:
+        return f"{self.root}/cells/{check_topic_id(cell, 'cell')}/connection"
+
+    def cell_from_topic(self, topic: str) -> tuple[str, str] | None:
+        """(cell, kind) for a cells/{cell}/{state|connection} topic under our root."""
+        prefix = f"{self.root}/cells/"
+        if not topic.startswith(prefix):
+            return None
+        rest = topic[len(prefix) :].split("/")
+        if len(rest) != 2 or not TOPIC_ID.match(rest[0]) or rest[1] not in ("state", "connection"):
+            return None
+        return rest[0], rest[1]
+
+
+def utc_timestamp(moment: datetime | None = None) -> str:
+    """ISO 8601 UTC with milliseconds, e.g. 2026-11-22T03:12:08.123Z."""
+    moment = moment or datetime.now(UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+class Envelope:
+    """Builds payloads with the common header; `seq` rises by one per message."""
+
+    def __init__(self, controller: str, first_seq: int = 1) -> None:
+        self.controller = controller
+        self._seq = count(first_seq)
+
+    def build(self, schema: str, body: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "schema": f"returns/{CONTRACT_VERSION}/{schema}",
+            "message_id": str(uuid.uuid4()),
+            "timestamp": utc_timestamp(),
+            "controller": self.controller,
+            "seq": next(self._seq),
+            **body,
+        }
+
+
+def encode(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+@dataclass(frozen=True)
+class CellState:
+    decision_id: str
+    state: str
+    reason: str | None
+    lane_capacity: int | None
+
+
+def parse_cell_state(payload: bytes) -> CellState:
+    """Validate a robot cell's state message; raises ContractError with a clear message."""
+    if len(payload) > MAX_INBOUND_PAYLOAD:
+        raise ContractError(f"payload of {len(payload)} bytes is over the {MAX_INBOUND_PAYLOAD} byte limit")
+    try:
+        data = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ContractError(f"not UTF-8 JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ContractError("payload is not a JSON object")
+    decision_id = data.get("decision_id")
+    state = data.get("state")
+    if not isinstance(decision_id, str) or not 1 <= len(decision_id) <= 64:
+        raise ContractError("decision_id missing or not a string of 1-64 characters")
+    if state not in CELL_STATES:
+        raise ContractError(f"state {state!r} is not one of {', '.join(CELL_STATES)}")
+    reason = data.get("reason")
+    if reason is not None and not isinstance(reason, str):
+        raise ContractError("reason must be a string")
+    capacity = data.get("lane_capacity")
+    if capacity is not None and (not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 0):
+        raise ContractError("lane_capacity must be a non-negative integer")
+    return CellState(decision_id, state, reason[:500] if reason else None, capacity)

@@ -1,0 +1,311 @@
+"""The controller daemon: wires devices, pipeline, journal and MQTT together and runs them.
+
+Start-up order matters: the Numba kernels are warmed first (READY means the first unit is graded
+at full speed), then the journal opens, then devices and the broker connection come up. A stop
+request ends induction, lets the units in flight finish (or fall to the reject lane), flushes the
+outbox, publishes OFFLINE and closes the journal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from edge import __version__
+from edge.alarms import Alarms
+from edge.catalog import Catalog
+from edge.config import StationConfig
+from edge.contract import ContractError, Envelope, Topics, parse_cell_state, utc_timestamp
+from edge.journal import Journal
+from edge.mqtt import MqttLink
+from edge.pipeline import Arrival, Pipeline
+from edge.policy import GradingPolicy
+from edge.reads import ReadMatcher
+
+log = logging.getLogger("edge.daemon")
+
+
+def sd_notify(message: str) -> None:
+    """Tell systemd about our state (Type=notify); a no-op outside systemd."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.connect(address)
+        sock.sendall(message.encode())
+
+
+def _percentile(values: list[float], fraction: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+class Controller:
+    def __init__(self, config: StationConfig, policy: GradingPolicy, catalog: Catalog) -> None:
+        self.config = config
+        self.policy = policy
+        self.catalog = catalog
+        self.topics = Topics(config.mqtt.topic_prefix, config.site, config.line)
+        self.started_at = time.monotonic()
+        self.stop_requested = asyncio.Event()
+        self.inducting = True
+        self._unit_tasks: set[asyncio.Task[None]] = set()
+
+    def request_stop(self) -> None:
+        if not self.stop_requested.is_set():
+            log.info("stop requested: no new units will be inducted")
+            self.stop_requested.set()
+
+    async def run(self) -> None:
+        if self.config.vision.cache_dir is not None:
+            os.environ.setdefault("NUMBA_CACHE_DIR", str(self.config.vision.cache_dir))
+        # Imported here so NUMBA_CACHE_DIR is set before Numba reads it.
+        from drivers.camera import HttpTriggerCamera
+        from drivers.scale_sics import SicsScale
+        from drivers.scanner import SerialScanner
+        from plc.client import PlcLink
+        from vision.damage import DamageChecker, warm_up
+
+        began = time.monotonic()
+        log.info("warming up the vision kernels")
+        await asyncio.to_thread(warm_up)
+        log.info("vision kernels ready in %.2f s", time.monotonic() - began)
+
+        cfg = self.config
+        vision_executor = ThreadPoolExecutor(max_workers=cfg.vision.workers, thread_name_prefix="vision")
+        async with contextlib.AsyncExitStack() as stack:
+            journal = await stack.enter_async_context(Journal(cfg.journal.path))
+            stack.callback(log.info, "journal closed: %s", cfg.journal.path)
+            envelope = Envelope(cfg.controller_id, await journal.reserve_sequence_block())
+            alarms = Alarms(journal, envelope, self.topics)
+            scanner = await stack.enter_async_context(
+                SerialScanner(
+                    cfg.scanner.port, baudrate=cfg.scanner.baudrate, bytesize=cfg.scanner.bytesize,
+                    parity=cfg.scanner.parity, stopbits=cfg.scanner.stopbits, suffix=cfg.scanner.suffix,
+                )
+            )
+            scale = await stack.enter_async_context(
+                SicsScale(
+                    cfg.scale.port, baudrate=cfg.scale.baudrate, bytesize=cfg.scale.bytesize,
+                    parity=cfg.scale.parity, stopbits=cfg.scale.stopbits,
+                )
+            )
+            plc = await stack.enter_async_context(
+                PlcLink(
+                    cfg.plc.host, cfg.plc.port, cfg.plc.build_register_map(),
+                    poll_period_s=cfg.plc.poll_period_s, heartbeat_period_s=cfg.plc.heartbeat_period_s,
+                    timeout_s=cfg.plc.timeout_s,
+                )
+            )
+            camera = HttpTriggerCamera(cfg.camera.url, timeout_s=cfg.camera.timeout_s)
+            checker = DamageChecker(px_per_mm=cfg.vision.px_per_mm)
+            reads: ReadMatcher[Any] = ReadMatcher(cfg.scanner.read_before_s, cfg.scanner.read_after_s)
+            pipeline = Pipeline(
+                config=cfg, policy=self.policy, catalog=self.catalog, journal=journal, envelope=envelope,
+                topics=self.topics, alarms=alarms, reads=reads, scale=scale, camera=camera, checker=checker,
+                vision_executor=vision_executor, plc=plc,
+            )
+            mqtt = MqttLink(
+                host=cfg.mqtt.host, port=cfg.mqtt.port, client_id=cfg.mqtt.client_id or cfg.controller_id,
+                topics=self.topics, journal=journal, on_message=self._inbound(journal, alarms),
+                on_connect=self._on_connect(journal),
+                subscriptions=[f"{self.topics.root}/cells/+/state", f"{self.topics.root}/cells/+/connection"],
+                username=cfg.mqtt.username, password_file=cfg.mqtt.password_file,
+                keepalive_s=cfg.mqtt.keepalive_s, reconnect_max_s=cfg.mqtt.reconnect_max_s,
+            )
+            await stack.enter_async_context(mqtt)
+            stack.callback(vision_executor.shutdown, wait=True)
+            self._parts = {
+                "journal": journal, "alarms": alarms, "scanner": scanner, "scale": scale, "plc": plc,
+                "pipeline": pipeline, "mqtt": mqtt, "reads": reads, "envelope": envelope,
+            }
+            log.info("READY: controller %s on %s (version %s)", cfg.controller_id, self.topics.root, __version__)
+            sd_notify("READY=1")
+            try:
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(self._feed_scanner(scanner, reads), name="scanner-feed")
+                    group.create_task(self._induct(plc, pipeline), name="induction")
+                    group.create_task(self._status_loop(), name="status")
+                    group.create_task(self._resend_orders(journal), name="order-resend")
+                    group.create_task(self._watch_devices(alarms), name="device-watch")
+                    await self.stop_requested.wait()
+                    raise _Stop
+            except* _Stop:
+                pass
+            await self._shut_down(journal, mqtt)
+
+    async def _shut_down(self, journal: Journal, mqtt: MqttLink) -> None:
+        sd_notify("STOPPING=1")
+        if self._unit_tasks:
+            log.info("waiting for %d unit(s) in flight", len(self._unit_tasks))
+            await asyncio.wait(self._unit_tasks, timeout=5.0)
+        # Give the outbox a moment to drain; whatever is left is sent after the next start.
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline and mqtt.connected.is_set():
+            if (await journal.depths())["outbox"] == 0:
+                break
+            await asyncio.sleep(0.05)
+        await self._publish_status("stopping")
+        await mqtt.stop("OFFLINE")
+
+    async def _feed_scanner(self, scanner: Any, reads: ReadMatcher[Any]) -> None:
+        mqtt: MqttLink = self._parts["mqtt"]
+        envelope: Envelope = self._parts["envelope"]
+        while True:
+            event = await scanner.events.get()
+            await reads.add(event)
+            text = getattr(event, "text", None)
+            await mqtt.publish_now(
+                self.topics.telemetry("scanner"),
+                envelope.build("telemetry", {
+                    "device": "scanner", "kind": "read" if text is not None else "no_read",
+                    "text": text, "aim": getattr(event, "aim", None),
+                    "symbology": getattr(event, "symbology", None),
+                }),
+                qos=0, retain=True,
+            )
+
+    async def _induct(self, plc: Any, pipeline: Pipeline) -> None:
+        while not self.stop_requested.is_set():
+            arrival = await plc.arrivals.get()
+            if self.stop_requested.is_set():
+                break
+            task = asyncio.create_task(pipeline.handle(Arrival(arrival.item_id, arrival.seen_at)),
+                                       name=f"unit-{arrival.item_id}")
+            self._unit_tasks.add(task)
+            task.add_done_callback(self._unit_tasks.discard)
+
+    def _on_connect(self, journal: Journal):
+        async def resend_after_reconnect() -> None:
+            count = await journal.requeue_unanswered_orders({}, default_s=0.0)
+            if count:
+                log.info("re-sent %d unanswered order(s) after connecting", count)
+        return resend_after_reconnect
+
+    async def _resend_orders(self, journal: Journal) -> None:
+        timeouts = {cell.id: cell.order_timeout_s for cell in self.config.cells}
+        while True:
+            await asyncio.sleep(1.0)
+            count = await journal.requeue_unanswered_orders(timeouts, default_s=5.0)
+            if count:
+                log.info("re-sent %d unanswered order(s)", count)
+
+    def _inbound(self, journal: Journal, alarms: Alarms):
+        counters = self._inbound_counters = {"cell_states": 0, "bad_messages": 0, "duplicates": 0, "unknown": 0}
+
+        async def handle(topic: str, payload: bytes) -> None:
+            parsed = self.topics.cell_from_topic(topic)
+            if parsed is None:
+                return
+            cell, kind = parsed
+            if kind == "connection":
+                state = payload.decode("utf-8", "replace")[:32]
+                if state == "ONLINE":
+                    await alarms.clear("cell_offline", subject=cell)
+                else:
+                    await alarms.raise_("cell_offline", f"robot cell {cell} is {state}", subject=cell)
+                return
+            try:
+                message = parse_cell_state(payload)
+            except ContractError as exc:
+                counters["bad_messages"] += 1
+                await alarms.event("bad_message", f"bad state message from cell {cell}: {exc}", subject=cell)
+                return
+            outcome = await journal.record_cell_state(message.decision_id, cell, message.state, message.reason)
+            if outcome == "applied":
+                counters["cell_states"] += 1
+            elif outcome == "duplicate":
+                counters["duplicates"] += 1
+            else:
+                counters["unknown"] += 1
+                log.warning("cell %s reported %s for %s decision %s", cell, message.state, outcome,
+                            message.decision_id)
+        return handle
+
+    async def _watch_devices(self, alarms: Alarms) -> None:
+        last: dict[str, str] = {}
+        while True:
+            for name in ("scanner", "scale", "plc"):
+                state = getattr(self._parts[name], "state", "unknown")
+                if state == last.get(name):
+                    continue
+                last[name] = state
+                if state == "online":
+                    await alarms.clear("device_lost", subject=name, message=f"{name} is back")
+                elif name in last and state != "connecting":
+                    await alarms.raise_("device_lost", f"{name} is {state}", subject=name, severity="critical")
+            await asyncio.sleep(0.2)
+
+    def status(self, lifecycle: str = "running") -> dict[str, Any]:
+        pipeline: Pipeline = self._parts["pipeline"]
+        plc = self._parts["plc"]
+        latencies = pipeline.latencies_ms[-2000:]
+        p50 = _percentile(latencies, 0.5)
+        p99 = _percentile(latencies, 0.99)
+        return {
+            "lifecycle": lifecycle,
+            "version": __version__,
+            "uptime_s": round(time.monotonic() - self.started_at, 1),
+            "devices": {
+                "scanner": self._parts["scanner"].state,
+                "scale": self._parts["scale"].state,
+                "plc": plc.state,
+                "plc_heartbeat_ok": getattr(plc, "plc_heartbeat_ok", None),
+                "mqtt": self._parts["mqtt"].state,
+            },
+            "units": {
+                "in_flight": pipeline.in_flight,
+                "graded": sum(pipeline.by_grade.values()),
+                "by_grade": dict(pipeline.by_grade),
+                "by_disposition": dict(pipeline.by_disposition),
+                "by_lane": {str(k): v for k, v in pipeline.by_lane.items()},
+            },
+            "latency_ms": {"p50": round(p50, 2) if p50 else None, "p99": round(p99, 2) if p99 else None},
+            "errors": dict(pipeline.errors),
+            "reads": dict(self._parts["reads"].counters),
+            "inbound": dict(self._inbound_counters),
+            "alarms_active": len(self._parts["alarms"].active),
+            "as_of": utc_timestamp(),
+        }
+
+    async def _publish_status(self, lifecycle: str = "running") -> None:
+        journal: Journal = self._parts["journal"]
+        status = self.status(lifecycle)
+        status["queues"] = await journal.depths()
+        envelope: Envelope = self._parts["envelope"]
+        await self._parts["mqtt"].publish_now(
+            self.topics.status, envelope.build("status", status), qos=1, retain=True
+        )
+
+    async def _status_loop(self) -> None:
+        plc = self._parts["plc"]
+        envelope: Envelope = self._parts["envelope"]
+        mqtt: MqttLink = self._parts["mqtt"]
+        next_status = 0.0
+        while True:
+            now = time.monotonic()
+            if now >= next_status:
+                await self._publish_status()
+                next_status = now + self.config.mqtt.status_interval_s
+            signals = dict(getattr(plc, "signals", {}) or {})
+            await mqtt.publish_now(
+                self.topics.telemetry("plc"),
+                envelope.build("telemetry", {"device": "plc", "state": plc.state, "signals": signals}),
+                qos=0, retain=True,
+            )
+            sd_notify("WATCHDOG=1")
+            await asyncio.sleep(1.0)
+
+
+class _Stop(Exception):
+    """Ends the daemon's task group when a stop was requested."""

@@ -1,0 +1,406 @@
+"""The durable decision journal and MQTT outbox (SQLite in WAL mode).
+
+Every decision is committed here before the diverter is commanded, and every message that must
+reach the broker is written to the outbox in the same transaction as the state change it
+announces. The MQTT side drains the outbox in order and marks rows sent on PUBACK, so a broker
+outage or a crash loses nothing and re-sends what was not acknowledged.
+
+SQLite calls run on one dedicated thread, so the event loop never waits on an fsync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS units (
+    unit_id      TEXT PRIMARY KEY,
+    decision_id  TEXT UNIQUE NOT NULL,
+    item_id      INTEGER,
+    decided_at   REAL NOT NULL,
+    state        TEXT NOT NULL,      -- decided, diverted, divert_failed, complete
+    lane         INTEGER,
+    cell         TEXT,
+    grade        TEXT,
+    disposition  TEXT,
+    decision     TEXT NOT NULL       -- the decision payload as published (JSON)
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic        TEXT NOT NULL,
+    payload      BLOB NOT NULL,
+    qos          INTEGER NOT NULL,
+    retain       INTEGER NOT NULL,
+    created_at   REAL NOT NULL,
+    sent_at      REAL
+);
+CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox(seq) WHERE sent_at IS NULL;
+CREATE TABLE IF NOT EXISTS orders (
+    decision_id  TEXT PRIMARY KEY,
+    unit_id      TEXT NOT NULL,
+    cell         TEXT NOT NULL,
+    topic        TEXT NOT NULL,
+    payload      BLOB NOT NULL,
+    state        TEXT NOT NULL,      -- QUEUED, ACCEPTED, RUNNING, FINISHED, FAILED
+    sent_count   INTEGER NOT NULL DEFAULT 0,
+    queued_at    REAL NOT NULL,
+    updated_at   REAL NOT NULL,
+    reason       TEXT
+);
+CREATE TABLE IF NOT EXISTS events (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    unit_id      TEXT,
+    at           REAL NOT NULL,
+    kind         TEXT NOT NULL,
+    data         TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_unit ON events(unit_id);
+CREATE TABLE IF NOT EXISTS meta (
+    key          TEXT PRIMARY KEY,
+    value        TEXT NOT NULL
+);
+"""
+
+FINAL_CELL_STATES = ("FINISHED", "FAILED")
+SEQ_BLOCK = 1_000_000
+
+
+@dataclass(frozen=True)
+class OutboxMessage:
+    seq: int
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+
+
+@dataclass(frozen=True)
+class Publication:
+    """A message to put in the outbox."""
+
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = False
+
+
+@dataclass(frozen=True)
+class OrderToSend:
+    decision_id: str
+    unit_id: str
+    cell: str
+    topic: str
+    payload: bytes
+
+
+class JournalError(Exception):
+    """The journal cannot be opened or written."""
+
+
+class Journal:
+    """Async facade over one SQLite connection owned by a dedicated thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
+        self._db: sqlite3.Connection | None = None
+        self.outbox_changed = asyncio.Event()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Journal:
+        await self._call(self._open)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._call(self._close)
+        self._executor.shutdown(wait=True)
+
+    def _open(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
+            db.execute("PRAGMA journal_mode=WAL")
+            # FULL: a commit is on disk before we command the diverter, even across a power cut.
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA foreign_keys=ON")
+            db.executescript(SCHEMA)
+            integrity = db.execute("PRAGMA quick_check").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot open journal {self.path}: {exc}") from exc
+        if integrity != "ok":
+            raise JournalError(f"journal {self.path} failed its integrity check: {integrity}")
+        self._db = db
+
+    def _close(self) -> None:
+        assert self._db is not None
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._db.close()
+        self._db = None
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn, *args)
+
+    def _transaction(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        db = self._db
+        if db is None:
+            raise JournalError("journal is closed")
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            result = body(db)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return result
+
+    # -- message sequence numbers --------------------------------------------------------------
+
+    async def reserve_sequence_block(self) -> int:
+        """First header `seq` of a fresh block; seq numbers never repeat across restarts."""
+
+        def body(db: sqlite3.Connection) -> int:
+            row = db.execute("SELECT value FROM meta WHERE key='seq_reserved'").fetchone()
+            start = int(row[0]) if row else 0
+            db.execute(
+                "INSERT INTO meta(key, value) VALUES('seq_reserved', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (str(start + SEQ_BLOCK),),
+            )
+            return start + 1
+
+        return await self._call(self._transaction, body)
+
+    # -- decisions -------------------------------------------------------------------------------
+
+    async def record_decision(
+        self, unit_id: str, decision_id: str, item_id: int, decision: dict[str, Any], audit: list[tuple[str, dict]]
+    ) -> None:
+        """Commit a decision (and the unit's readings so far) before the diverter is commanded."""
+        now = time.time()
+
+        def body(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT INTO units(unit_id, decision_id, item_id, decided_at, state, lane, cell, grade,"
+                " disposition, decision) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (
+                    unit_id,
+                    decision_id,
+                    item_id,
+                    now,
+                    "decided",
+                    decision.get("lane"),
+                    decision.get("cell"),
+                    decision.get("grade"),
+                    decision.get("disposition"),
+                    json.dumps(decision),
+                ),
+            )
+            db.executemany(
+                "INSERT INTO events(unit_id, at, kind, data) VALUES (?,?,?,?)",
+                [(unit_id, now, kind, json.dumps(data)) for kind, data in audit],
+            )
+
+        await self._call(self._transaction, body)
+
+    async def record_outcome(
+        self,
+        unit_id: str,
+        state: str,
+        decision: dict[str, Any],
+        publications: list[Publication],
+        order: OrderToSend | None,
+        audit: list[tuple[str, dict]],
+    ) -> None:
+        """After the divert: the final decision, its messages and the cell order, atomically."""
+        now = time.time()
+
+        def body(db: sqlite3.Connection) -> None:
+            db.execute(
+                "UPDATE units SET state=?, lane=?, cell=?, grade=?, disposition=?, decision=? WHERE unit_id=?",
+                (
+                    state,
+                    decision.get("lane"),
+                    decision.get("cell"),
+                    decision.get("grade"),
+                    decision.get("disposition"),
+                    json.dumps(decision),
+                    unit_id,
+                ),
+            )
+            self._enqueue(db, publications, now)
+            if order is not None:
+                db.execute(
+                    "INSERT INTO orders(decision_id, unit_id, cell, topic, payload, state, sent_count,"
+                    " queued_at, updated_at) VALUES (?,?,?,?,?,'QUEUED',1,?,?)",
+                    (order.decision_id, order.unit_id, order.cell, order.topic, order.payload, now, now),
+                )
+                self._enqueue(db, [Publication(order.topic, order.payload)], now)
+            db.executemany(
+                "INSERT INTO events(unit_id, at, kind, data) VALUES (?,?,?,?)",
+                [(unit_id, now, kind, json.dumps(data)) for kind, data in audit],
+            )
+
+        await self._call(self._transaction, body)
+        self.outbox_changed.set()
+
+    @staticmethod
+    def _enqueue(db: sqlite3.Connection, publications: list[Publication], now: float) -> None:
+        db.executemany(
+            "INSERT INTO outbox(topic, payload, qos, retain, created_at) VALUES (?,?,?,?,?)",
+            [(p.topic, p.payload, p.qos, int(p.retain), now) for p in publications],
+        )
+
+    async def enqueue(self, publications: list[Publication]) -> None:
+        await self._call(self._transaction, lambda db: self._enqueue(db, publications, time.time()))
+        self.outbox_changed.set()
+
+    async def add_event(self, unit_id: str | None, kind: str, data: dict[str, Any]) -> None:
+        await self._call(
+            self._transaction,
+            lambda db: db.execute(
+                "INSERT INTO events(unit_id, at, kind, data) VALUES (?,?,?,?)",
+                (unit_id, time.time(), kind, json.dumps(data)),
+            ),
+        )
+
+    # -- outbox ------------------------------------------------------------------------------------
+
+    async def unsent(self, limit: int = 100) -> list[OutboxMessage]:
+        def query() -> list[OutboxMessage]:
+            assert self._db is not None
+            rows = self._db.execute(
+                "SELECT seq, topic, payload, qos, retain FROM outbox WHERE sent_at IS NULL ORDER BY seq LIMIT ?",
+                (limit,),
+            ).fetchall()
+            return [OutboxMessage(r[0], r[1], bytes(r[2]), r[3], bool(r[4])) for r in rows]
+
+        return await self._call(query)
+
+    async def mark_sent(self, seqs: list[int]) -> None:
+        now = time.time()
+        await self._call(
+            self._transaction,
+            lambda db: db.executemany("UPDATE outbox SET sent_at=? WHERE seq=?", [(now, s) for s in seqs]),
+        )
+
+    # -- robot cell orders -------------------------------------------------------------------------
+
+    async def record_cell_state(self, decision_id: str, cell: str, state: str, reason: str | None) -> str:
+        """Apply a cell's answer. Returns 'applied', 'duplicate', 'unknown' or 'wrong_cell'."""
+        now = time.time()
+
+        def body(db: sqlite3.Connection) -> str:
+            row = db.execute(
+                "SELECT unit_id, cell, state FROM orders WHERE decision_id=?", (decision_id,)
+            ).fetchone()
+            if row is None:
+                return "unknown"
+            unit_id, order_cell, current = row
+            if order_cell != cell:
+                return "wrong_cell"
+            if current in FINAL_CELL_STATES:
+                return "duplicate"
+            db.execute(
+                "UPDATE orders SET state=?, updated_at=?, reason=? WHERE decision_id=?",
+                (state, now, reason, decision_id),
+            )
+            if state in FINAL_CELL_STATES:
+                db.execute("UPDATE units SET state='complete' WHERE unit_id=?", (unit_id,))
+            db.execute(
+                "INSERT INTO events(unit_id, at, kind, data) VALUES (?,?,?,?)",
+                (unit_id, now, "cell_state", json.dumps({"cell": cell, "state": state, "reason": reason})),
+            )
+            return "applied"
+
+        return await self._call(self._transaction, body)
+
+    async def requeue_unanswered_orders(self, older_than_s: dict[str, float], default_s: float) -> int:
+        """Put orders that no cell has answered back in the outbox, same decision_id and payload."""
+        now = time.time()
+
+        def body(db: sqlite3.Connection) -> int:
+            rows = db.execute(
+                "SELECT decision_id, cell, topic, payload, updated_at FROM orders WHERE state='QUEUED'"
+            ).fetchall()
+            due = [r for r in rows if now - r[4] >= older_than_s.get(r[1], default_s)]
+            for decision_id, _cell, topic, payload, _ in due:
+                self._enqueue(db, [Publication(topic, bytes(payload))], now)
+                db.execute(
+                    "UPDATE orders SET sent_count=sent_count+1, updated_at=? WHERE decision_id=?",
+                    (now, decision_id),
+                )
+            return len(due)
+
+        count = await self._call(self._transaction, body)
+        if count:
+            self.outbox_changed.set()
+        return count
+
+    # -- figures and audit -------------------------------------------------------------------------
+
+    async def depths(self) -> dict[str, int]:
+        def query() -> dict[str, int]:
+            assert self._db is not None
+            outbox = self._db.execute("SELECT count(*) FROM outbox WHERE sent_at IS NULL").fetchone()[0]
+            open_orders = self._db.execute(
+                "SELECT count(*) FROM orders WHERE state NOT IN ('FINISHED','FAILED')"
+            ).fetchone()[0]
+            units = self._db.execute("SELECT count(*) FROM units").fetchone()[0]
+            return {"outbox": outbox, "open_orders": open_orders, "units": units}
+
+        return await self._call(query)
+
+    async def units_in_state(self, state: str) -> list[tuple[str, str, int]]:
+        def query() -> list[tuple[str, str, int]]:
+            assert self._db is not None
+            return self._db.execute(
+                "SELECT unit_id, decision_id, item_id FROM units WHERE state=?", (state,)
+            ).fetchall()
+
+        return await self._call(query)
+
+
+def read_unit_history(path: Path, unit_id: str) -> dict[str, Any] | None:
+    """A unit's whole record, read-only (for `edge units show`)."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        row = db.execute(
+            "SELECT unit_id, decision_id, item_id, decided_at, state, decision FROM units WHERE unit_id=?",
+            (unit_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        events = db.execute(
+            "SELECT at, kind, data FROM events WHERE unit_id=? ORDER BY id", (unit_id,)
+        ).fetchall()
+        order = db.execute(
+            "SELECT cell, state, sent_count, reason FROM orders WHERE unit_id=?", (unit_id,)
+        ).fetchone()
+    finally:
+        db.close()
+    return {
+        "unit_id": row[0],
+        "decision_id": row[1],
+        "item_id": row[2],
+        "decided_at": row[3],
+        "state": row[4],
+        "decision": json.loads(row[5]),
+        "order": dict(zip(("cell", "state", "sent_count", "reason"), order, strict=True)) if order else None,
+        "events": [{"at": e[0], "kind": e[1], "data": json.loads(e[2])} for e in events],
+    }

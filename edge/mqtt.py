@@ -1,0 +1,186 @@
+"""The controller's MQTT connection: Will, reconnects, the outbox drain and inbound messages.
+
+`MqttLink` is an async context manager. Its background loop runs in one named task group and keeps
+the connection up with capped exponential backoff and jitter. While connected it drains the
+journal's outbox in order at QoS 1 and marks rows sent only after PUBACK.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aiomqtt
+
+from edge.contract import Topics, encode
+from edge.journal import Journal
+
+log = logging.getLogger("edge.mqtt")
+
+InboundHandler = Callable[[str, bytes], Awaitable[None]]
+ConnectHandler = Callable[[], Awaitable[None]]
+
+OUTBOX_BATCH = 32
+
+
+class MqttLink:
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        client_id: str,
+        topics: Topics,
+        journal: Journal,
+        on_message: InboundHandler,
+        on_connect: ConnectHandler | None = None,
+        subscriptions: list[str] | None = None,
+        username: str | None = None,
+        password_file: Path | None = None,
+        keepalive_s: int = 15,
+        reconnect_max_s: float = 10.0,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.client_id = client_id
+        self.topics = topics
+        self.journal = journal
+        self.on_message = on_message
+        self.on_connect = on_connect
+        self.subscriptions = subscriptions or []
+        self.username = username
+        self.password_file = password_file
+        self.keepalive_s = keepalive_s
+        self.reconnect_max_s = reconnect_max_s
+        self.connected = asyncio.Event()
+        self.counters = {"connects": 0, "disconnects": 0, "published": 0, "publish_errors": 0, "received": 0}
+        self._client: aiomqtt.Client | None = None
+        self._stopping = asyncio.Event()
+        self._group: asyncio.TaskGroup | None = None
+        self._runner: asyncio.Task[None] | None = None
+
+    @property
+    def state(self) -> str:
+        return "online" if self.connected.is_set() else "offline"
+
+    async def __aenter__(self) -> MqttLink:
+        self._runner = asyncio.create_task(self._run(), name="mqtt-link")
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def stop(self, final_state: str = "OFFLINE") -> None:
+        """Publish the clean OFFLINE, disconnect (no Will) and end the background loop."""
+        if self._runner is None:
+            return
+        self._stopping.set()
+        client = self._client
+        if client is not None and self.connected.is_set():
+            with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+                await client.publish(self.topics.connection, final_state, qos=1, retain=True, timeout=2.0)
+                log.info("published %s on %s", final_state, self.topics.connection)
+        self._runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._runner
+        self._runner = None
+
+    async def publish_now(self, topic: str, payload: dict, qos: int = 0, retain: bool = False) -> bool:
+        """Best-effort publish for status and telemetry; False when not connected."""
+        client = self._client
+        if client is None or not self.connected.is_set():
+            return False
+        try:
+            await client.publish(topic, encode(payload), qos=qos, retain=retain, timeout=2.0)
+        except (aiomqtt.MqttError, TimeoutError):
+            self.counters["publish_errors"] += 1
+            return False
+        self.counters["published"] += 1
+        return True
+
+    def _password(self) -> str | None:
+        if self.password_file is None:
+            return None
+        return self.password_file.read_text(encoding="utf-8").strip()
+
+    async def _run(self) -> None:
+        attempt = 0
+        while not self._stopping.is_set():
+            will = aiomqtt.Will(self.topics.connection, "CONNECTIONBROKEN", qos=1, retain=True)
+            client = aiomqtt.Client(
+                self.host,
+                self.port,
+                identifier=self.client_id,
+                username=self.username,
+                password=self._password(),
+                will=will,
+                clean_session=False,
+                keepalive=self.keepalive_s,
+                timeout=5.0,
+            )
+            try:
+                async with client:
+                    self._client = client
+                    attempt = 0
+                    self.counters["connects"] += 1
+                    await client.publish(self.topics.connection, "ONLINE", qos=1, retain=True)
+                    for topic in self.subscriptions:
+                        await client.subscribe(topic, qos=1)
+                    self.connected.set()
+                    log.info("connected to mqtt://%s:%d as %s", self.host, self.port, self.client_id)
+                    async with asyncio.TaskGroup() as group:
+                        group.create_task(self._receive(client), name="mqtt-receive")
+                        group.create_task(self._drain_outbox(client), name="mqtt-outbox")
+                        if self.on_connect is not None:
+                            group.create_task(self.on_connect(), name="mqtt-on-connect")
+            except* aiomqtt.MqttError as group_error:
+                log.warning("mqtt connection lost or refused: %s", group_error.exceptions[0])
+            finally:
+                if self.connected.is_set():
+                    self.counters["disconnects"] += 1
+                self.connected.clear()
+                self._client = None
+            attempt += 1
+            delay = min(self.reconnect_max_s, 0.2 * 2 ** min(attempt, 10)) * random.uniform(0.5, 1.0)
+            log.info("reconnecting to the broker in %.1f s", delay)
+            await asyncio.sleep(delay)
+
+    async def _receive(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            self.counters["received"] += 1
+            payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
+            try:
+                await self.on_message(str(message.topic), bytes(payload))
+            except Exception:  # a bad message must never take the connection down
+                log.exception("handler failed for a message on %s", message.topic)
+
+    async def _drain_outbox(self, client: aiomqtt.Client) -> None:
+        while True:
+            self.journal.outbox_changed.clear()
+            batch = await self.journal.unsent(OUTBOX_BATCH)
+            if not batch:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.journal.outbox_changed.wait(), timeout=1.0)
+                continue
+            # paho sends in call order, so publishing a batch concurrently keeps the order while
+            # overlapping the PUBACK round trips.
+            results = await asyncio.gather(
+                *(client.publish(m.topic, m.payload, qos=m.qos, retain=m.retain, timeout=10.0) for m in batch),
+                return_exceptions=True,
+            )
+            acknowledged = []
+            for message, result in zip(batch, results, strict=True):
+                if isinstance(result, BaseException):
+                    self.counters["publish_errors"] += 1
+                    break  # keep the order: everything after a failure is sent again later
+                acknowledged.append(message.seq)
+            if acknowledged:
+                await self.journal.mark_sent(acknowledged)
+                self.counters["published"] += len(acknowledged)
+            if len(acknowledged) < len(batch):
+                error = next(r for r in results if isinstance(r, BaseException))
+                raise aiomqtt.MqttError(f"publish failed: {error}") from error

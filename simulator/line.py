@@ -1,0 +1,220 @@
+"""The whole simulated grading line: conveyor PLC, scanner, scale, camera and robot cells.
+
+Every device speaks its real protocol (Modbus TCP, serial on ptys, HTTP frames, MQTT), so the
+controller under test cannot tell the difference. The line writes what it did to its run folder:
+`endpoints.json` (where each device listens), `station.yaml` (a station file for `edge run` wired
+to those endpoints), `truth.jsonl` (each unit's ground truth and the lane it physically ended in)
+and `cells.jsonl` (what each robot cell did).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+import aiomqtt
+import yaml
+
+from edge.catalog import Catalog
+from edge.config import StationConfig
+from edge.contract import Topics
+from edge.policy import GradingPolicy
+from simulator.camera import SimulatedCamera
+from simulator.conveyor import SimulatedConveyor
+from simulator.robot_cell import SimulatedRobotCell
+from simulator.scale import SimulatedScale
+from simulator.scanner import SimulatedScanner
+from simulator.scenario import Scenario, SimUnit, UnitFactory
+
+log = logging.getLogger("simulator.line")
+
+Printer = Callable[[str], None]
+
+
+class SimulatedLine:
+    def __init__(
+        self,
+        scenario: Scenario,
+        station: StationConfig,
+        policy: GradingPolicy,
+        catalog: Catalog,
+        *,
+        broker_host: str,
+        broker_port: int,
+        run_dir: Path,
+        printer: Printer = print,
+    ) -> None:
+        self.scenario = scenario
+        self.station = station
+        self.broker_host = broker_host
+        self.broker_port = broker_port
+        self.run_dir = Path(run_dir)
+        self.say = printer
+        self.topics = Topics(station.mqtt.topic_prefix, station.site, station.line)
+        self.factory = UnitFactory(scenario, station, policy, catalog)
+        self.units_by_item: dict[int, SimUnit] = {}
+        self.final_lane: dict[int, int] = {}
+        self.inducted = 0
+        self.exited = 0
+        self.cells: list[SimulatedRobotCell] = []
+        self._stack = contextlib.AsyncExitStack()
+        self._truth: TextIO | None = None
+        self._cell_log: TextIO | None = None
+
+    async def __aenter__(self) -> SimulatedLine:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        stack = self._stack
+        self._truth = stack.enter_context((self.run_dir / "truth.jsonl").open("w", encoding="utf-8"))
+        self._cell_log = stack.enter_context((self.run_dir / "cells.jsonl").open("w", encoding="utf-8"))
+        lane_count = max(lane.id for lane in self.station.lanes)
+        self.conveyor = await stack.enter_async_context(
+            SimulatedConveyor(port=self.scenario.plc_port, lanes=lane_count,
+                              belt_speed_mm_s=self.scenario.belt_speed_mm_s)
+        )
+        self.conveyor.on_scan = self._on_scan
+        self.conveyor.on_exit = self._on_exit
+        self.scanner = await stack.enter_async_context(SimulatedScanner(link_path=str(self.run_dir / "scanner")))
+        self.scale = await stack.enter_async_context(SimulatedScale(link_path=str(self.run_dir / "scale")))
+        self.camera = await stack.enter_async_context(
+            SimulatedCamera(port=self.scenario.camera_port, px_per_mm=self.station.vision.px_per_mm,
+                            seed=self.scenario.seed)
+        )
+        behaviours = {cell.id: cell for cell in self.scenario.cells}
+        for cell in self.station.cells:
+            lanes = {lane.id for lane in self.station.lanes if lane.cell == cell.id}
+            behaviour = behaviours.get(cell.id)
+            robot = SimulatedRobotCell(
+                cell.id, lanes, self.topics, self.broker_host, self.broker_port, self.final_lane.get,
+                accept_after_s=behaviour.accept_after_s if behaviour else 0.05,
+                finish_after_s=behaviour.finish_after_s if behaviour else 0.4,
+                lane_capacity=behaviour.lane_capacity if behaviour else 40,
+                on_event=self._log_cell_event,
+            )
+            self.cells.append(await stack.enter_async_context(robot))
+        self._write_endpoints()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._stack.aclose()
+
+    # -- files for the controller under test ---------------------------------------------------
+
+    @property
+    def endpoints(self) -> dict[str, Any]:
+        return {
+            "plc": {"host": "127.0.0.1", "port": self.conveyor.port},
+            "scanner": str(self.run_dir / "scanner"),
+            "scale": str(self.run_dir / "scale"),
+            "camera": self.camera.url,
+            "broker": f"mqtt://{self.broker_host}:{self.broker_port}",
+            "station": str(self.run_dir / "station.yaml"),
+        }
+
+    def _write_endpoints(self) -> None:
+        endpoints = self.endpoints
+        (self.run_dir / "endpoints.json").write_text(json.dumps(endpoints, indent=2) + "\n")
+        station = yaml.safe_load(self.scenario.station.read_text(encoding="utf-8"))
+        station["mqtt"] = {**station.get("mqtt", {}), "url": endpoints["broker"]}
+        station["scanner"]["port"] = endpoints["scanner"]
+        station["scale"]["port"] = endpoints["scale"]
+        station["plc"].update(host="127.0.0.1", port=self.conveyor.port)
+        station["camera"]["url"] = endpoints["camera"]
+        station["grading_policy"] = str(self.station.grading_policy)
+        station["catalog"] = str(self.station.catalog)
+        station.setdefault("journal", {})["path"] = str(self.run_dir / "journal.db")
+        station.setdefault("vision", {})["cache_dir"] = str(
+            self.station.vision.cache_dir or (Path.home() / ".cache" / "edge" / "numba")
+        )
+        text = "# Written by the simulator: a station file wired to the simulated devices.\n"
+        (self.run_dir / "station.yaml").write_text(text + yaml.safe_dump(station, sort_keys=False))
+
+    def describe(self) -> str:
+        e = self.endpoints
+        return "\n".join([
+            f"  PLC (Modbus TCP)      127.0.0.1:{e['plc']['port']}  unit id 1, default register map",
+            f"  barcode scanner       {e['scanner']}  (pty, 9600 8N1, CR LF, AIM ids)",
+            f"  scale (MT-SICS)       {e['scale']}  (pty, 9600 8N1)",
+            f"  camera (HTTP frames)  {e['camera']}/frames/<trigger id>",
+            f"  robot cells           {', '.join(c.cell_id for c in self.cells)} on {e['broker']}",
+            f"  station file          {e['station']}",
+        ])
+
+    # -- belt events --------------------------------------------------------------------------
+
+    def _on_scan(self, item_id: int, payload: object) -> None:
+        unit: SimUnit = payload  # type: ignore[assignment]
+        self.units_by_item[item_id] = unit
+        if unit.fault == "no_read":
+            self.scanner.emit_no_read()
+        else:
+            self.scanner.emit_read(unit.barcode, aim=unit.aim)
+        self.scale.set_load(unit.weight_g, settle_s=self.scenario.scale_settle_s)
+        asyncio.get_running_loop().create_task(self.camera.capture(item_id, unit.appearance))
+
+    def _on_exit(self, item_id: int, payload: object, lane: int) -> None:
+        unit: SimUnit = payload  # type: ignore[assignment]
+        self.final_lane[item_id] = lane
+        self.exited += 1
+        record = {**unit.truth(), "item_id": item_id, "physical_lane": lane, "at": time.time()}
+        assert self._truth is not None
+        self._truth.write(json.dumps(record) + "\n")
+        self._truth.flush()
+
+    def _log_cell_event(self, event: dict[str, Any]) -> None:
+        assert self._cell_log is not None
+        self._cell_log.write(json.dumps(event) + "\n")
+        self._cell_log.flush()
+
+    # -- running --------------------------------------------------------------------------------
+
+    async def wait_for_controller(self, timeout_s: float = 120.0) -> bool:
+        """Wait until the controller says ONLINE (retained), so no unit passes unseen."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                async with aiomqtt.Client(self.broker_host, self.broker_port,
+                                          identifier=f"sim-watch-{id(self)}") as client:
+                    await client.subscribe(self.topics.connection, qos=1)
+                    async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
+                        async for message in client.messages:
+                            if message.payload in (b"ONLINE", "ONLINE"):
+                                return True
+            except (aiomqtt.MqttError, TimeoutError):
+                await asyncio.sleep(0.5)
+        return False
+
+    async def run_units(self, count: int, progress: bool = True) -> None:
+        """Induct `count` units (0: forever) at the scenario rate, then wait for the belt to clear."""
+        period = 1.0 / self.scenario.rate_per_s
+        next_at = time.monotonic()
+        while count == 0 or self.inducted < count:
+            unit = self.factory.next_unit()
+            self.conveyor.induct(unit.length_mm, unit)
+            self.inducted += 1
+            if progress:
+                self.say(f"sim: inducted unit {self.inducted}{'/' + str(count) if count else ''}: "
+                         f"{unit.item.sku} true grade {unit.true_grade}"
+                         f"{' fault ' + unit.fault if unit.fault != 'none' else ''}")
+            next_at += period
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+        while self.exited < self.inducted:
+            await asyncio.sleep(0.05)
+
+    async def wait_for_cells(self, expected: int, timeout_s: float = 15.0) -> int:
+        """Wait until the cells have finished `expected` orders; returns how many they did."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            done = sum(
+                1 for cell in self.cells for order in cell.record.handled.values()
+                if order.state in ("FINISHED", "FAILED")
+            )
+            if done >= expected:
+                return done
+            await asyncio.sleep(0.1)
+        return done

@@ -1,0 +1,188 @@
+"""A simulated pick-and-pack robot cell, written from the MQTT contract alone.
+
+It announces itself on cells/{cell}/connection (retained, with a Will), takes orders from
+cells/{cell}/orders and answers on cells/{cell}/state: ACCEPTED, then FINISHED once the unit is in
+its lane, or FAILED with a reason. An order whose decision_id it has already handled is not done
+again; the cell repeats its last answer so a controller that missed it can complete the decision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiomqtt
+
+from edge.contract import Topics, encode, utc_timestamp
+
+log = logging.getLogger("simulator.cell")
+
+LaneOf = Callable[[int], int | None]
+
+
+@dataclass
+class HandledOrder:
+    decision_id: str
+    unit_id: str
+    item_id: int | None
+    lane: int
+    state: str = "ACCEPTED"
+    reason: str | None = None
+    received: int = 1
+
+
+@dataclass
+class CellRecord:
+    handled: dict[str, HandledOrder] = field(default_factory=dict)
+    bad_orders: int = 0
+
+    @property
+    def duplicates(self) -> int:
+        return sum(order.received - 1 for order in self.handled.values())
+
+
+class SimulatedRobotCell:
+    def __init__(
+        self,
+        cell_id: str,
+        lanes: set[int],
+        topics: Topics,
+        host: str,
+        port: int,
+        lane_of_item: LaneOf,
+        accept_after_s: float = 0.05,
+        finish_after_s: float = 0.4,
+        lane_capacity: int = 40,
+        unit_wait_s: float = 5.0,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.cell_id = cell_id
+        self.lanes = lanes
+        self.topics = topics
+        self.host = host
+        self.port = port
+        self.lane_of_item = lane_of_item
+        self.accept_after_s = accept_after_s
+        self.finish_after_s = finish_after_s
+        self.lane_capacity = lane_capacity
+        self.unit_wait_s = unit_wait_s
+        self.on_event = on_event
+        self.record = CellRecord()
+        self.online = asyncio.Event()
+        self._client: aiomqtt.Client | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._work: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> SimulatedRobotCell:
+        self._task = asyncio.create_task(self._run(), name=f"cell-{self.cell_id}")
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        client = self._client
+        if client is not None:
+            with contextlib.suppress(aiomqtt.MqttError):
+                await client.publish(self.topics.cell_connection(self.cell_id), "OFFLINE", qos=1, retain=True)
+        for task in [*self._work, *( [self._task] if self._task else [])]:
+            task.cancel()
+        for task in [*self._work, *([self._task] if self._task else [])]:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        while True:
+            will = aiomqtt.Will(self.topics.cell_connection(self.cell_id), "CONNECTIONBROKEN", qos=1, retain=True)
+            try:
+                async with aiomqtt.Client(
+                    self.host, self.port, identifier=f"sim-{self.cell_id}", will=will, clean_session=False,
+                    keepalive=10,
+                ) as client:
+                    self._client = client
+                    await client.subscribe(self.topics.cell_orders(self.cell_id), qos=1)
+                    await client.publish(self.topics.cell_connection(self.cell_id), "ONLINE", qos=1, retain=True)
+                    self.online.set()
+                    async for message in client.messages:
+                        payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
+                        self._on_order(bytes(payload))
+            except aiomqtt.MqttError as exc:
+                log.info("cell %s lost the broker (%s); reconnecting", self.cell_id, exc)
+            finally:
+                self._client = None
+                self.online.clear()
+            await asyncio.sleep(0.5)
+
+    def _on_order(self, payload: bytes) -> None:
+        try:
+            order = json.loads(payload)
+            decision_id = str(order["decision_id"])
+            lane = int(order["lane"])
+        except (ValueError, KeyError, TypeError):
+            self.record.bad_orders += 1
+            return
+        known = self.record.handled.get(decision_id)
+        if known is not None:
+            known.received += 1
+            self._spawn(self._answer(known))  # repeat the last answer, do not handle it again
+            return
+        handled = HandledOrder(decision_id, str(order.get("unit_id")), order.get("item_id"), lane)
+        self.record.handled[decision_id] = handled
+        self._spawn(self._work_on(handled))
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.create_task(coroutine)
+        self._work.add(task)
+        task.add_done_callback(self._work.discard)
+
+    async def _answer(self, order: HandledOrder) -> None:
+        client = self._client
+        if client is None:
+            return
+        body = {
+            "schema": "returns/v1/cell-state",
+            "timestamp": utc_timestamp(),
+            "cell": self.cell_id,
+            "decision_id": order.decision_id,
+            "state": order.state,
+            "lane_capacity": self.lane_capacity,
+        }
+        if order.reason:
+            body["reason"] = order.reason
+        with contextlib.suppress(aiomqtt.MqttError):
+            await client.publish(self.topics.cell_state(self.cell_id), encode(body), qos=1)
+
+    async def _work_on(self, order: HandledOrder) -> None:
+        await asyncio.sleep(self.accept_after_s)
+        if order.lane not in self.lanes:
+            order.state, order.reason = "FAILED", f"lane {order.lane} is not served by {self.cell_id}"
+            await self._answer(order)
+            self._emit(order)
+            return
+        await self._answer(order)
+        # A real cell waits for the unit to come down its lane before it picks it.
+        physical = None
+        waited = 0.0
+        while order.item_id is not None and waited < self.unit_wait_s:
+            physical = self.lane_of_item(int(order.item_id))
+            if physical is not None:
+                break
+            await asyncio.sleep(0.05)
+            waited += 0.05
+        await asyncio.sleep(self.finish_after_s)
+        if order.item_id is not None and physical != order.lane:
+            order.state = "FAILED"
+            order.reason = f"unit not found in lane {order.lane} (it went to lane {physical})"
+        else:
+            order.state = "FINISHED"
+        await self._answer(order)
+        self._emit(order)
+
+    def _emit(self, order: HandledOrder) -> None:
+        if self.on_event is not None:
+            self.on_event({
+                "cell": self.cell_id, "decision_id": order.decision_id, "unit_id": order.unit_id,
+                "item_id": order.item_id, "lane": order.lane, "state": order.state, "reason": order.reason,
+            })

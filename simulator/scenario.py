@@ -1,0 +1,183 @@
+"""Simulator scenarios: which units come down the line, how fast, and what goes wrong.
+
+A scenario is seeded, so the same file produces the same units, labels, weights and damage every
+time, each with its ground truth (the grade a perfect station would give and the lane it belongs in).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from edge.catalog import Catalog, CatalogItem
+from edge.config import StationConfig, load_station
+from edge.grading import DamageSummary, Observation, grade_unit
+from edge.policy import GradingPolicy, load_policy
+from edge.yamlconf import load_yaml, validate
+from simulator.render import Appearance, generate_appearance
+
+Fault = Literal["none", "no_read", "wrong_weight", "unknown_gtin"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CellBehaviour(_Strict):
+    id: str = Field(description="Robot cell id (must match the station's cells).")
+    accept_after_s: float = Field(0.05, ge=0, description="Delay before ACCEPTED.")
+    finish_after_s: float = Field(0.4, ge=0, description="Delay from ACCEPTED to FINISHED.")
+    lane_capacity: int = Field(40, ge=0, description="Reported free places in the lane.")
+
+
+class Scenario(_Strict):
+    station: Path = Field(Path("station.sim.yaml"), description="Station file the simulated line matches.")
+    seed: int = Field(7, description="Seed of every random choice.")
+    units: int = Field(40, ge=0, description="Units to induct; 0 runs until stopped.")
+    rate_per_s: float = Field(2.0, gt=0, le=50, description="Units inducted per second.")
+    belt_speed_mm_s: float = Field(1000.0, gt=0, le=5000, description="Belt speed.")
+    grade_mix: dict[Literal["A", "B", "C", "D"], float] = Field(
+        default_factory=lambda: {"A": 0.45, "B": 0.2, "C": 0.2, "D": 0.15},
+        description="Share of each true cosmetic grade.",
+    )
+    faults: dict[Literal["no_read", "wrong_weight", "unknown_gtin"], float] = Field(
+        default_factory=lambda: {"no_read": 0.04, "wrong_weight": 0.03, "unknown_gtin": 0.02},
+        description="Share of units with each fault.",
+    )
+    allow_ambiguous: bool = Field(True, description="Let a few units sit on a grade threshold.")
+    scale_settle_s: float = Field(0.03, ge=0, le=2, description="Time the scale shows 'dynamic' per unit.")
+    plc_port: int = Field(0, ge=0, le=65535, description="Modbus TCP port of the simulated PLC; 0 picks one.")
+    camera_port: int = Field(0, ge=0, le=65535, description="HTTP port of the simulated camera; 0 picks one.")
+    cells: list[CellBehaviour] = Field(default_factory=list, description="Robot cell behaviour.")
+
+    @model_validator(mode="after")
+    def _shares(self) -> Scenario:
+        if abs(sum(self.grade_mix.values()) - 1.0) > 1e-6:
+            raise ValueError("grade_mix shares must add up to 1")
+        if sum(self.faults.values()) >= 1.0:
+            raise ValueError("fault shares must add up to less than 1")
+        return self
+
+
+@dataclass
+class SimUnit:
+    """One simulated returned unit and its ground truth."""
+
+    index: int
+    item: CatalogItem
+    gtin: str
+    serial: str
+    aim: str
+    barcode: str
+    weight_g: float
+    appearance: Appearance
+    true_grade: str
+    fault: Fault
+    ambiguous: bool
+    expected_disposition: str = ""
+    expected_lane: int = -1
+    expected_reasons: list[str] = field(default_factory=list)
+
+    @property
+    def length_mm(self) -> float:
+        return self.item.length_mm
+
+    def truth(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "sku": self.item.sku,
+            "gtin": self.gtin,
+            "serial": self.serial,
+            "barcode": self.barcode,
+            "aim": self.aim,
+            "weight_g": round(self.weight_g, 1),
+            "true_grade": self.true_grade,
+            "fault": self.fault,
+            "ambiguous": self.ambiguous,
+            "expected_disposition": self.expected_disposition,
+            "expected_lane": self.expected_lane,
+        }
+
+
+def _gtin_with_check(body13: str) -> str:
+    total = sum(int(d) * (3 if i % 2 == 0 else 1) for i, d in enumerate(body13))
+    return body13 + str((10 - total % 10) % 10)
+
+
+class UnitFactory:
+    """Draws units for a scenario; the ground truth comes from the station's own grading policy."""
+
+    SERIAL_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ0123456789"
+
+    def __init__(self, scenario: Scenario, station: StationConfig, policy: GradingPolicy, catalog: Catalog):
+        self.scenario = scenario
+        self.station = station
+        self.policy = policy
+        self.catalog = catalog
+        self.rng = np.random.default_rng(scenario.seed)
+        self.count = 0
+
+    def _pick_fault(self) -> Fault:
+        draw = self.rng.random()
+        edge = 0.0
+        for fault, share in self.scenario.faults.items():
+            edge += share
+            if draw < edge:
+                return fault
+        return "none"
+
+    def next_unit(self) -> SimUnit:
+        rng = self.rng
+        self.count += 1
+        item = self.catalog.items[int(rng.integers(len(self.catalog.items)))]
+        grades = list(self.scenario.grade_mix)
+        true_grade = str(rng.choice(grades, p=[self.scenario.grade_mix[g] for g in grades]))
+        fault = self._pick_fault()
+        serial = "".join(rng.choice(list(self.SERIAL_ALPHABET), size=int(rng.integers(8, 13))))
+        gtin = item.gtin
+        if fault == "unknown_gtin":
+            gtin = _gtin_with_check("0" + "0614141" + f"{int(rng.integers(90000, 99999)):05d}")
+        aim = "]C1" if rng.random() < 0.6 else "]d2"
+        barcode = f"01{gtin}21{serial}"
+        weight = item.weight_g + float(rng.normal(0.0, item.weight_tolerance_g / 6))
+        if fault == "wrong_weight":
+            weight = item.weight_g * float(rng.choice([0.7, 1.3]))
+        appearance, ambiguous = generate_appearance(
+            true_grade, item.category, item.length_mm, item.width_mm, rng,
+            allow_ambiguous=self.scenario.allow_ambiguous,
+        )
+        unit = SimUnit(self.count, item, gtin, serial, aim, barcode, weight, appearance, true_grade, fault,
+                       ambiguous)
+        self._ground_truth(unit)
+        return unit
+
+    def _ground_truth(self, unit: SimUnit) -> None:
+        scratches = tuple(d.length_mm for d in unit.appearance.defects if d.kind == "scratch")
+        cracks = sum(1 for d in unit.appearance.defects if d.kind == "crack")
+        known = unit.fault != "unknown_gtin"
+        observation = Observation(
+            barcode=None if unit.fault == "no_read" else unit.barcode,
+            gtin=unit.gtin,
+            identity_problems=(),
+            item=unit.item if known else None,
+            weight_g=unit.weight_g,
+            weight_problem=None,
+            damage=DamageSummary(scratches, cracks, 0.0),
+            vision_problem=None,
+        )
+        verdict = grade_unit(observation, self.policy)
+        unit.expected_disposition = verdict.disposition
+        unit.expected_lane = self.station.lane_for(verdict.disposition).id
+        unit.expected_reasons = list(verdict.reasons)
+
+
+def load_scenario(path: Path | str) -> tuple[Scenario, StationConfig, GradingPolicy, Catalog]:
+    scenario = validate(Scenario, load_yaml(path))
+    station_path = scenario.station if scenario.station.is_absolute() else Path(path).resolve().parent / scenario.station
+    station = load_station(station_path)
+    scenario = scenario.model_copy(update={"station": station_path})
+    return scenario, station, load_policy(station.grading_policy), Catalog.load(station.catalog)
