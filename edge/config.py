@@ -169,7 +169,9 @@ class StationConfig(StrictModel):
     lanes: list[LaneSettings] = Field(description="Sort lanes; lane 0 is the reject/manual lane.")
     cells: list[CellSettings] = Field(default_factory=list, description="Robot cells.")
     reject_lane: int = Field(0, description="Lane for every unit the controller is unsure about.")
-    grading_policy: Path = Field(Path("grading.yaml"), description="Grading policy file (relative paths: to this file).")
+    grading_policy: Path = Field(
+        Path("grading.yaml"), description="Grading policy file (relative paths: to this file)."
+    )
     catalog: Path = Field(Path("catalog.csv"), description="Product catalog CSV (relative paths: to this file).")
     journal: JournalSettings = Field(default_factory=JournalSettings, description="Decision journal.")
 

@@ -71,6 +71,7 @@ class Controller:
             os.environ.setdefault("NUMBA_CACHE_DIR", str(self.config.vision.cache_dir))
         # Imported here so NUMBA_CACHE_DIR is set before Numba reads it.
         from drivers.camera import HttpTriggerCamera
+
         from drivers.scale_sics import SicsScale
         from drivers.scanner import SerialScanner
         from plc.client import PlcLink

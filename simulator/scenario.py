@@ -177,7 +177,9 @@ class UnitFactory:
 
 def load_scenario(path: Path | str) -> tuple[Scenario, StationConfig, GradingPolicy, Catalog]:
     scenario = validate(Scenario, load_yaml(path))
-    station_path = scenario.station if scenario.station.is_absolute() else Path(path).resolve().parent / scenario.station
+    station_path = scenario.station
+    if not station_path.is_absolute():
+        station_path = Path(path).resolve().parent / station_path
     station = load_station(station_path)
     scenario = scenario.model_copy(update={"station": station_path})
     return scenario, station, load_policy(station.grading_policy), Catalog.load(station.catalog)

@@ -47,7 +47,7 @@ def test_topic_ids_are_restricted(tmp_path: Path) -> None:
 
 
 def test_every_disposition_needs_a_lane(tmp_path: Path) -> None:
-    path = _write_station(tmp_path, lambda d: d.update(lanes=[l for l in d["lanes"] if l["id"] != 5]))
+    path = _write_station(tmp_path, lambda d: d.update(lanes=[lane for lane in d["lanes"] if lane["id"] != 5]))
     with pytest.raises(ConfigError, match="recycle"):
         load_station(path)
 

@@ -62,7 +62,8 @@ def test_every_doubt_quarantines_with_a_reason() -> None:
 
 def test_weight_at_tolerance_edge() -> None:
     assert grade_unit(observe(weight=PHONE.weight_g + PHONE.weight_tolerance_g), POLICY).disposition == "restock"
-    assert grade_unit(observe(weight=PHONE.weight_g + PHONE.weight_tolerance_g + 0.1), POLICY).disposition == "quarantine"
+    too_heavy = PHONE.weight_g + PHONE.weight_tolerance_g + 0.1
+    assert grade_unit(observe(weight=too_heavy), POLICY).disposition == "quarantine"
 
 
 def test_data_bearing_units_need_sanitization() -> None:

@@ -1,0 +1,273 @@
+"""Serial barcode scanner: AIM-prefixed line framing (pure) and a reconnecting async transport.
+
+Handheld and fixed-mount scanners in "serial/keyboard wedge off" mode send one line per read:
+an optional AIM symbology identifier (ISO/IEC 15424, e.g. "]C1" for GS1-128), the data, and a
+configured suffix (CR LF by default). A failed read is reported with a configurable no-read text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from drivers.serial_port import FramingError, LineFramer, LinkState, SerialLink, SerialSettings
+
+_log = logging.getLogger(__name__)
+
+Suffix = Literal["crlf", "cr", "lf"]
+SUFFIX_BYTES: dict[str, bytes] = {"crlf": b"\r\n", "cr": b"\r", "lf": b"\n"}
+
+__all__ = [
+    "AIM_SYMBOLOGIES",
+    "SUFFIX_BYTES",
+    "FramingError",
+    "NoRead",
+    "ScanRead",
+    "ScannerFramer",
+    "SerialScanner",
+    "symbology_for_aim",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ScanRead:
+    text: str
+    aim: str
+    symbology: str
+    received_at: float
+    raw: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class NoRead:
+    received_at: float
+    raw: bytes
+
+
+# ISO/IEC 15424 symbology identifiers, "]" + code character + modifier. Only the combinations a
+# returns line meets are named; other modifiers fall back to the code character's family name.
+AIM_SYMBOLOGIES: dict[str, str] = {
+    "]A0": "Code 39",
+    "]A1": "Code 39",  # check digit verified and transmitted
+    "]A3": "Code 39",  # check digit verified and stripped
+    "]A4": "Code 39 Full ASCII",
+    "]A5": "Code 39 Full ASCII",
+    "]A7": "Code 39 Full ASCII",
+    "]C0": "Code 128",
+    "]C1": "GS1-128",
+    "]C2": "Code 128",  # FNC1 in second position (AIM application)
+    "]C4": "Code 128",  # ISBT concatenation
+    "]E0": "EAN-13",  # also UPC-A, sent as 13 digits
+    "]E1": "EAN-13",  # two-digit add-on alone
+    "]E2": "EAN-13",  # five-digit add-on alone
+    "]E3": "EAN-13",  # with add-on
+    "]E4": "EAN-8",
+    "]d0": "DataMatrix",  # ECC 000-140
+    "]d1": "DataMatrix",
+    "]d2": "GS1 DataMatrix",
+    "]d3": "DataMatrix",  # FNC1 in second position
+    "]d4": "DataMatrix",  # with ECI
+    "]d5": "GS1 DataMatrix",  # with ECI
+    "]d6": "DataMatrix",
+    "]Q0": "QR",  # model 1
+    "]Q1": "QR",
+    "]Q2": "QR",  # with ECI
+    "]Q3": "GS1 QR",
+    "]Q4": "GS1 QR",  # with ECI
+    "]Q5": "QR",  # FNC1 in second position
+    "]Q6": "QR",
+    "]e0": "GS1 DataBar",
+    "]e1": "GS1 DataBar",
+    "]e2": "GS1 DataBar",
+    "]e3": "GS1 DataBar",
+    "]I0": "Interleaved 2 of 5",
+    "]I1": "Interleaved 2 of 5",
+    "]I3": "Interleaved 2 of 5",
+    "]L0": "PDF417",
+    "]L1": "PDF417",
+    "]L2": "PDF417",
+    "]z0": "Aztec",
+    "]F0": "Codabar",
+    "]G0": "Code 93",
+    "]X0": "Other",
+}
+
+_AIM_FAMILIES: dict[str, str] = {
+    "A": "Code 39",
+    "C": "Code 128",
+    "E": "EAN/UPC",
+    "d": "DataMatrix",
+    "Q": "QR",
+    "e": "GS1 DataBar",
+    "I": "Interleaved 2 of 5",
+    "L": "PDF417",
+    "z": "Aztec",
+    "F": "Codabar",
+    "G": "Code 93",
+    "H": "Code 11",
+    "M": "MSI",
+    "X": "Other",
+    "Z": "Other",
+}
+
+
+def symbology_for_aim(aim: str) -> str:
+    """Readable symbology name for an AIM identifier; "Unknown" when there is none."""
+    name = AIM_SYMBOLOGIES.get(aim)
+    if name is not None:
+        return name
+    if len(aim) == 3 and aim[0] == "]":
+        family = _AIM_FAMILIES.get(aim[1])
+        if family is not None:
+            return family
+        return f"Unknown ({aim})"
+    return "Unknown"
+
+
+def _is_aim_prefix(line: bytes) -> bool:
+    # "]" + ASCII letter + modifier character ("0"-"9", "A"-"Z" or "a"-"z") per ISO/IEC 15424.
+    return (
+        len(line) >= 3
+        and line[0] == 0x5D
+        and (0x41 <= line[1] <= 0x5A or 0x61 <= line[1] <= 0x7A)
+        and (0x30 <= line[2] <= 0x39 or 0x41 <= line[2] <= 0x5A or 0x61 <= line[2] <= 0x7A)
+    )
+
+
+def _decode(data: bytes) -> str:
+    # QR and DataMatrix may carry UTF-8; anything else still maps losslessly through Latin-1 so a
+    # barcode is never rejected merely for its encoding (raw keeps the exact bytes regardless).
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+class ScannerFramer:
+    """Bytes from the scanner in, `ScanRead` / `NoRead` / `FramingError` values out. No I/O."""
+
+    def __init__(
+        self,
+        suffix: Suffix = "crlf",
+        max_line: int = 512,
+        no_read_messages: Iterable[str] = ("NR", "NOREAD", "NO READ"),
+    ) -> None:
+        if suffix not in SUFFIX_BYTES:
+            raise ValueError(f"suffix must be one of {sorted(SUFFIX_BYTES)}, not {suffix!r}")
+        self.suffix: Suffix = suffix
+        self._lines = LineFramer(max_line)
+        self._no_reads = frozenset(m.strip().upper() for m in no_read_messages if m.strip())
+
+    def reset(self) -> None:
+        self._lines.reset()
+
+    def feed(self, data: bytes, now: float) -> list[ScanRead | NoRead | FramingError]:
+        out: list[ScanRead | NoRead | FramingError] = []
+        for item in self._lines.feed(data, now):
+            if isinstance(item, FramingError):
+                out.append(item)
+            else:
+                event = self.parse_line(item, now)
+                if event is not None:
+                    out.append(event)
+        return out
+
+    def parse_line(self, line: bytes, now: float) -> ScanRead | NoRead | FramingError | None:
+        """One complete line (terminator removed) to an event; None for a blank line."""
+        body = line
+        # Some scanners wrap each read in STX ... ETX on top of the suffix.
+        if body[:1] == b"\x02":
+            body = body[1:]
+        if body[-1:] == b"\x03":
+            body = body[:-1]
+        if not body.strip(b" \t"):
+            return None
+        aim = ""
+        if _is_aim_prefix(body):
+            aim = body[:3].decode("ascii")
+            body = body[3:]
+        text = _decode(body)
+        if text.strip().upper() in self._no_reads:
+            return NoRead(received_at=now, raw=bytes(line))
+        if not text:
+            return FramingError(f"AIM identifier {aim} without data", received_at=now, raw=bytes(line))
+        symbology = symbology_for_aim(aim)
+        return ScanRead(text=text, aim=aim, symbology=symbology, received_at=now, raw=bytes(line))
+
+
+class SerialScanner:
+    """A serial barcode scanner kept online for as long as the context is entered.
+
+    Reads and no-reads go to `events` (bounded: when nobody consumes, the oldest are dropped and
+    counted, because a stale read is worth less than a fresh one). Framing errors and port trouble
+    are counted in `errors` by kind; none of them ends the background task.
+    """
+
+    def __init__(
+        self,
+        port: str,
+        baudrate: int = 9600,
+        bytesize: int = 8,
+        parity: str = "N",
+        stopbits: float = 1,
+        suffix: Suffix = "crlf",
+        reconnect_max_s: float = 5.0,
+        *,
+        max_line: int = 512,
+        no_read_messages: Iterable[str] = ("NR", "NOREAD", "NO READ"),
+        queue_size: int = 256,
+        name: str = "scanner",
+    ) -> None:
+        self.port = port
+        self.name = name
+        self.framer = ScannerFramer(suffix=suffix, max_line=max_line, no_read_messages=no_read_messages)
+        self.events: asyncio.Queue[ScanRead | NoRead] = asyncio.Queue(maxsize=max(1, queue_size))
+        self.errors: Counter[str] = Counter()
+        self.counts: Counter[str] = Counter()
+        self.last_event_at: float | None = None
+        self._link = SerialLink(
+            SerialSettings(port, baudrate, bytesize, parity, stopbits),
+            name=name,
+            on_data=self._on_data,
+            on_state=self._on_state,
+            reconnect_max_s=reconnect_max_s,
+            errors=self.errors,
+        )
+
+    @property
+    def state(self) -> LinkState:
+        return self._link.state
+
+    async def wait_for_state(self, state: LinkState, timeout: float | None = None) -> None:
+        await self._link.wait_for_state(state, timeout)
+
+    async def __aenter__(self) -> SerialScanner:
+        await self._link.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._link.__aexit__(*exc_info)
+
+    def _on_state(self, state: LinkState) -> None:
+        # A partial line from before a reconnect would glue onto the next read and corrupt it.
+        if state != "online":
+            self.framer.reset()
+
+    def _on_data(self, chunk: bytes, now: float) -> None:
+        for event in self.framer.feed(chunk, now):
+            if isinstance(event, FramingError):
+                self.errors["framing"] += 1
+                _log.warning("%s: %s (starts %r)", self.name, event.message, event.raw)
+                continue
+            self.counts["read" if isinstance(event, ScanRead) else "no_read"] += 1
+            self.last_event_at = now
+            if self.events.full():
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    self.events.get_nowait()
+                self.errors["overflow"] += 1
+            self.events.put_nowait(event)

@@ -1,0 +1,163 @@
+"""The whole line: `edge sim` + `edge run` as separate processes, a real mosquitto, 60 units.
+
+Every unit must get exactly one decision and one order, land in the lane its decision names,
+match the simulator's ground truth where its grade is unambiguous, and the daemon must stop
+cleanly on SIGTERM (OFFLINE published, journal closed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import paho.mqtt.client as paho
+import pytest
+import yaml
+
+from .conftest import CONFIG, REPO
+
+UNITS = 60
+HEADER = ("schema", "message_id", "timestamp", "controller", "seq")
+
+
+class Recorder:
+    """A technician's mosquitto_sub on returns/v1/#, keeping every message."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self.lock = threading.Lock()
+        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="e2e-recorder")
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe("returns/v1/#", qos=1)
+        self.client.on_message = self._on_message
+        self.client.connect(host, port)
+        self.client.loop_start()
+
+    def _on_message(self, client, userdata, message) -> None:
+        with self.lock:
+            self.messages.append((message.topic, bytes(message.payload), bool(message.retain)))
+
+    def on(self, suffix: str) -> list[bytes]:
+        with self.lock:
+            return [payload for topic, payload, _ in self.messages if topic.endswith(suffix)]
+
+    def json_on(self, suffix: str) -> list[dict]:
+        return [json.loads(p) for p in self.on(suffix)]
+
+    def stop(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def _wait_for(predicate, timeout: float, what: str, poll: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@pytest.mark.e2e
+def test_sixty_units_flow_from_conveyor_to_robot_cells(mosquitto, tmp_path: Path) -> None:
+    scenario = yaml.safe_load((CONFIG / "scenario.demo.yaml").read_text())
+    scenario.update(station=str(CONFIG / "station.sim.yaml"), units=UNITS, rate_per_s=4.0, seed=2026)
+    scenario_path = tmp_path / "scenario.yaml"
+    scenario_path.write_text(yaml.safe_dump(scenario))
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    sim_log = (tmp_path / "sim.log").open("wb")
+    daemon_log_path = tmp_path / "daemon.log"
+    daemon_log = daemon_log_path.open("wb")
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "edge", "sim", "--scenario", str(scenario_path), "--broker", mosquitto.url,
+         "--run-dir", str(run_dir), "--linger", "20"],
+        stdout=sim_log, stderr=subprocess.STDOUT, cwd=REPO, env=env,
+    )
+    daemon = None
+    recorder = Recorder(mosquitto.host, mosquitto.port)
+    try:
+        _wait_for(lambda: (run_dir / "station.yaml").exists(), 30, "the simulator's station file")
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "edge", "run", "--config", str(run_dir / "station.yaml")],
+            stdout=daemon_log, stderr=subprocess.STDOUT, cwd=REPO, env=env,
+        )
+        _wait_for(lambda: sim.poll() is not None, 240, "the simulator to run all units")
+        assert sim.returncode == 0, (tmp_path / "sim.log").read_text()[-3000:]
+        _wait_for(lambda: len({d["decision_id"] for d in recorder.json_on("/units/decisions")}) >= UNITS, 20,
+                  "all decisions")
+        assert daemon.poll() is None, daemon_log_path.read_text()[-3000:]
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=30) == 0, daemon_log_path.read_text()[-3000:]
+        time.sleep(0.5)
+    finally:
+        recorder.stop()
+        for process in (sim, daemon):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait()
+
+    truth = [json.loads(line) for line in (run_dir / "truth.jsonl").read_text().splitlines()]
+    cells = [json.loads(line) for line in (run_dir / "cells.jsonl").read_text().splitlines()]
+    assert len(truth) == UNITS
+
+    # exactly one decision per unit (QoS 1 may deliver a message twice: same decision_id)
+    decisions = {d["decision_id"]: d for d in recorder.json_on("/units/decisions")}
+    per_item = Counter(d["item_id"] for d in decisions.values())
+    assert sorted(per_item) == sorted(t["item_id"] for t in truth)
+    assert set(per_item.values()) == {1}
+
+    # exactly one order per decision, on its lane's cell, and the cells handled each once
+    orders: dict[str, set[str]] = defaultdict(set)
+    for topic, payload, _ in recorder.messages:
+        if topic.endswith("/orders"):
+            order = json.loads(payload)
+            orders[order["decision_id"]].add(topic.split("/")[-2])
+    assert set(orders) == set(decisions)
+    for decision_id, decision in decisions.items():
+        assert orders[decision_id] == {decision["cell"]}
+    handled = Counter(event["decision_id"] for event in cells)
+    assert set(handled) == set(decisions) and set(handled.values()) == {1}
+    assert {event["state"] for event in cells} == {"FINISHED"}, [e for e in cells if e["state"] != "FINISHED"]
+
+    # no unit in a wrong lane; decisions match ground truth where the grade is unambiguous
+    by_item = {t["item_id"]: t for t in truth}
+    wrong_physical = [d["unit_id"] for d in decisions.values() if by_item[d["item_id"]]["physical_lane"] != d["lane"]]
+    assert wrong_physical == []
+    clear = [d for d in decisions.values() if not by_item[d["item_id"]]["ambiguous"]]
+    mismatched = [
+        (d["item_id"], d["grade"], d["lane"], by_item[d["item_id"]]["true_grade"],
+         by_item[d["item_id"]]["expected_lane"], d["reasons"])
+        for d in clear if d["lane"] != by_item[d["item_id"]]["expected_lane"]
+    ]
+    assert mismatched == []
+    assert len(clear) >= UNITS * 0.8
+    assert {d["disposition"] for d in decisions.values()} >= {"restock", "refurbish", "quarantine"}
+
+    # every controller JSON message carries the common header; seq never repeats
+    seqs = []
+    for topic, payload, _ in recorder.messages:
+        if "/cells/" in topic or topic.endswith("/connection"):
+            continue
+        message = json.loads(payload)
+        assert all(key in message for key in HEADER), (topic, message)
+        assert message["controller"] == "edge-sim"
+        seqs.append(message["seq"])
+    assert len(seqs) == len(set(seqs)) or len(seqs) - len(set(seqs)) <= 5  # QoS 1 re-delivery only
+
+    # clean stop: OFFLINE last on the connection topic, journal closed and complete
+    states = [p.decode() for p in recorder.on("/controller/connection")]
+    assert states[-1] == "OFFLINE" and "ONLINE" in states
+    log = daemon_log_path.read_text()
+    assert "journal closed" in log and "READY" in log
+    db = sqlite3.connect(run_dir / "journal.db")
+    assert db.execute("SELECT count(*) FROM units").fetchone()[0] == UNITS
+    assert db.execute("SELECT count(*) FROM outbox WHERE sent_at IS NULL").fetchone()[0] == 0
+    assert db.execute("SELECT count(*) FROM units WHERE state != 'complete'").fetchone()[0] == 0
