@@ -1,0 +1,137 @@
+"""Simulated hardware-triggered camera: renders a frame per trigger and serves it over HTTP.
+
+The line simulator calls `capture(trigger_id, appearance)` when the scan photo-eye trips (wrap it
+in a task if the caller must not wait for the render). Frames are kept by trigger id for the last
+`keep` triggers and served as PNG at `GET /frames/{trigger_id}`; `GET /health` answers JSON.
+Minimal HTTP/1.1: one request per connection, `Connection: close`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections import OrderedDict
+from types import TracebackType
+
+import cv2
+import numpy as np
+
+from simulator.render import FRAME_SIZE, Appearance, render_frame
+
+MAX_REQUEST_HEAD = 8 * 1024
+REQUEST_TIMEOUT_S = 5.0
+
+
+class SimulatedCamera:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        px_per_mm: float = 3.0,
+        seed: int = 0,
+        keep: int = 64,
+        size: tuple[int, int] = FRAME_SIZE,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.px_per_mm = px_per_mm
+        self.size = size
+        self.keep = keep
+        self._seed = seed
+        self._frames: OrderedDict[int, bytes] = OrderedDict()
+        self._server: asyncio.Server | None = None
+        self.captures = 0
+        self.requests = 0
+        self.url = ""
+
+    async def __aenter__(self) -> SimulatedCamera:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, self.host, self.port, limit=MAX_REQUEST_HEAD)
+        sock_host, sock_port = self._server.sockets[0].getsockname()[:2]
+        self.port = sock_port
+        self.url = f"http://{sock_host}:{sock_port}"
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def capture(self, trigger_id: int, appearance: Appearance) -> np.ndarray:
+        """Render and store the frame for this trigger; returns the frame (BGR) for ground truth."""
+        # Each trigger gets its own generator so a frame depends only on (seed, trigger id), not
+        # on the order in which concurrent captures finish.
+        rng = np.random.default_rng([self._seed, trigger_id])
+        frame, png = await asyncio.to_thread(self._render_png, appearance, rng)
+        self._frames[trigger_id] = png
+        self._frames.move_to_end(trigger_id)
+        while len(self._frames) > self.keep:
+            self._frames.popitem(last=False)
+        self.captures += 1
+        return frame
+
+    def _render_png(self, appearance: Appearance, rng: np.random.Generator) -> tuple[np.ndarray, bytes]:
+        frame = render_frame(appearance, rng, px_per_mm=self.px_per_mm, size=self.size)
+        # Stored (uncompressed) PNG: sensor noise defeats zlib anyway, and level 0 halves both the
+        # encode here (~19 ms vs ~38 ms) and the decode in the driver; 2.7 MB is cheap on loopback.
+        ok, encoded = cv2.imencode(".png", frame, [cv2.IMWRITE_PNG_COMPRESSION, 0])
+        if not ok:
+            raise RuntimeError("PNG encoding failed")
+        return frame, encoded.tobytes()
+
+    def has_frame(self, trigger_id: int) -> bool:
+        return trigger_id in self._frames
+
+    # -- HTTP ---------------------------------------------------------------------------------
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(REQUEST_TIMEOUT_S):
+                head = await reader.readuntil(b"\r\n\r\n")
+            status, content_type, body = self._route(head)
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, TimeoutError):
+            status, content_type, body = 400, "text/plain", b"bad request\n"
+        except ConnectionError:
+            writer.close()
+            return
+        self.requests += 1
+        reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}[status]
+        header = (
+            f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode("ascii")
+        with contextlib.suppress(ConnectionError):
+            writer.write(header + body)
+            await writer.drain()
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+    def _route(self, head: bytes) -> tuple[int, str, bytes]:
+        request_line = head.split(b"\r\n", 1)[0].decode("ascii")
+        parts = request_line.split(" ")
+        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+            raise ValueError("malformed request line")
+        method, target, _ = parts
+        if method != "GET":
+            return 405, "text/plain", b"method not allowed\n"
+        if target == "/health":
+            body = json.dumps({"status": "ok", "frames": len(self._frames), "captures": self.captures})
+            return 200, "application/json", body.encode()
+        prefix = "/frames/"
+        if target.startswith(prefix):
+            text = target[len(prefix) :]
+            if text.isdigit() and len(text) <= 10:
+                png = self._frames.get(int(text))
+                if png is not None:
+                    return 200, "image/png", png
+        return 404, "text/plain", b"not found\n"

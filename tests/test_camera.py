@@ -1,0 +1,239 @@
+"""Real HTTP over loopback between the simulated camera and the trigger-camera driver."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import cv2
+import numpy as np
+import pytest
+
+from drivers.camera import BadFrame, CameraError, CameraUnreachable, FrameNotAvailable, HttpTriggerCamera
+from simulator.camera import SimulatedCamera
+from simulator.render import generate_appearance
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+def _appearance(grade: str = "B", seed: int = 0):
+    return generate_appearance(grade, "phone", 71.5, 146.7, np.random.default_rng(seed))[0]  # type: ignore[arg-type]
+
+
+@contextlib.asynccontextmanager
+async def raw_server(handler: Handler) -> AsyncIterator[str]:
+    """A hostile peer: whatever bytes `handler` writes, no HTTP library in between."""
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def wrapped(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        tasks.add(task)
+        try:
+            with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+                await handler(reader, writer)
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(wrapped, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.close()
+        for task in list(tasks):
+            task.cancel()
+        await server.wait_closed()
+
+
+async def _respond(raw: bytes) -> Handler:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(raw)
+        await writer.drain()
+
+    return handler
+
+
+def _png(width: int = 64, height: int = 48) -> bytes:
+    ok, data = cv2.imencode(".png", np.full((height, width, 3), 90, np.uint8))
+    assert ok
+    return data.tobytes()
+
+
+def _ok(body: bytes, content_type: bytes = b"image/png", extra: bytes = b"") -> bytes:
+    return (
+        b"HTTP/1.1 200 OK\r\nContent-Type: "
+        + content_type
+        + b"\r\nContent-Length: "
+        + str(len(body)).encode()
+        + b"\r\n"
+        + extra
+        + b"\r\n"
+        + body
+    )
+
+
+async def test_fetch_returns_the_captured_frame() -> None:
+    async with SimulatedCamera(seed=3) as camera:
+        assert camera.url.startswith("http://127.0.0.1:")
+        frame = await camera.capture(17, _appearance())
+        fetched = await HttpTriggerCamera(camera.url, expected_size=(1280, 720)).fetch(17)
+    assert fetched.dtype == np.uint8 and fetched.shape == (720, 1280, 3)
+    np.testing.assert_array_equal(fetched, frame)  # PNG is lossless
+
+
+async def test_frames_are_deterministic_per_seed_and_trigger() -> None:
+    async with SimulatedCamera(seed=5) as first, SimulatedCamera(seed=5) as second:
+        a = await first.capture(9, _appearance())
+        b = await second.capture(9, _appearance())
+        c = await second.capture(10, _appearance())
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+async def test_fetch_waits_for_a_frame_that_arrives_late() -> None:
+    async with SimulatedCamera() as camera:
+        driver = HttpTriggerCamera(camera.url, timeout_s=2.0)
+        fetch = asyncio.create_task(driver.fetch(3))
+        await asyncio.sleep(0.03)
+        assert not fetch.done()
+        await camera.capture(3, _appearance())
+        frame = await fetch
+    assert frame.shape == (720, 1280, 3)
+
+
+async def test_missing_frame_is_frame_not_available_after_the_timeout() -> None:
+    async with SimulatedCamera() as camera:
+        started = time.monotonic()
+        with pytest.raises(FrameNotAvailable):
+            await HttpTriggerCamera(camera.url, timeout_s=0.15).fetch(404)
+        elapsed = time.monotonic() - started
+    assert 0.14 <= elapsed < 0.6
+    assert camera.requests >= 3  # it retried rather than gave up at once
+
+
+async def test_camera_keeps_only_recent_frames() -> None:
+    async with SimulatedCamera(keep=4) as camera:
+        for trigger in range(1, 7):
+            await camera.capture(trigger, _appearance(seed=trigger))
+        assert not camera.has_frame(1) and not camera.has_frame(2)
+        assert all(camera.has_frame(t) for t in range(3, 7))
+        with pytest.raises(FrameNotAvailable):
+            await HttpTriggerCamera(camera.url, timeout_s=0.05).fetch(1)
+
+
+async def test_health_endpoint() -> None:
+    async with SimulatedCamera() as camera:
+        await camera.capture(1, _appearance())
+        reader, writer = await asyncio.open_connection("127.0.0.1", camera.port)
+        writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        response = await reader.read()
+        writer.close()
+    head, body = response.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 200")
+    assert b'"frames": 1' in body
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [b"POST /frames/1 HTTP/1.1\r\n\r\n", b"garbage\r\n\r\n", b"GET /frames/../etc HTTP/1.1\r\n\r\n"],
+)
+async def test_simulated_camera_rejects_odd_requests(request_bytes: bytes) -> None:
+    async with SimulatedCamera() as camera:
+        reader, writer = await asyncio.open_connection("127.0.0.1", camera.port)
+        writer.write(request_bytes)
+        response = await reader.read()
+        writer.close()
+    assert response.split(b" ")[1] in (b"400", b"404", b"405")
+
+
+async def test_nobody_listening_is_camera_unreachable() -> None:
+    probe = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = probe.sockets[0].getsockname()[1]
+    probe.close()
+    await probe.wait_closed()
+    with pytest.raises(CameraUnreachable):
+        await HttpTriggerCamera(f"http://127.0.0.1:{port}", timeout_s=0.1).fetch(1)
+
+
+async def test_silent_peer_times_out_as_unreachable() -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(10)
+
+    async with raw_server(silent) as url:
+        started = time.monotonic()
+        with pytest.raises(CameraUnreachable):
+            await HttpTriggerCamera(url, timeout_s=0.1).fetch(1)
+        assert time.monotonic() - started < 0.5
+
+
+async def test_endless_header_is_cut_off() -> None:
+    async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\n")
+        for _ in range(200):
+            writer.write(b"X-Padding: " + b"a" * 1000 + b"\r\n")
+            await writer.drain()
+        await asyncio.sleep(10)
+
+    async with raw_server(endless) as url:
+        with pytest.raises(BadFrame, match="header"):
+            await HttpTriggerCamera(url, timeout_s=2.0).fetch(1)
+
+
+@pytest.mark.parametrize(
+    ("raw", "match"),
+    [
+        (b"\x00\xff garbage \r\n\r\n", "status line"),
+        (b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n", "header line"),
+        (b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n", "500"),
+        (_ok(b"x" * 10, extra=b"Transfer-Encoding: chunked\r\n"), "chunked"),
+        (b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\n\r\n" + _png(), "Content-Length"),
+        (b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: 99999999\r\n\r\n", "cap"),
+        (_ok(_png(), extra=b"Content-Length: 5\r\n"), "conflicting"),
+        (_ok(_png())[:-10], "truncated"),
+        (_ok(b"<html>hello</html>", content_type=b"text/html"), "content type"),
+        (_ok(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40), "PNG"),
+        (_ok(_png(64, 48)), "expected"),
+        (_ok(_png(1280, 720)[:40] + b"\x00" * 200), "undecodable"),
+    ],
+    ids=[
+        "garbage",
+        "bad-header",
+        "server-error",
+        "chunked",
+        "no-length",
+        "oversized",
+        "two-lengths",
+        "truncated",
+        "html",
+        "fake-png",
+        "wrong-size",
+        "corrupt-png",
+    ],
+)
+async def test_hostile_responses_are_bad_frames(raw: bytes, match: str) -> None:
+    async with raw_server(await _respond(raw)) as url:
+        started = time.monotonic()
+        with pytest.raises(BadFrame, match=match):
+            await HttpTriggerCamera(url, timeout_s=1.0, expected_size=(1280, 720)).fetch(1)
+        assert time.monotonic() - started < 0.5
+
+
+async def test_png_bomb_is_refused_before_decoding() -> None:
+    # A valid PNG header claiming 100000 x 100000 pixels: decoding would try to allocate ~30 GB.
+    header = bytearray(_png())
+    header[16:24] = (100000).to_bytes(4, "big") * 2
+    async with raw_server(await _respond(_ok(bytes(header)))) as url:
+        with pytest.raises(BadFrame, match="implausible"):
+            await HttpTriggerCamera(url, timeout_s=1.0).fetch(1)
+
+
+def test_errors_share_a_base_and_urls_are_checked() -> None:
+    assert all(issubclass(e, CameraError) for e in (FrameNotAvailable, CameraUnreachable, BadFrame))
+    for bad in ("ftp://host/", "not a url", "https://host:1"):
+        with pytest.raises(ValueError):
+            HttpTriggerCamera(bad)
