@@ -261,7 +261,7 @@ class SicsScale:
         timeout_s: float = 0.3,
         *,
         poll_interval_s: float = 0.02,
-        reconnect_max_s: float = 5.0,
+        reconnect_max_s: float = 1.0,
         name: str = "scale",
     ) -> None:
         self.port = port

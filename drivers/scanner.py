@@ -10,22 +10,38 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from drivers.serial_port import FramingError, LineFramer, LinkState, SerialLink, SerialSettings
+from drivers.serial_port import (
+    FramingError,
+    LineFramer,
+    LinkState,
+    PortUnavailable,
+    SerialLink,
+    SerialSettings,
+)
 
 _log = logging.getLogger(__name__)
 
-Suffix = Literal["crlf", "cr", "lf"]
-SUFFIX_BYTES: dict[str, bytes] = {"crlf": b"\r\n", "cr": b"\r", "lf": b"\n"}
+Suffix = Literal["crlf", "cr", "lf", "none"]
+SUFFIX_BYTES: dict[str, bytes] = {"crlf": b"\r\n", "cr": b"\r", "lf": b"\n", "none": b""}
+
+# Honeywell serial trigger commands (Honeywell "Serial Trigger Mode", SYN T CR / SYN U CR).
+TRIGGER_ON = b"\x16T\r"
+TRIGGER_OFF = b"\x16U\r"
 
 __all__ = [
     "AIM_SYMBOLOGIES",
     "SUFFIX_BYTES",
+    "TRIGGER_OFF",
+    "TRIGGER_ON",
+    "DuplicateFilter",
     "FramingError",
+    "IdleFramer",
     "NoRead",
     "ScanRead",
     "ScannerFramer",
@@ -148,27 +164,138 @@ def _decode(data: bytes) -> str:
         return data.decode("latin-1")
 
 
+class IdleFramer:
+    """Frames a stream without terminators: a pause of `timeout_s` between bytes ends a read.
+
+    Pure: time comes in with the bytes. `feed` closes the pending read first when the new chunk
+    arrives after the pause; `flush(now)` closes it when nothing more arrived (the driver calls it
+    from a timer). NUL and 0xFF are dropped as in `LineFramer`; overlong reads are dropped whole.
+    """
+
+    __slots__ = ("_buf", "_discarding", "_last_at", "max_line", "timeout_s")
+
+    def __init__(self, timeout_s: float = 0.05, max_line: int = 512) -> None:
+        if timeout_s <= 0 or max_line < 1:
+            raise ValueError("timeout_s must be > 0 and max_line >= 1")
+        self.timeout_s = timeout_s
+        self.max_line = max_line
+        self._buf = bytearray()
+        self._discarding = False
+        self._last_at = 0.0
+
+    def reset(self) -> None:
+        self._buf.clear()
+        self._discarding = False
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._buf) or self._discarding
+
+    @property
+    def last_byte_at(self) -> float:
+        return self._last_at
+
+    def flush(self, now: float) -> list[bytes | FramingError]:
+        if not self.pending or now - self._last_at < self.timeout_s:
+            return []
+        out: list[bytes | FramingError] = [] if self._discarding else [bytes(self._buf)]
+        self.reset()
+        return out
+
+    def feed(self, data: bytes, now: float) -> list[bytes | FramingError]:
+        out = self.flush(now)
+        data = bytes(data).translate(None, b"\x00\xff")
+        if not data:
+            return out
+        self._last_at = now
+        if self._discarding:
+            return out
+        if len(self._buf) + len(data) > self.max_line:
+            out.append(FramingError(f"read longer than {self.max_line} bytes discarded", now,
+                                    bytes((self._buf or data)[:32])))
+            self._buf.clear()
+            self._discarding = True
+            return out
+        self._buf += data
+        return out
+
+
+class DuplicateFilter:
+    """Suppresses a symbol read again within `window_s` of its last accepted read. Pure.
+
+    The window counts from the accepted read, not from the last repeat, so a label left under a
+    presentation scanner is accepted again once per window instead of never; `clear` forgets
+    everything (a new host trigger means a new unit, whose label may legitimately be the same).
+    """
+
+    def __init__(self, window_s: float) -> None:
+        self.window_s = window_s
+        self._accepted: dict[tuple[str, str], float] = {}
+
+    def clear(self) -> None:
+        self._accepted.clear()
+
+    def accept(self, aim: str, text: str, now: float) -> bool:
+        if self.window_s <= 0:
+            return True
+        if len(self._accepted) > 1024:
+            self._accepted = {k: t for k, t in self._accepted.items() if now - t < self.window_s}
+        key = (aim, text)
+        last = self._accepted.get(key)
+        if last is not None and 0 <= now - last < self.window_s:
+            return False
+        self._accepted[key] = now
+        return True
+
+
 class ScannerFramer:
-    """Bytes from the scanner in, `ScanRead` / `NoRead` / `FramingError` values out. No I/O."""
+    """Bytes from the scanner in, `ScanRead` / `NoRead` / `FramingError` values out. No I/O.
+
+    With `suffix="none"` reads are framed by an inter-character pause (`IdleFramer`); call
+    `flush(now)` once the pause has passed to get the last read out.
+    """
 
     def __init__(
         self,
         suffix: Suffix = "crlf",
         max_line: int = 512,
         no_read_messages: Iterable[str] = ("NR", "NOREAD", "NO READ"),
+        intercharacter_timeout_s: float = 0.05,
+        banner_patterns: Iterable[str] = (),
     ) -> None:
         if suffix not in SUFFIX_BYTES:
             raise ValueError(f"suffix must be one of {sorted(SUFFIX_BYTES)}, not {suffix!r}")
         self.suffix: Suffix = suffix
-        self._lines = LineFramer(max_line)
+        self._lines: LineFramer | IdleFramer = (
+            IdleFramer(intercharacter_timeout_s, max_line) if suffix == "none" else LineFramer(max_line)
+        )
         self._no_reads = frozenset(m.strip().upper() for m in no_read_messages if m.strip())
+        # Power-up banners and firmware announcements: whole lines that are never barcode data.
+        self._banners = [re.compile(p) for p in banner_patterns]
+        self.banners_dropped = 0
 
     def reset(self) -> None:
         self._lines.reset()
 
+    @property
+    def idle_framed(self) -> IdleFramer | None:
+        return self._lines if isinstance(self._lines, IdleFramer) else None
+
+    def flush(self, now: float) -> list[ScanRead | NoRead | FramingError]:
+        if not isinstance(self._lines, IdleFramer):
+            return []
+        # A read is stamped with the time its last byte arrived, not when the pause was noticed.
+        last = self._lines.last_byte_at
+        return self._events(self._lines.flush(now), last)
+
     def feed(self, data: bytes, now: float) -> list[ScanRead | NoRead | FramingError]:
+        if isinstance(self._lines, IdleFramer):
+            return self.flush(now) + self._events(self._lines.feed(data, now), now)
+        return self._events(self._lines.feed(data, now), now)
+
+    def _events(self, items: list[bytes | FramingError], now: float) -> list[ScanRead | NoRead | FramingError]:
         out: list[ScanRead | NoRead | FramingError] = []
-        for item in self._lines.feed(data, now):
+        for item in items:
             if isinstance(item, FramingError):
                 out.append(item)
             else:
@@ -187,6 +314,11 @@ class ScannerFramer:
             body = body[:-1]
         if not body.strip(b" \t"):
             return None
+        if self._banners:
+            shown = _decode(body)
+            if any(p.search(shown) for p in self._banners):
+                self.banners_dropped += 1
+                return None
         aim = ""
         if _is_aim_prefix(body):
             aim = body[:3].decode("ascii")
@@ -206,6 +338,7 @@ class SerialScanner:
     Reads and no-reads go to `events` (bounded: when nobody consumes, the oldest are dropped and
     counted, because a stale read is worth less than a fresh one). Framing errors and port trouble
     are counted in `errors` by kind; none of them ends the background task.
+    The reconnect cap is 1 s so a replugged scanner is read again within 2 s.
     """
 
     def __init__(
@@ -216,16 +349,27 @@ class SerialScanner:
         parity: str = "N",
         stopbits: float = 1,
         suffix: Suffix = "crlf",
-        reconnect_max_s: float = 5.0,
+        reconnect_max_s: float = 1.0,
         *,
         max_line: int = 512,
         no_read_messages: Iterable[str] = ("NR", "NOREAD", "NO READ"),
+        intercharacter_timeout_s: float = 0.05,
+        banner_patterns: Iterable[str] = (),
+        duplicate_window_s: float = 0.0,
+        trigger_window_s: float = 0.3,
         queue_size: int = 256,
         name: str = "scanner",
     ) -> None:
         self.port = port
         self.name = name
-        self.framer = ScannerFramer(suffix=suffix, max_line=max_line, no_read_messages=no_read_messages)
+        self.framer = ScannerFramer(
+            suffix=suffix, max_line=max_line, no_read_messages=no_read_messages,
+            intercharacter_timeout_s=intercharacter_timeout_s, banner_patterns=banner_patterns,
+        )
+        self.duplicates = DuplicateFilter(duplicate_window_s)
+        self.trigger_window_s = trigger_window_s
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._untrigger_timer: asyncio.TimerHandle | None = None
         self.events: asyncio.Queue[ScanRead | NoRead] = asyncio.Queue(maxsize=max(1, queue_size))
         self.errors: Counter[str] = Counter()
         self.counts: Counter[str] = Counter()
@@ -251,21 +395,62 @@ class SerialScanner:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        for timer in (self._flush_timer, self._untrigger_timer):
+            if timer is not None:
+                timer.cancel()
         await self._link.__aexit__(*exc_info)
+
+    async def trigger(self) -> None:
+        """Start a read (Honeywell SYN T CR) and stop it after `trigger_window_s` (SYN U CR).
+
+        The scanner stops by itself on a good read; the stop command covers a unit without a
+        readable label so the aimer is not left on. Raises PortUnavailable while the port is down.
+        """
+        self.duplicates.clear()
+        self._link.write(TRIGGER_ON)
+        self.counts["trigger"] += 1
+        if self._untrigger_timer is not None:
+            self._untrigger_timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._untrigger_timer = loop.call_later(self.trigger_window_s, self._untrigger)
+        await self._link.drain()
+
+    def _untrigger(self) -> None:
+        self._untrigger_timer = None
+        try:
+            self._link.write(TRIGGER_OFF)
+        except PortUnavailable:
+            self.errors["unavailable"] += 1
 
     def _on_state(self, state: LinkState) -> None:
         # A partial line from before a reconnect would glue onto the next read and corrupt it.
         if state != "online":
             self.framer.reset()
 
+    def _flush_idle(self) -> None:
+        self._flush_timer = None
+        self._deliver(self.framer.flush(asyncio.get_running_loop().time()))
+
     def _on_data(self, chunk: bytes, now: float) -> None:
-        for event in self.framer.feed(chunk, now):
+        self._deliver(self.framer.feed(chunk, now))
+        idle = self.framer.idle_framed
+        if idle is not None and idle.pending:
+            if self._flush_timer is not None:
+                self._flush_timer.cancel()
+            # Slightly past the timeout so the flush sees the pause as complete.
+            self._flush_timer = asyncio.get_running_loop().call_later(idle.timeout_s * 1.05, self._flush_idle)
+
+    def _deliver(self, events: list[ScanRead | NoRead | FramingError]) -> None:
+        for event in events:
             if isinstance(event, FramingError):
                 self.errors["framing"] += 1
                 _log.warning("%s: %s (starts %r)", self.name, event.message, event.raw)
                 continue
+            if isinstance(event, ScanRead) and not self.duplicates.accept(event.aim, event.text, event.received_at):
+                self.counts["duplicate"] += 1
+                continue
             self.counts["read" if isinstance(event, ScanRead) else "no_read"] += 1
-            self.last_event_at = now
+            self.last_event_at = event.received_at
             if self.events.full():
                 with contextlib.suppress(asyncio.QueueEmpty):
                     self.events.get_nowait()

@@ -60,7 +60,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    _setup_logging(args.verbose)
+    from edge.logformat import setup_logging
+
+    setup_logging(args.verbose, args.log_format)
     try:
         station, policy, catalog = load_everything(Path(args.config))
     except ConfigError as exc:
@@ -151,6 +153,73 @@ def cmd_units_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_units_export(args: argparse.Namespace) -> int:
+    from edge.audit import AuditError, export_units_csv, parse_since
+    from edge.config import load_station
+
+    journal = Path(args.journal) if args.journal else load_station(Path(args.config)).journal.path
+    try:
+        since = parse_since(args.since)
+        if args.out in (None, "-"):
+            count = export_units_csv(journal, since, sys.stdout)
+        else:
+            with open(args.out, "w", encoding="utf-8", newline="") as out:
+                count = export_units_csv(journal, since, out)
+    except AuditError as exc:
+        print(f"edge units export: {exc}", file=sys.stderr)
+        return 2
+    print(f"{count} unit(s) since {since.isoformat()} exported", file=sys.stderr)
+    return 0
+
+
+def _default_log_format() -> str:
+    from edge.logformat import default_format
+
+    return default_format()
+
+
+def cmd_warm_up(args: argparse.Namespace) -> int:
+    import os
+    import time
+
+    cache_dir = args.cache_dir
+    if cache_dir is None and args.config:
+        from edge.config import load_station
+
+        try:
+            configured = load_station(Path(args.config)).vision.cache_dir
+        except ConfigError as exc:
+            for problem in exc.problems:
+                print(problem, file=sys.stderr)
+            return 2
+        cache_dir = str(configured) if configured else None
+    if cache_dir:
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        os.environ["NUMBA_CACHE_DIR"] = cache_dir
+    began = time.monotonic()
+    # Imported only now: Numba reads NUMBA_CACHE_DIR when it is first imported.
+    from vision.damage import warm_up
+
+    warm_up()
+    print(f"vision kernels warm in {time.monotonic() - began:.2f} s "
+          f"(cache: {os.environ.get('NUMBA_CACHE_DIR', 'next to the sources')})")
+    return 0
+
+
+def cmd_broker_acl(args: argparse.Namespace) -> int:
+    from edge.acl import mosquitto_acl
+    from edge.config import load_station
+
+    try:
+        station = load_station(Path(args.config))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 2
+    print(mosquitto_acl(station, args.username), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edge", description="Returns-grading edge controller")
     parser.add_argument("--version", action="version", version=f"edge {__version__}")
@@ -159,7 +228,19 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the controller daemon")
     run.add_argument("--config", required=True, help="station YAML file")
     run.add_argument("-v", "--verbose", action="store_true")
+    run.add_argument("--log-format", choices=("text", "json"), default=_default_log_format(),
+                     help="stdout log lines: text, or JSON with unit ids (default: $EDGE_LOG_FORMAT or text)")
     run.set_defaults(func=cmd_run)
+
+    warm = sub.add_parser("warm-up", help="compile the vision kernels into the Numba cache, then exit")
+    warm.add_argument("--cache-dir", default=None, help="Numba cache folder (default: $NUMBA_CACHE_DIR)")
+    warm.add_argument("--config", default=None, help="take the cache folder from this station file")
+    warm.set_defaults(func=cmd_warm_up)
+
+    acl = sub.add_parser("broker-acl", help="print the mosquitto ACL for this station's controller and cells")
+    acl.add_argument("--config", required=True, help="station YAML file")
+    acl.add_argument("--username", default=None, help="the controller's broker user (default: mqtt.username)")
+    acl.set_defaults(func=cmd_broker_acl)
 
     sim = sub.add_parser("sim", help="run only the simulated line (PLC, scanner, scale, camera, robot cells)")
     sim.add_argument("--scenario", default=str(REPO_CONFIG / "scenario.demo.yaml"))
@@ -192,6 +273,21 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--config", default="/etc/edge/station.yaml")
     show.add_argument("--journal", default=None, help="journal file (instead of the one in --config)")
     show.set_defaults(func=cmd_units_show)
+    export = units_sub.add_parser("export", help="CSV of every unit decided since TIME, for the WMS")
+    export.add_argument("--since", required=True, help="ISO 8601 time (UTC if no offset), a date, or 30m/12h/7d")
+    export.add_argument("--out", default=None, help="CSV file to write (default: standard output)")
+    export.add_argument("--config", default="/etc/edge/station.yaml")
+    export.add_argument("--journal", default=None, help="journal file (instead of the one in --config)")
+    export.set_defaults(func=cmd_units_export)
+
+    from plc.probe import add_probe_parser
+    add_probe_parser(sub)
+    from vision.inspect_cli import add_parser as add_inspect_parser
+
+    add_inspect_parser(sub)
+    from edge.probe import add_device_probes
+
+    add_device_probes(sub)
     return parser
 
 

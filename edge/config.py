@@ -27,14 +27,38 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class MqttTls(StrictModel):
+    ca_file: str | None = Field(
+        None, description="CA the broker certificate must chain to (path or credential:NAME); default: system CAs."
+    )
+    cert_file: str | None = Field(None, description="Client certificate (PEM), path or credential:NAME.")
+    key_file: str | None = Field(
+        None, description="Client private key (PEM), path or credential:NAME; must not be world-readable."
+    )
+    verify_hostname: bool = Field(True, description="Check the broker certificate names the url's host.")
+
+    @model_validator(mode="after")
+    def _key_with_cert(self) -> MqttTls:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        return self
+
+
 class MqttSettings(StrictModel):
     url: str = Field("mqtt://127.0.0.1:1883", description="Broker URL, mqtt://host:port.")
     topic_prefix: str = Field("returns/v1", description="First topic levels, before {site}/{line}.")
     client_id: TopicId | None = Field(None, description="MQTT client id; defaults to the controller id.")
     username: str | None = Field(None, description="Broker user name.")
-    password_file: Path | None = Field(None, description="File holding the broker password (never inline).")
+    password_file: str | None = Field(
+        None,
+        description="Broker password: a file path or credential:NAME from $CREDENTIALS_DIRECTORY (never inline).",
+    )
+    tls: MqttTls | None = Field(None, description="TLS to the broker; needs an mqtts:// url.")
     keepalive_s: int = Field(15, ge=5, le=600, description="MQTT keepalive; the Will fires after 1.5x this.")
     session_expiry_s: int = Field(3600, ge=0, description="How long the broker keeps our session while away.")
+    protocol: Literal["auto", "5", "3.1.1"] = Field(
+        "auto", description="MQTT version: 5 with a session expiry; auto falls back to 3.1.1 if the broker refuses 5."
+    )
     status_interval_s: float = Field(5.0, gt=0, le=300, description="Period of controller/status.")
     reconnect_max_s: float = Field(10.0, gt=0, le=300, description="Cap of the reconnect backoff.")
 
@@ -42,9 +66,19 @@ class MqttSettings(StrictModel):
     @classmethod
     def _url_is_mqtt(cls, value: str) -> str:
         parts = urlsplit(value)
-        if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
-            raise ValueError("must look like mqtt://host:port")
+        if parts.scheme not in ("mqtt", "tcp", "mqtts") or not parts.hostname:
+            raise ValueError("must look like mqtt://host:port or mqtts://host:port")
         return value
+
+    @model_validator(mode="after")
+    def _tls_needs_mqtts(self) -> MqttSettings:
+        if self.tls is not None and not self.tls_enabled:
+            raise ValueError("tls: settings need an mqtts:// url")
+        return self
+
+    @property
+    def tls_enabled(self) -> bool:
+        return urlsplit(self.url).scheme == "mqtts"
 
     @field_validator("topic_prefix")
     @classmethod
@@ -60,7 +94,7 @@ class MqttSettings(StrictModel):
 
     @property
     def port(self) -> int:
-        return urlsplit(self.url).port or 1883
+        return urlsplit(self.url).port or (8883 if self.tls_enabled else 1883)
 
 
 class ScannerSettings(StrictModel):
@@ -69,7 +103,27 @@ class ScannerSettings(StrictModel):
     bytesize: Literal[7, 8] = Field(8, description="Data bits.")
     parity: Literal["N", "E", "O"] = Field("N", description="Parity.")
     stopbits: Literal[1, 2] = Field(1, description="Stop bits.")
-    suffix: Literal["crlf", "cr", "lf"] = Field("crlf", description="Line terminator the scanner sends.")
+    suffix: Literal["crlf", "cr", "lf", "none"] = Field(
+        "crlf", description="Line terminator the scanner sends; 'none' frames by inter-character timeout."
+    )
+    intercharacter_timeout_s: float = Field(
+        0.05, gt=0, le=2, description="With suffix 'none': a pause this long ends a read."
+    )
+    max_line: int = Field(512, ge=16, le=8192, description="Longest read accepted; longer lines are dropped.")
+    no_read_messages: list[str] = Field(
+        default_factory=lambda: ["NR", "NOREAD", "NO READ"],
+        description="Texts the scanner sends for a failed read (compared case-insensitively).",
+    )
+    duplicate_window_s: float = Field(
+        0.0, ge=0, le=60, description="Drop a repeat of the same symbol this soon after it was accepted (0: off)."
+    )
+    banner_patterns: list[str] = Field(
+        default_factory=list,
+        description="Regular expressions of lines to drop as power-up banners (searched in the whole line).",
+    )
+    host_trigger: bool = Field(
+        False, description="Trigger a read (Honeywell SYN T CR) when a unit reaches the scan photo-eye."
+    )
     read_before_s: float = Field(
         0.25, ge=0, le=5, description="A read this long before the scan photo-eye still belongs to the unit."
     )
@@ -87,21 +141,67 @@ class ScannerSettings(StrictModel):
             raise ValueError(f"not a valid regular expression: {exc}") from exc
         return value
 
+    @field_validator("banner_patterns")
+    @classmethod
+    def _banners_compile(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{pattern!r} is not a valid regular expression: {exc}") from exc
+        return value
+
 
 class ScaleSettings(StrictModel):
-    protocol: Literal["sics"] = Field("sics", description="Scale protocol (Mettler Toledo MT-SICS).")
+    protocol: Literal["sics", "toledo", "nci", "ad"] = Field(
+        "sics",
+        description="Scale protocol: MT-SICS, Toledo continuous output, NCI/Weigh-Tronix SCP-01 or A&D/CAS lines.",
+    )
     port: str = Field(description="Serial device of the scale.")
     baudrate: int = Field(9600, description="Baud rate.")
     bytesize: Literal[7, 8] = Field(8, description="Data bits.")
     parity: Literal["N", "E", "O"] = Field("N", description="Parity.")
     stopbits: Literal[1, 2] = Field(1, description="Stop bits.")
     stable_deadline_s: float = Field(0.3, gt=0, le=5, description="How long to wait for a stable weight.")
+    stability_window_s: float = Field(
+        0.1, ge=0, le=5, description="toledo/nci/ad: the weight must be stable and unchanged this long."
+    )
+    stability_tolerance_g: float = Field(
+        0.0, ge=0, description="toledo/nci/ad: largest change in grams still counted as unchanged."
+    )
+    poll_interval_s: float = Field(0.05, gt=0, le=5, description="nci: period of the W (weight) request.")
+    checksum: bool = Field(False, description="toledo: frames end with a checksum byte after CR.")
+
+
+class PlcSerialSettings(StrictModel):
+    port: str = Field(description="Serial device of the RS-485 adapter, ideally /dev/serial/by-id/...")
+    baudrate: int = Field(19200, description="Baud rate.")
+    bytesize: Literal[7, 8] = Field(8, description="Data bits.")
+    parity: Literal["N", "E", "O"] = Field("E", description="Parity (Modbus RTU default: even).")
+    stopbits: Literal[1, 2] = Field(1, description="Stop bits.")
+
+
+class PlcTrackingSettings(StrictModel):
+    mm_per_count: float = Field(gt=0, description="Belt travel per encoder_count step, in mm.")
+    scan_point_mm: float = Field(ge=0, description="Scan photo-eye position along the belt, in mm.")
+    diverter_mm: dict[int, float] = Field(description="Diverter position per lane id (lane 0 has none), in mm.")
+    margin_mm: float = Field(50.0, ge=0, description="Refuse a divert unless the unit is this far upstream.")
 
 
 class PlcSettings(StrictModel):
-    transport: Literal["tcp"] = Field("tcp", description="Modbus transport.")
+    transport: Literal["tcp", "rtu"] = Field("tcp", description="Modbus transport: tcp or rtu (serial).")
     host: str = Field("127.0.0.1", description="PLC address.")
     port: int = Field(502, ge=1, le=65535, description="Modbus TCP port.")
+    serial: PlcSerialSettings | None = Field(None, description="Serial line settings; required for rtu.")
+    rearm_delay_s: float = Field(
+        0.5, ge=0, le=60, description="Both heartbeats healthy this long before diverts re-arm."
+    )
+    require_plc_armed: bool = Field(
+        True, description="Divert only while the PLC sets the armed bit (0x0004) of status_word."
+    )
+    tracking: PlcTrackingSettings | None = Field(
+        None, description="Controller-side encoder tracking: refuse diverts that can no longer make it."
+    )
     device_id: int = Field(1, ge=0, le=247, description="Modbus unit/device id.")
     poll_period_s: float = Field(0.01, ge=0.002, le=1, description="Period of the input poll.")
     heartbeat_period_s: float = Field(0.1, ge=0.01, le=5, description="Gateway heartbeat period.")
@@ -119,10 +219,16 @@ class PlcSettings(StrictModel):
             raise ValueError(f"register_map: {exc}") from exc
         return self
 
+    @model_validator(mode="after")
+    def _serial_for_rtu(self) -> PlcSettings:
+        if self.transport == "rtu" and self.serial is None:
+            raise ValueError("transport rtu needs a serial: section (port, baudrate, ...)")
+        return self
+
     def build_register_map(self) -> RegisterMap:
         if self.register_map == "default":
-            return default_map()
-        return RegisterMap.from_dict(self.register_map)
+            return default_map(device_id=self.device_id)
+        return RegisterMap.from_dict(self.register_map, device_id=self.device_id)
 
 
 class CameraSettings(StrictModel):
@@ -137,6 +243,10 @@ class VisionSettings(StrictModel):
     px_per_mm: float = Field(3.0, gt=0, le=100, description="Camera calibration: pixels per millimetre.")
     cache_dir: Path | None = Field(None, description="Numba kernel cache directory (NUMBA_CACHE_DIR).")
     workers: int = Field(1, ge=1, le=8, description="Vision worker threads.")
+    barcode_backend: Literal["zxing", "pyzbar", "off"] = Field(
+        "zxing",
+        description="Decoder for labels in the camera frame when the scanner has no read (pyzbar needs libzbar).",
+    )
 
 
 class LaneSettings(StrictModel):
@@ -154,6 +264,36 @@ class CellSettings(StrictModel):
 class JournalSettings(StrictModel):
     path: Path = Field(Path("/var/lib/edge/journal.db"), description="SQLite decision journal.")
     evidence_dir: Path | None = Field(None, description="Where evidence images are kept.")
+    retention_days: float = Field(
+        30.0, gt=0, le=3650, description="Completed units older than this are pruned from the journal."
+    )
+    max_units: int = Field(
+        200_000, ge=100, description="At most this many units are kept; the oldest completed ones go first."
+    )
+    prune_interval_s: float = Field(300.0, ge=1, le=86400, description="How often the retention policy runs.")
+
+
+class MetricsSettings(StrictModel):
+    listen: str | None = Field(
+        None, description="host:port of the Prometheus endpoint, e.g. 127.0.0.1:9108; unset: no endpoint."
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("must look like host:port, e.g. 127.0.0.1:9108")
+        return value
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        if self.listen is None:
+            return None
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
 
 
 class StationConfig(StrictModel):
@@ -174,6 +314,7 @@ class StationConfig(StrictModel):
     )
     catalog: Path = Field(Path("catalog.csv"), description="Product catalog CSV (relative paths: to this file).")
     journal: JournalSettings = Field(default_factory=JournalSettings, description="Decision journal.")
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings, description="Prometheus metrics endpoint.")
 
     @model_validator(mode="after")
     def _lanes_and_cells_agree(self) -> StationConfig:

@@ -23,10 +23,16 @@ from edge.catalog import Catalog
 from edge.config import StationConfig
 from edge.contract import ContractError, Envelope, Topics, parse_cell_state, utc_timestamp
 from edge.journal import Journal
+from edge.lanes import LaneGuard, LaneRouter
+from edge.metrics import Metrics, MetricsError, error_counters
 from edge.mqtt import MqttLink
 from edge.pipeline import Arrival, Pipeline
 from edge.policy import GradingPolicy
 from edge.reads import ReadMatcher
+from edge.recovery import recover_undiverted
+from edge.retention import retention_loop
+from edge.secrets import mqtt_tls_factory
+from edge.watchdog import sampler, watchdog_interval_s, watchdog_loop
 
 log = logging.getLogger("edge.daemon")
 
@@ -71,10 +77,9 @@ class Controller:
             os.environ.setdefault("NUMBA_CACHE_DIR", str(self.config.vision.cache_dir))
         # Imported here so NUMBA_CACHE_DIR is set before Numba reads it.
         from drivers.camera import HttpTriggerCamera
-
-        from drivers.scale_sics import SicsScale
+        from drivers.scales import open_scale
         from drivers.scanner import SerialScanner
-        from plc.client import PlcLink
+        from plc.factory import build_link as build_plc_link
         from vision.damage import DamageChecker, warm_up
 
         began = time.monotonic()
@@ -89,40 +94,57 @@ class Controller:
             stack.callback(log.info, "journal closed: %s", cfg.journal.path)
             envelope = Envelope(cfg.controller_id, await journal.reserve_sequence_block())
             alarms = Alarms(journal, envelope, self.topics)
+            # Before any new unit: decisions the last run left without a divert ack (see edge/recovery.py).
+            recovered = await recover_undiverted(journal, envelope, self.topics, alarms, cfg.reject_lane)
+            if recovered:
+                log.warning("recovered %d unit(s) decided before a crash: lane unknown, alarm raised", recovered)
             scanner = await stack.enter_async_context(
                 SerialScanner(
                     cfg.scanner.port, baudrate=cfg.scanner.baudrate, bytesize=cfg.scanner.bytesize,
                     parity=cfg.scanner.parity, stopbits=cfg.scanner.stopbits, suffix=cfg.scanner.suffix,
+                    max_line=cfg.scanner.max_line, no_read_messages=cfg.scanner.no_read_messages,
+                    intercharacter_timeout_s=cfg.scanner.intercharacter_timeout_s,
+                    banner_patterns=cfg.scanner.banner_patterns,
+                    duplicate_window_s=cfg.scanner.duplicate_window_s, trigger_window_s=cfg.scanner.read_after_s,
                 )
             )
-            scale = await stack.enter_async_context(
-                SicsScale(
-                    cfg.scale.port, baudrate=cfg.scale.baudrate, bytesize=cfg.scale.bytesize,
-                    parity=cfg.scale.parity, stopbits=cfg.scale.stopbits,
-                )
-            )
-            plc = await stack.enter_async_context(
-                PlcLink(
-                    cfg.plc.host, cfg.plc.port, cfg.plc.build_register_map(),
-                    poll_period_s=cfg.plc.poll_period_s, heartbeat_period_s=cfg.plc.heartbeat_period_s,
-                    timeout_s=cfg.plc.timeout_s,
-                )
-            )
+            scale = await stack.enter_async_context(open_scale(cfg.scale))
+            plc = await stack.enter_async_context(build_plc_link(cfg.plc))
+            try:
+                # Announcing ONLINE before diverts are armed would send the first units to reject.
+                # A PLC that is not there yet must not keep the controller from starting, though.
+                await plc.wait_armed(3.0)
+            except TimeoutError:
+                log.warning("PLC diverts not armed yet (%s); starting anyway", plc.safety_state)
             camera = HttpTriggerCamera(cfg.camera.url, timeout_s=cfg.camera.timeout_s)
             checker = DamageChecker(px_per_mm=cfg.vision.px_per_mm)
             reads: ReadMatcher[Any] = ReadMatcher(cfg.scanner.read_before_s, cfg.scanner.read_after_s)
             pipeline = Pipeline(
                 config=cfg, policy=self.policy, catalog=self.catalog, journal=journal, envelope=envelope,
                 topics=self.topics, alarms=alarms, reads=reads, scale=scale, camera=camera, checker=checker,
+                scanner=scanner,
                 vision_executor=vision_executor, plc=plc,
             )
+            self.lanes = LaneRouter(LaneGuard(cfg), alarms)
+            pipeline.lane_router = self.lanes
+            self.metrics = Metrics()
+            pipeline.decision_listeners.append(self.metrics.observe_decision)
+            if cfg.metrics.address is not None:
+                try:
+                    self.metrics.start(*cfg.metrics.address)
+                    stack.callback(self.metrics.stop)
+                except MetricsError as exc:
+                    # Grading matters more than its dashboard: run on, say so loudly.
+                    log.error("%s; running without a metrics endpoint", exc)
             mqtt = MqttLink(
                 host=cfg.mqtt.host, port=cfg.mqtt.port, client_id=cfg.mqtt.client_id or cfg.controller_id,
                 topics=self.topics, journal=journal, on_message=self._inbound(journal, alarms),
                 on_connect=self._on_connect(journal),
                 subscriptions=[f"{self.topics.root}/cells/+/state", f"{self.topics.root}/cells/+/connection"],
                 username=cfg.mqtt.username, password_file=cfg.mqtt.password_file,
+                tls_factory=mqtt_tls_factory(cfg.mqtt),
                 keepalive_s=cfg.mqtt.keepalive_s, reconnect_max_s=cfg.mqtt.reconnect_max_s,
+                protocol=cfg.mqtt.protocol, session_expiry_s=cfg.mqtt.session_expiry_s,
             )
             await stack.enter_async_context(mqtt)
             stack.callback(vision_executor.shutdown, wait=True)
@@ -138,7 +160,17 @@ class Controller:
                     group.create_task(self._induct(plc, pipeline), name="induction")
                     group.create_task(self._status_loop(), name="status")
                     group.create_task(self._resend_orders(journal), name="order-resend")
+                    group.create_task(
+                        retention_loop(journal, retention_days=cfg.journal.retention_days,
+                                       max_units=cfg.journal.max_units, interval_s=cfg.journal.prune_interval_s),
+                        name="journal-retention",
+                    )
                     group.create_task(self._watch_devices(alarms), name="device-watch")
+                    watchdog_s = watchdog_interval_s()
+                    if watchdog_s is not None:
+                        group.create_task(
+                            watchdog_loop(sampler(plc, pipeline), sd_notify, interval_s=watchdog_s), name="watchdog"
+                        )
                     await self.stop_requested.wait()
                     raise _Stop
             except* _Stop:
@@ -211,6 +243,7 @@ class Controller:
             cell, kind = parsed
             if kind == "connection":
                 state = payload.decode("utf-8", "replace")[:32]
+                await self.lanes.on_connection(cell, state)
                 if state == "ONLINE":
                     await alarms.clear("cell_offline", subject=cell)
                 else:
@@ -223,6 +256,10 @@ class Controller:
                 await alarms.event("bad_message", f"bad state message from cell {cell}: {exc}", subject=cell)
                 return
             outcome = await journal.record_cell_state(message.decision_id, cell, message.state, message.reason)
+            await self.lanes.on_capacity(cell, message.decision_id, message.lane_capacity)
+            if outcome == "applied" and message.state == "FAILED":
+                await alarms.event("order_failed", f"cell {cell} FAILED decision {message.decision_id}: "
+                                   f"{message.reason or 'no reason given'}", subject=cell)
             if outcome == "applied":
                 counters["cell_states"] += 1
             elif outcome == "duplicate":
@@ -245,7 +282,27 @@ class Controller:
                     await alarms.clear("device_lost", subject=name, message=f"{name} is back")
                 elif name in last and state != "connecting":
                     await alarms.raise_("device_lost", f"{name} is {state}", subject=name, severity="critical")
+            await self._watch_plc_failsafe(alarms, last)
             await asyncio.sleep(0.2)
+
+    async def _watch_plc_failsafe(self, alarms: Alarms, last: dict[str, str]) -> None:
+        # Not armed means every unit goes to the reject lane; a line that never armed after start
+        # (PLC program not answering the heartbeat) is as loud as one that dropped out.
+        safety = getattr(self._parts["plc"], "safety_state", "armed")
+        if safety == last.get("plc_safety"):
+            return
+        never_armed = "plc_safety_armed_once" not in last
+        if safety != "armed" and never_armed and time.monotonic() - self.started_at < 5.0:
+            return
+        last["plc_safety"] = safety
+        if safety == "armed":
+            last["plc_safety_armed_once"] = "yes"
+            await alarms.clear("plc_failsafe", subject="plc", message="diverts armed again")
+        else:
+            await alarms.raise_(
+                "plc_failsafe", f"diverts disarmed ({safety}): units go to the reject lane",
+                subject="plc", severity="critical",
+            )
 
     def status(self, lifecycle: str = "running") -> dict[str, Any]:
         pipeline: Pipeline = self._parts["pipeline"]
@@ -272,7 +329,7 @@ class Controller:
                 "by_lane": {str(k): v for k, v in pipeline.by_lane.items()},
             },
             "latency_ms": {"p50": round(p50, 2) if p50 else None, "p99": round(p99, 2) if p99 else None},
-            "errors": dict(pipeline.errors),
+            "errors": {**dict(pipeline.errors), **error_counters(self._parts, self._inbound_counters)},
             "reads": dict(self._parts["reads"].counters),
             "inbound": dict(self._inbound_counters),
             "alarms_active": len(self._parts["alarms"].active),
@@ -287,6 +344,17 @@ class Controller:
         await self._parts["mqtt"].publish_now(
             self.topics.status, envelope.build("status", status), qos=1, retain=True
         )
+
+    async def _update_metrics(self) -> None:
+        status = self.status()
+        depths = await self._parts["journal"].depths()
+        status["queues"] = {
+            "outbox": depths["outbox"], "open_orders": depths["open_orders"],
+            "in_flight": status["units"]["in_flight"], "plc_arrivals": self._parts["plc"].arrivals.qsize(),
+            "scanner_events": self._parts["scanner"].events.qsize(),
+        }
+        status["controller"] = self.config.controller_id
+        self.metrics.update(status)
 
     async def _status_loop(self) -> None:
         plc = self._parts["plc"]
@@ -304,7 +372,7 @@ class Controller:
                 envelope.build("telemetry", {"device": "plc", "state": plc.state, "signals": signals}),
                 qos=0, retain=True,
             )
-            sd_notify("WATCHDOG=1")
+            await self._update_metrics()
             await asyncio.sleep(1.0)
 
 

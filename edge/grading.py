@@ -20,6 +20,8 @@ class DamageSummary:
     scratch_lengths_mm: tuple[float, ...] = ()
     crack_count: int = 0
     damage_score: float = 0.0
+    dent_count: int = 0  # dents and chips on the outline
+    missing_part_count: int = 0
 
 
 @dataclass(frozen=True)
@@ -54,8 +56,12 @@ def cosmetic_grade(damage: DamageSummary, policy: GradingPolicy) -> tuple[Grade,
     longest = max(damage.scratch_lengths_mm, default=0.0)
     if damage.crack_count > 0:
         return "D", f"{damage.crack_count} crack(s) in cover glass or housing"
+    if damage.missing_part_count > 0:
+        return "D", f"{damage.missing_part_count} missing part(s): outline does not match the unit"
     if damage.damage_score >= cosmetic.heavy_damage_score:
         return "D", f"heavy damage (score {damage.damage_score:.2f})"
+    if damage.dent_count > 0:
+        return "C", f"{damage.dent_count} dent(s) or chip(s) on the outline"
     if count <= cosmetic.A.max_scratches and longest <= cosmetic.A.max_scratch_mm:
         return "A", f"{count} scratch(es), longest {longest:.1f} mm: within grade A limits"
     if count <= cosmetic.B.max_scratches and longest <= cosmetic.B.max_scratch_mm:

@@ -73,6 +73,8 @@ CREATE TABLE IF NOT EXISTS meta (
 
 FINAL_CELL_STATES = ("FINISHED", "FAILED")
 SEQ_BLOCK = 1_000_000
+STATE_RANK = {"QUEUED": 0, "ACCEPTED": 1, "RUNNING": 2, "FINISHED": 3, "FAILED": 3}
+RUNNING_FACTOR = 3  # accepted/running orders are re-sent after this many order timeouts
 
 
 @dataclass(frozen=True)
@@ -155,6 +157,19 @@ class Journal:
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, fn, *args)
+
+    async def checkpoint(self) -> None:
+        """Fold the WAL into the database file and truncate it (keeps the WAL bounded)."""
+
+        def run() -> None:
+            if self._db is not None:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+        await self._call(run)
+
+    async def transact(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `body` in one IMMEDIATE transaction on the journal thread (for maintenance modules)."""
+        return await self._call(self._transaction, body)
 
     def _transaction(self, body: Callable[[sqlite3.Connection], T]) -> T:
         db = self._db
@@ -314,7 +329,8 @@ class Journal:
             unit_id, order_cell, current = row
             if order_cell != cell:
                 return "wrong_cell"
-            if current in FINAL_CELL_STATES:
+            if current in FINAL_CELL_STATES or STATE_RANK.get(state, 0) <= STATE_RANK.get(current, 0):
+                # QoS 1 re-deliveries and repeated answers: apply each step once, never go backwards
                 return "duplicate"
             db.execute(
                 "UPDATE orders SET state=?, updated_at=?, reason=? WHERE decision_id=?",
@@ -331,15 +347,24 @@ class Journal:
         return await self._call(self._transaction, body)
 
     async def requeue_unanswered_orders(self, older_than_s: dict[str, float], default_s: float) -> int:
-        """Put orders that no cell has answered back in the outbox, same decision_id and payload."""
+        """Put orders with no final answer back in the outbox, same decision_id and payload.
+
+        Unanswered orders go after the cell's timeout; accepted or running ones after three times
+        that, because their FINISHED may have been lost while the cell was offline: the cell
+        repeats its latest state for a decision_id it already handled, so a re-send is harmless.
+        """
         now = time.time()
 
         def body(db: sqlite3.Connection) -> int:
             rows = db.execute(
-                "SELECT decision_id, cell, topic, payload, updated_at FROM orders WHERE state='QUEUED'"
+                "SELECT decision_id, cell, topic, payload, updated_at, state FROM orders"
+                " WHERE state NOT IN ('FINISHED', 'FAILED')"
             ).fetchall()
-            due = [r for r in rows if now - r[4] >= older_than_s.get(r[1], default_s)]
-            for decision_id, _cell, topic, payload, _ in due:
+            due = [
+                r for r in rows
+                if now - r[4] >= older_than_s.get(r[1], default_s) * (1 if r[5] == "QUEUED" else RUNNING_FACTOR)
+            ]
+            for decision_id, _cell, topic, payload, _, _ in due:
                 self._enqueue(db, [Publication(topic, bytes(payload))], now)
                 db.execute(
                     "UPDATE orders SET sent_count=sent_count+1, updated_at=? WHERE decision_id=?",

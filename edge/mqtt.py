@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -18,11 +19,14 @@ import aiomqtt
 
 from edge.contract import Topics, encode
 from edge.journal import Journal
+from edge.mqtt_session import ProtocolMode, SessionNegotiator
+from edge.secrets import SecretError, read_secret
 
 log = logging.getLogger("edge.mqtt")
 
 InboundHandler = Callable[[str, bytes], Awaitable[None]]
 ConnectHandler = Callable[[], Awaitable[None]]
+TlsFactory = Callable[[], ssl.SSLContext]
 
 OUTBOX_BATCH = 32
 
@@ -40,10 +44,14 @@ class MqttLink:
         on_connect: ConnectHandler | None = None,
         subscriptions: list[str] | None = None,
         username: str | None = None,
-        password_file: Path | None = None,
+        password_file: str | Path | None = None,
+        tls_factory: TlsFactory | None = None,
         keepalive_s: int = 15,
         reconnect_max_s: float = 10.0,
+        protocol: ProtocolMode = "auto",
+        session_expiry_s: int = 3600,
     ) -> None:
+        self.session = SessionNegotiator(protocol, session_expiry_s)
         self.host = host
         self.port = port
         self.client_id = client_id
@@ -54,10 +62,14 @@ class MqttLink:
         self.subscriptions = subscriptions or []
         self.username = username
         self.password_file = password_file
+        # Built again on every connect, so a renewed certificate or key is picked up without a restart.
+        self.tls_factory = tls_factory
         self.keepalive_s = keepalive_s
         self.reconnect_max_s = reconnect_max_s
         self.connected = asyncio.Event()
-        self.counters = {"connects": 0, "disconnects": 0, "published": 0, "publish_errors": 0, "received": 0}
+        self.counters = {"connects": 0, "disconnects": 0, "published": 0, "publish_errors": 0, "received": 0,
+                         "secret_errors": 0}
+        self.last_error: str | None = None
         self._client: aiomqtt.Client | None = None
         self._stopping = asyncio.Event()
         self._group: asyncio.TaskGroup | None = None
@@ -105,25 +117,41 @@ class MqttLink:
     def _password(self) -> str | None:
         if self.password_file is None:
             return None
-        return self.password_file.read_text(encoding="utf-8").strip()
+        return read_secret(self.password_file)
 
     async def _run(self) -> None:
         attempt = 0
         while not self._stopping.is_set():
             will = aiomqtt.Will(self.topics.connection, "CONNECTIONBROKEN", qos=1, retain=True)
+            try:
+                password = self._password()
+                tls_context = self.tls_factory() if self.tls_factory is not None else None
+            except SecretError as exc:
+                # A missing or unsafe secret may be fixed while we wait; keep retrying, loudly.
+                self.counters["secret_errors"] += 1
+                self.last_error = str(exc)
+                log.error("mqtt credentials unusable: %s", exc)
+                attempt += 1
+                await asyncio.sleep(min(self.reconnect_max_s, 0.2 * 2 ** min(attempt, 10)) * random.uniform(0.5, 1.0))
+                continue
             client = aiomqtt.Client(
                 self.host,
                 self.port,
                 identifier=self.client_id,
                 username=self.username,
-                password=self._password(),
+                password=password,
                 will=will,
-                clean_session=False,
                 keepalive=self.keepalive_s,
                 timeout=5.0,
+                tls_context=tls_context,
+                tls_insecure=(not tls_context.check_hostname) if tls_context is not None else None,
+                **self.session.client_options(),
             )
+            session_up = retry_now = False
             try:
                 async with client:
+                    session_up = True
+                    self.session.on_connected()
                     self._client = client
                     attempt = 0
                     self.counters["connects"] += 1
@@ -131,19 +159,26 @@ class MqttLink:
                     for topic in self.subscriptions:
                         await client.subscribe(topic, qos=1)
                     self.connected.set()
-                    log.info("connected to mqtt://%s:%d as %s", self.host, self.port, self.client_id)
+                    log.info("connected to %s://%s:%d as %s (MQTT %s)", "mqtts" if tls_context else "mqtt",
+                             self.host, self.port, self.client_id, self.session.protocol_name)
                     async with asyncio.TaskGroup() as group:
                         group.create_task(self._receive(client), name="mqtt-receive")
                         group.create_task(self._drain_outbox(client), name="mqtt-outbox")
                         if self.on_connect is not None:
                             group.create_task(self.on_connect(), name="mqtt-on-connect")
             except* aiomqtt.MqttError as group_error:
+                self.last_error = str(group_error.exceptions[0])
+                retry_now = not session_up and self.session.on_connect_failed()
                 log.warning("mqtt connection lost or refused: %s", group_error.exceptions[0])
             finally:
                 if self.connected.is_set():
                     self.counters["disconnects"] += 1
                 self.connected.clear()
                 self._client = None
+            if retry_now:
+                log.info("no session with MQTT %s; trying MQTT %s at once",
+                         "3.1.1" if self.session.protocol_name == "5" else "5", self.session.protocol_name)
+                continue
             attempt += 1
             delay = min(self.reconnect_max_s, 0.2 * 2 ** min(attempt, 10)) * random.uniform(0.5, 1.0)
             log.info("reconnecting to the broker in %.1f s", delay)

@@ -19,8 +19,9 @@ import logging
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -32,8 +33,10 @@ from edge.contract import Envelope, Topics, encode
 from edge.grading import DamageSummary, Observation, Verdict, grade_unit
 from edge.identity import Identity, parse_identity
 from edge.journal import Journal, OrderToSend, Publication
+from edge.lanes import LaneRouter
 from edge.policy import GradingPolicy
 from edge.reads import ReadMatcher
+from vision.evidence import EvidenceWriter
 
 log = logging.getLogger("edge.pipeline")
 
@@ -71,6 +74,13 @@ class UnitFacts:
     weight_problem: str | None = None
     damage: Any = None
     vision_problem: str | None = None
+    # The camera frame (kept for the evidence image and the barcode fallback) and a flag the
+    # fallback waits on: set once the frame is inspected or known to be missing.
+    frame: Any = None
+    inspected: asyncio.Event = field(default_factory=asyncio.Event)
+    read_source: str = "scanner"
+    # Milliseconds from the scan photo-eye to the end of each stage, to see where latency goes.
+    timings_ms: dict[str, float] = field(default_factory=dict)
 
 
 class Pipeline:
@@ -90,8 +100,11 @@ class Pipeline:
         checker: DamageCheckerLike,
         vision_executor: Executor,
         plc: DivertLike,
+        scanner: Any = None,
     ) -> None:
         self.config = config
+        # Only used to trigger reads when scanner.host_trigger is set.
+        self.scanner = scanner
         self.policy = policy
         self.catalog = catalog
         self.journal = journal
@@ -104,22 +117,37 @@ class Pipeline:
         self.checker = checker
         self.vision_executor = vision_executor
         self.plc = plc
+        self.lane_router: LaneRouter | None = None
         self.in_flight = 0
         self.latencies_ms: list[float] = []
         self.by_grade: Counter[str] = Counter()
         self.by_lane: Counter[int] = Counter()
         self.by_disposition: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
+        # Called with each finished decision body (metrics); must be quick and must not raise.
+        self.decision_listeners: list[Callable[[dict[str, Any]], None]] = []
+        # Barcode from the camera frame when the scanner has no read; evidence image per unit.
+        self.frame_barcodes = _frame_barcode_reader(config)
+        self.evidence = EvidenceWriter(config.journal.evidence_dir) if config.journal.evidence_dir else None
 
     # -- observation -------------------------------------------------------------------------------
 
     async def _identify(self, arrival: Arrival, facts: UnitFacts) -> None:
+        if self.config.scanner.host_trigger and self.scanner is not None:
+            try:
+                await self.scanner.trigger()
+            except Exception as exc:  # scanner gone: the claim below times out into a no-read
+                self.errors[f"scanner_trigger:{type(exc).__name__}"] += 1
         read = await self.reads.claim(arrival.seen_at)
         facts.read = read
         text = getattr(read, "text", None)
+        symbology = getattr(read, "symbology", "")
         if text is None:
-            return
-        identity = parse_identity(text, getattr(read, "symbology", ""), self.config.scanner.rma_pattern)
+            code = await self._barcode_from_frame(facts)
+            if code is None:
+                return
+            text, symbology, facts.read_source = code.text, code.symbology, "camera"
+        identity = parse_identity(text, symbology, self.config.scanner.rma_pattern)
         facts.identity = identity
         facts.item = self.catalog.by_gtin(identity.gtin)
 
@@ -134,13 +162,41 @@ class Pipeline:
             return
         facts.weight_g = float(reading.grams)
 
+    async def _barcode_from_frame(self, facts: UnitFacts) -> Any:
+        """The scanner had no read: decode the label in the camera frame (labels the damage check
+        found first), off the event loop. None when there is no frame or nothing decodes."""
+        if self.frame_barcodes is None:
+            return None
+        await facts.inspected.wait()
+        if facts.frame is None:
+            return None
+        regions = getattr(facts.damage, "label_regions_px", ())
+        loop = asyncio.get_running_loop()
+        try:
+            codes = await loop.run_in_executor(self.vision_executor, self.frame_barcodes.read, facts.frame, regions)
+        except Exception as exc:  # a decoder failure is a no-read, never a crash
+            self.errors[f"frame_barcode:{type(exc).__name__}"] += 1
+            return None
+        if not codes:
+            self.errors["frame_barcode:none"] += 1
+            return None
+        self.errors["frame_barcode:read"] += 1
+        return codes[0]
+
     async def _inspect(self, arrival: Arrival, facts: UnitFacts) -> None:
+        try:
+            await self._inspect_frame(arrival, facts)
+        finally:
+            facts.inspected.set()
+
+    async def _inspect_frame(self, arrival: Arrival, facts: UnitFacts) -> None:
         try:
             frame = await self.camera.fetch(arrival.item_id)
         except Exception as exc:
             self.errors[f"camera:{type(exc).__name__}"] += 1
             facts.vision_problem = f"no frame: {type(exc).__name__}: {exc}"
             return
+        facts.frame = frame
         loop = asyncio.get_running_loop()
         report = await loop.run_in_executor(self.vision_executor, self.checker.check, frame)
         if report.error or not report.device_found:
@@ -158,6 +214,8 @@ class Pipeline:
                 scratch_lengths_mm=tuple(d.length_mm for d in facts.damage.defects if d.kind == "scratch"),
                 crack_count=sum(1 for d in facts.damage.defects if d.kind == "crack"),
                 damage_score=float(facts.damage.damage_score),
+                dent_count=sum(1 for d in facts.damage.defects if d.kind in ("dent", "chip")),
+                missing_part_count=sum(1 for d in facts.damage.defects if d.kind == "missing_part"),
             )
         identity = facts.identity
         return Observation(
@@ -224,18 +282,39 @@ class Pipeline:
         unit_id = f"U{uuid.uuid4().hex[:16]}"
         decision_id = str(uuid.uuid4())
         facts = UnitFacts()
-        await asyncio.gather(self._identify(arrival, facts), self._weigh(facts), self._inspect(arrival, facts))
+        await asyncio.gather(
+            _timed(self._identify(arrival, facts), "identify", arrival, facts),
+            _timed(self._weigh(facts), "weigh", arrival, facts),
+            _timed(self._inspect(arrival, facts), "inspect", arrival, facts),
+        )
+        if facts.damage is not None and facts.item is not None:
+            # Imported here: vision.damage loads the Numba kernels, after the daemon set their cache.
+            from vision.damage import compare_with_catalog
+
+            # Only now is the unit's catalog outline known: a smaller one means a missing part.
+            facts.damage = compare_with_catalog(facts.damage, (facts.item.length_mm, facts.item.width_mm))
         verdict = grade_unit(self._observation(facts), self.policy)
         intended_lane = self.config.lane_for(verdict.disposition).id
+        if self.lane_router is not None:
+            # A lane whose cell is offline or full is never used: reject/manual lane instead, with an alarm.
+            verdict, intended_lane = await self.lane_router.route(verdict, intended_lane, decision_id)
         body = self._decision_body(unit_id, decision_id, arrival, facts, verdict, intended_lane)
+        if self.evidence is not None and facts.frame is not None and facts.damage is not None:
+            # Encoded and written on the evidence thread; the path goes into the journal now.
+            evidence = self.evidence.submit(unit_id, facts.frame, facts.damage, verdict.grade,
+                                            f"{unit_id} item {arrival.item_id} {verdict.disposition}")
+            if evidence is not None:
+                body["vision"]["evidence"] = str(evidence)
         audit = [
             ("arrived", {"item_id": arrival.item_id}),
-            ("read", {"text": getattr(facts.read, "text", None), "aim": getattr(facts.read, "aim", None)}),
+            ("read", {"text": getattr(facts.read, "text", None), "aim": getattr(facts.read, "aim", None),
+                      "source": facts.read_source, "barcode": facts.identity.barcode if facts.identity else None}),
             ("weighed", {"weight_g": facts.weight_g, "problem": facts.weight_problem}),
             ("inspected", body["vision"]),
             ("graded", {"grade": verdict.grade, "disposition": verdict.disposition, "reasons": body["reasons"]}),
         ]
         await self.journal.record_decision(unit_id, decision_id, arrival.item_id, body, audit)
+        facts.timings_ms["journal"] = _ms_since(arrival.seen_at)
 
         divert = await self.plc.divert(arrival.item_id, intended_lane, timeout_s=self.config.plc.divert_timeout_s)
         status = getattr(divert, "status", "no_ack")
@@ -262,6 +341,7 @@ class Pipeline:
             state = "diverted"
         body["divert"] = {"status": status, "intended_lane": intended_lane}
         body["latency_ms"] = round(latency_ms, 2)
+        body["timings_ms"] = {**{k: round(v, 1) for k, v in facts.timings_ms.items()}, "divert": round(latency_ms, 1)}
 
         decision = self.envelope.build("decision", body)
         publications = [Publication(self.topics.decisions, encode(decision), qos=1)]
@@ -293,10 +373,39 @@ class Pipeline:
         self.by_grade[str(verdict.grade)] += 1
         self.by_lane[body["lane"]] += 1
         self.by_disposition[body["disposition"]] += 1
+        for listener in self.decision_listeners:
+            listener(body)
         log.info(
             "unit %s item=%d barcode=%s weight=%s grade=%s disposition=%s lane=%d latency=%.1fms",
             unit_id, arrival.item_id, body["identity"]["barcode"], body["weight_g"], verdict.grade,
             body["disposition"], body["lane"], latency_ms,
+            extra={"unit_id": unit_id, "decision_id": decision_id, "item_id": arrival.item_id,
+                   "grade": verdict.grade, "disposition": body["disposition"], "lane": body["lane"],
+                   "latency_ms": round(latency_ms, 2)},
         )
         if verdict.disposition == "quarantine" and not facts.identity:
             await self.alarms.event("no_read", f"unit {unit_id} had no barcode read: quarantined")
+
+
+def _frame_barcode_reader(config: StationConfig) -> Any:
+    from vision.barcode import BarcodeBackendUnavailable, BarcodeReader
+
+    backend = getattr(config.vision, "barcode_backend", "zxing")
+    if backend == "off":
+        return None
+    try:
+        return BarcodeReader(backend)
+    except BarcodeBackendUnavailable as exc:
+        log.warning("camera barcode fallback disabled: %s", exc)
+        return None
+
+
+def _ms_since(moment: float) -> float:
+    return (time.monotonic() - moment) * 1000.0
+
+
+async def _timed(stage: Any, name: str, arrival: Arrival, facts: UnitFacts) -> None:
+    try:
+        await stage
+    finally:
+        facts.timings_ms[name] = _ms_since(arrival.seen_at)

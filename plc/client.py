@@ -12,6 +12,7 @@ place that decides backoff, state and counters.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import random
@@ -25,20 +26,36 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.client.base import ModbusBaseClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
+from plc.positions import PositionTracker
 from plc.register_map import BIT_TABLES, RegisterMap, Table, Value
 from plc.tracking import ArrivalTracker
 
 log = logging.getLogger(__name__)
 
 LinkState = Literal["connecting", "online", "offline"]
-DivertStatus = Literal["accepted", "too_late", "unknown_item", "invalid_lane", "no_ack", "link_down"]
+# Why diverts are refused while the line is not armed; None in `PlcLink.fault` means armed.
+Fault = Literal["link_down", "heartbeat_stale", "plc_not_armed", "rearming"]
+DivertStatus = Literal[
+    "accepted",
+    "too_late",
+    "unknown_item",
+    "invalid_lane",
+    "no_ack",
+    "link_down",
+    "heartbeat_stale",
+    "plc_not_armed",
+    "rearming",
+]
 
 ACK_STATUS: Final[dict[int, DivertStatus]] = {
     1: "accepted",
     2: "too_late",
     3: "unknown_item",
     4: "invalid_lane",
+    5: "plc_not_armed",
 }
+# status_word bit the PLC sets while it sees our heartbeat and will execute diverts.
+STATUS_ARMED_BIT: Final = 0x0004
 REQUIRED_SIGNALS: Final = (
     "scan_item_id",
     "plc_heartbeat",
@@ -68,6 +85,18 @@ class DivertResult:
 
     status: DivertStatus
     seq: int
+
+
+def _raise_if_cancelled() -> None:
+    """Re-raise a cancellation that a library swallowed.
+
+    Python 3.11's asyncio.wait_for (used inside pymodbus) returns the result instead of raising
+    when the reply and the cancel arrive together; the task stays "cancelling" but runs on, so a
+    loop that never checks would keep the link's __aexit__ waiting forever.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 class _RequestFailed(Exception):
@@ -100,6 +129,11 @@ class PlcLink:
         slow_poll_every: int = 10,
         max_failed_polls: int = 3,
         name: str = "plc",
+        rearm_delay_s: float = 0.5,
+        require_plc_armed: bool = True,
+        write_heartbeat: bool = True,
+        positions: PositionTracker | None = None,
+        record_cycles: int = 0,
     ) -> None:
         register_map.require(REQUIRED_SIGNALS)
         seq_sig = register_map["divert_request_seq"]
@@ -129,6 +163,16 @@ class PlcLink:
         self.slow_poll_every = max(1, slow_poll_every)
         self.max_failed_polls = max(1, max_failed_polls)
         self.name = name
+        self.rearm_delay_s = max(0.0, rearm_delay_s)
+        # A PLC program that never reports the armed bit leaves the line unarmed: safe, and
+        # loud (alarm), which is what an integrator wiring a new PLC should see first.
+        self.require_plc_armed = require_plc_armed and "status_word" in register_map
+        self.write_heartbeat = write_heartbeat
+        self.positions = positions
+        # (scheduled start, actual start, end) of recent poll cycles, loop clock; for benchmarks.
+        self.cycles: collections.deque[tuple[float, float, float]] | None = (
+            collections.deque(maxlen=record_cycles) if record_cycles > 0 else None
+        )
 
         self.state: LinkState = "connecting"
         self.signals: dict[str, Value] = {}
@@ -147,6 +191,11 @@ class PlcLink:
                 "write_errors",
                 "diverts",
                 "divert_no_ack",
+                "divert_refused",
+                "late_refused",
+                "failsafe_trips",
+                "divert_cancels",
+                "cancel_failed",
             ),
             0,
         )
@@ -171,6 +220,9 @@ class PlcLink:
         self._divert_lock = asyncio.Lock()
         self._online = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
+        self._healthy_since: float | None = None
+        self._was_armed = False
+        self._closing = False
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -184,6 +236,7 @@ class PlcLink:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._closing = True
         runner, self._runner = self._runner, None
         if runner is not None:
             runner.cancel()
@@ -216,6 +269,71 @@ class PlcLink:
             return False
         return time.monotonic() - self._plc_hb_changed_at <= self.plc_heartbeat_timeout_s
 
+    @property
+    def plc_armed(self) -> bool:
+        """The PLC reports (status_word armed bit) that it sees our heartbeat and takes diverts."""
+        if not self.require_plc_armed:
+            return True
+        word = self.signals.get("status_word")
+        return isinstance(word, int) and bool(word & STATUS_ARMED_BIT)
+
+    def _health_fault(self) -> Fault | None:
+        if self.state != "online":
+            return "link_down"
+        if not self.plc_heartbeat_ok:
+            return "heartbeat_stale"
+        if not self.plc_armed:
+            return "plc_not_armed"
+        return None
+
+    @property
+    def fault(self) -> Fault | None:
+        """Why diverts are refused right now, or None when the line is armed.
+
+        Armed needs both heartbeats alive, the PLC's armed bit, and all of that continuously for
+        rearm_delay_s: a link that flaps must not re-arm on the first good poll.
+        """
+        fault = self._health_fault()
+        if fault is not None:
+            return fault
+        if self._healthy_since is None:
+            return "rearming"
+        # The hold-off guards against a flapping link; the very first arm has nothing to flap from.
+        delay = self.rearm_delay_s if self.counters["failsafe_trips"] else 0.0
+        if time.monotonic() - self._healthy_since < delay:
+            return "rearming"
+        return None
+
+    @property
+    def armed(self) -> bool:
+        return self.fault is None
+
+    @property
+    def safety_state(self) -> str:
+        """"armed" or the fault: what the daemon's device watcher alarms on."""
+        return self.fault or "armed"
+
+    async def wait_armed(self, timeout_s: float | None = None) -> None:
+        """Wait until diverts are accepted (raises TimeoutError)."""
+        async with asyncio.timeout(timeout_s):
+            while not self.armed:
+                await asyncio.sleep(min(self.poll_period_s, 0.01))
+
+    def _update_health(self, now: float) -> None:
+        if self._health_fault() is None:
+            if self._healthy_since is None:
+                self._healthy_since = now
+        else:
+            self._healthy_since = None
+        armed = self.armed
+        if armed != self._was_armed and not self._closing:
+            if not armed:
+                self.counters["failsafe_trips"] += 1
+                log.warning("%s: diverts disarmed (%s): units go to the reject lane", self.name, self.fault)
+            else:
+                log.info("%s: diverts armed", self.name)
+            self._was_armed = armed
+
     # -- transport ---------------------------------------------------------------------------
 
     def _make_client(self) -> ModbusBaseClient:
@@ -229,6 +347,24 @@ class PlcLink:
             reconnect_delay=0,  # we own reconnecting, see module docstring
         )
 
+    async def _open(self) -> bool:
+        """Make `self._client` usable; return whether it is. Override point for shared buses."""
+        client = self._make_client()
+        self._client = client
+        try:
+            ok = await client.connect()
+        except Exception:  # connect must never kill the loop, whatever the library raises
+            log.exception("%s: connect to %s raised", self.name, self.endpoint)
+            ok = False
+        if not ok or not client.connected:
+            self._drop_client()
+            return False
+        return True
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.host}:{self.port}"
+
     def _drop_client(self) -> None:
         client, self._client = self._client, None
         if client is not None:
@@ -240,6 +376,7 @@ class PlcLink:
             return
         log.info("%s: link %s -> %s", self.name, self.state, state)
         self.state = state
+        self._update_health(time.monotonic())
         if state == "online":
             self._online.set()
         else:
@@ -331,26 +468,17 @@ class PlcLink:
     async def _connection_loop(self) -> None:
         attempt = 0
         while True:
-            client = self._make_client()
-            self._client = client
-            ok = False
-            try:
-                ok = await client.connect()
-            except Exception:  # connect must never kill the loop, whatever the library raises
-                log.exception("%s: connect to %s:%s raised", self.name, self.host, self.port)
-            if not ok or not client.connected:
-                self._drop_client()
+            _raise_if_cancelled()
+            if not await self._open():
                 delay = self._backoff(attempt)
                 attempt += 1
-                log.debug(
-                    "%s: connect to %s:%s failed, retry in %.2fs", self.name, self.host, self.port, delay
-                )
+                log.debug("%s: connect to %s failed, retry in %.2fs", self.name, self.endpoint, delay)
                 await asyncio.sleep(delay)
                 continue
             if self._connected_once:
                 self.counters["reconnects"] += 1
             self._connected_once = True
-            log.info("%s: connected to %s:%s", self.name, self.host, self.port)
+            log.info("%s: connected to %s", self.name, self.endpoint)
             try:
                 if await self._poll_until_failure():
                     attempt = 0
@@ -375,13 +503,17 @@ class PlcLink:
         loop = asyncio.get_running_loop()
         next_at = loop.time()
         while True:
+            _raise_if_cancelled()
             client = self._client
             if client is None or not client.connected:
                 log.warning("%s: connection lost", self.name)
                 return any_ok
             slow = cycle % self.slow_poll_every == 0
             cycle += 1
+            began = loop.time()
             ok, fatal = await self._poll_once(include_outputs=slow)
+            if self.cycles is not None:
+                self.cycles.append((next_at, began, loop.time()))
             if ok:
                 failed = 0
                 any_ok = True
@@ -433,6 +565,7 @@ class PlcLink:
         if snapshot:
             self.last_poll_at = now
         self._observe(snapshot, now)
+        self._update_health(now)
         return ok, fatal
 
     def _observe(self, snapshot: dict[str, Value], now: float) -> None:
@@ -457,6 +590,13 @@ class PlcLink:
             if missed:
                 self.counters["missed_arrivals"] += missed
                 log.warning("%s: %d arrivals missed (scan_item_id jumped to %d)", self.name, missed, scan)
+            if ids and self.positions is not None:
+                encoder = snapshot.get("encoder_count")
+                if isinstance(encoder, int) and not isinstance(encoder, bool):
+                    # Every id of a burst gets this poll's count: the older ones are then judged
+                    # later than they are, never earlier, which errs towards the reject lane.
+                    for item_id in ids:
+                        self.positions.on_arrival(item_id, encoder)
             for item_id in ids:
                 self.arrivals.put_nowait(Arrival(item_id=item_id, seen_at=now))
 
@@ -476,7 +616,12 @@ class PlcLink:
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_period_s)
-            if self.state != "online":
+            _raise_if_cancelled()
+            if self.state != "online" or not self.write_heartbeat:
+                continue
+            if self._plc_hb_changed_at is not None and not self.plc_heartbeat_ok:
+                # Going quiet on our side makes the PLC fall back to its own safe default (units
+                # in flight to the reject lane) even if only its heartbeat counter is stuck.
                 continue
             self._gateway_hb = (self._gateway_hb + 1) & 0xFFFF
             try:
@@ -503,8 +648,13 @@ class PlcLink:
         if not isinstance(lane, int) or not 0 <= lane <= 0xFFFF:
             return DivertResult("invalid_lane", 0)
         async with self._divert_lock:
-            if self.state != "online":
-                return DivertResult("link_down", 0)
+            fault = self.fault
+            if fault is not None:
+                self.counters["divert_refused"] += 1
+                return DivertResult(fault, 0)
+            if lane != 0 and self.positions is not None and not self._in_time(item_id, lane, timeout_s):
+                self.counters["late_refused"] += 1
+                return DivertResult("too_late", 0)
             seq = self._next_seq()
             self.counters["diverts"] += 1
             seq_sig = self.register_map["divert_request_seq"]
@@ -524,7 +674,85 @@ class PlcLink:
             result = await self._await_ack(seq, item_id, lane, deadline)
             if result.status == "no_ack":
                 self.counters["divert_no_ack"] += 1
+                if lane != 0:
+                    await self._cancel(item_id, timeout_s)
             return result
+
+    async def _cancel(self, item_id: int, timeout_s: float) -> None:
+        """Re-point a unit whose divert went unacknowledged at the reject lane.
+
+        The request may have landed even though we never saw the ack, and the controller is about
+        to record the unit as rejected: without this the PLC could still fire the paddle.
+        """
+        seq = self._next_seq()
+        seq_sig = self.register_map["divert_request_seq"]
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        self.counters["divert_cancels"] += 1
+        try:
+            await self._write_registers(seq_sig.address, [seq, item_id, 0])
+        except _RequestFailed as exc:
+            log.error("%s: cancel of unit %d failed: %s", self.name, item_id, exc)
+            self.counters["cancel_failed"] += 1
+            if exc.kind != "disconnected":
+                self._seq = seq
+            return
+        self._seq = seq
+        ack = await self._await_ack(seq, item_id, 0, deadline)
+        if ack.status != "accepted":
+            # unknown_item / too_late mean the unit is no longer on the PLC's books: nothing to
+            # re-point. Anything else leaves the unit's lane uncertain, which must be loud.
+            level = logging.INFO if ack.status in ("unknown_item", "too_late") else logging.ERROR
+            log.log(level, "%s: cancel of unit %d: %s", self.name, item_id, ack.status)
+            if level == logging.ERROR:
+                self.counters["cancel_failed"] += 1
+
+    def _in_time(self, item_id: int, lane: int, ack_budget_s: float) -> bool:
+        positions = self.positions
+        encoder = self.signals.get("encoder_count")
+        if positions is None:
+            return True
+        if not isinstance(encoder, int) or isinstance(encoder, bool) or self.last_poll_at is None:
+            return False
+        speed = self.signals.get("belt_speed_mm_s")
+        speed_mm_s = float(speed) if isinstance(speed, int | float) and not isinstance(speed, bool) else None
+        verdict = positions.check(
+            item_id,
+            lane,
+            encoder,
+            age_s=time.monotonic() - self.last_poll_at,
+            speed_mm_s=speed_mm_s,
+            # Until the PLC sees the request the belt keeps moving: one write, one poll, the ack.
+            lead_s=min(ack_budget_s, 3 * self.poll_period_s + self.timeout_s),
+            poll_period_s=self.poll_period_s,
+        )
+        if verdict != "in_time":
+            log.warning("%s: divert item=%d lane=%d refused locally: %s", self.name, item_id, lane, verdict)
+        return verdict == "in_time"
+
+    async def open_once(self) -> bool:
+        """Connect without starting the poll and heartbeat loops (one-shot tools such as the probe).
+
+        Do not mix with `async with`; undo with `close_once`.
+        """
+        return await self._open()
+
+    def close_once(self) -> None:
+        self._drop_client()
+
+    async def read_all(self) -> tuple[dict[str, Value], list[str]]:
+        """Read every block of every table once (outputs included): values and per-block errors."""
+        values: dict[str, Value] = {}
+        errors: list[str] = []
+        for table, blocks in self._blocks.items():
+            for address, count in blocks:
+                try:
+                    raw = await self._read(table, address, count)
+                    values.update(self.register_map.decode(table, address, raw))
+                except _RequestFailed as exc:
+                    errors.append(f"{table}@{address} x{count}: {exc.kind}: {exc}")
+                except ValueError as exc:
+                    errors.append(f"{table}@{address} x{count}: malformed: {exc}")
+        return values, errors
 
     async def _await_ack(self, seq: int, item_id: int, lane: int, deadline: float) -> DivertResult:
         loop = asyncio.get_running_loop()
@@ -534,6 +762,7 @@ class PlcLink:
         )
         interval = min(self.poll_period_s, 0.005)
         while True:
+            _raise_if_cancelled()
             ack = await self._read_ack(first.address, last.end - first.address, span_contiguous)
             if ack is not None and ack.get("divert_ack_seq") == seq:
                 echo_item = ack.get("divert_ack_item_id", item_id)

@@ -40,6 +40,7 @@ class SimulatedCamera:
         self.keep = keep
         self._seed = seed
         self._frames: OrderedDict[int, bytes] = OrderedDict()
+        self._prepared: dict[int, asyncio.Future[tuple[np.ndarray, bytes]]] = {}
         self._server: asyncio.Server | None = None
         self.captures = 0
         self.requests = 0
@@ -61,17 +62,33 @@ class SimulatedCamera:
         self.url = f"http://{sock_host}:{sock_port}"
 
     async def stop(self) -> None:
+        for pending in self._prepared.values():
+            pending.cancel()
+        self._prepared.clear()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
 
-    async def capture(self, trigger_id: int, appearance: Appearance) -> np.ndarray:
-        """Render and store the frame for this trigger; returns the frame (BGR) for ground truth."""
-        # Each trigger gets its own generator so a frame depends only on (seed, trigger id), not
-        # on the order in which concurrent captures finish.
-        rng = np.random.default_rng([self._seed, trigger_id])
-        frame, png = await asyncio.to_thread(self._render_png, appearance, rng)
+    def prepare(self, unit_key: int, appearance: Appearance) -> None:
+        """Start rendering a unit's frame while it is still on its way to the camera.
+
+        A real camera exposes and transfers a frame in a few milliseconds; rendering and encoding
+        here take far longer, and that cost must not show up as controller latency.
+        """
+        rng = np.random.default_rng([self._seed, 1_000_000 + unit_key])
+        self._prepared[unit_key] = asyncio.ensure_future(asyncio.to_thread(self._render_png, appearance, rng))
+
+    async def capture(self, trigger_id: int, appearance: Appearance, unit_key: int | None = None) -> np.ndarray:
+        """Store the frame for this trigger (prepared earlier, or rendered now); returns the BGR frame."""
+        prepared = self._prepared.pop(unit_key, None) if unit_key is not None else None
+        if prepared is not None:
+            frame, png = await prepared
+        else:
+            # Each trigger gets its own generator so a frame depends only on (seed, trigger id), not
+            # on the order in which concurrent captures finish.
+            rng = np.random.default_rng([self._seed, trigger_id])
+            frame, png = await asyncio.to_thread(self._render_png, appearance, rng)
         self._frames[trigger_id] = png
         self._frames.move_to_end(trigger_id)
         while len(self._frames) > self.keep:

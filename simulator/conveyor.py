@@ -1,4 +1,12 @@
-"""A simulated conveyor PLC: belt physics plus a real Modbus TCP server (pymodbus).
+"""A simulated conveyor PLC: belt physics plus a real Modbus server (pymodbus), TCP or RTU.
+
+Over RTU the server listens on a serial port path (a pty from simulator.rtu_bus) and answers only
+its own device id, as a drop on a real RS-485 bus does.
+
+The PLC's own fail-safe: it watches the gateway heartbeat register; while that has not changed
+for gateway_timeout_s it is "not armed": every unit on the belt rides to the reject lane (accepted
+diverts are voided), new divert requests are answered with status 5 (not armed), and the armed
+bit (0x0004) of status_word is clear.
 
 The PLC state lives in plain Python lists laid out by the register map. pymodbus 3.16 serves a
 SimDevice whose `action` hook runs on every request: it copies our tables into the server's
@@ -16,9 +24,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Final, Self
+from typing import Final, Literal, Self
 
-from pymodbus.server import ModbusTcpServer
+from pymodbus import FramerType
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 from pymodbus.simulator.simutils import SimUtils
 
@@ -31,9 +40,11 @@ ACK_ACCEPTED: Final = 1
 ACK_TOO_LATE: Final = 2
 ACK_UNKNOWN_ITEM: Final = 3
 ACK_INVALID_LANE: Final = 4
+ACK_NOT_ARMED: Final = 5
 
 STATUS_RUNNING: Final = 0x0001
 STATUS_JAM: Final = 0x0002
+STATUS_ARMED: Final = 0x0004
 FAULT_JAM: Final = 0x0001
 
 _FC_TABLE: Final[dict[int, Table]] = {
@@ -146,6 +157,11 @@ class SimulatedConveyor:
         min_gap_mm: float = 50.0,
         divert_lead_mm: float = 0.0,
         jam_eye_mm: float | None = None,
+        transport: Literal["tcp", "rtu"] = "tcp",
+        serial_port: str | None = None,
+        baudrate: int = 19200,
+        parity: Literal["N", "E", "O"] = "E",
+        gateway_timeout_s: float = 0.5,
     ) -> None:
         if lanes < 1:
             raise ValueError("lanes must be >= 1")
@@ -165,12 +181,23 @@ class SimulatedConveyor:
         self.belt_end_mm = self.diverter_mm(lanes) + divert_spacing_mm
         self.jam_eye_mm = jam_eye_mm if jam_eye_mm is not None else (scan_point_mm + first_divert_mm) / 2
         self.register_map = register_map or default_map(lanes=max(lanes, 5))
+        if transport == "rtu" and not serial_port:
+            raise ValueError("an RTU conveyor needs serial_port (e.g. a pty path)")
+        self.transport = transport
+        self.serial_port = serial_port
+        self.baudrate = baudrate
+        self.parity = parity
+        self.gateway_timeout_s = gateway_timeout_s
+        self.armed = False
+        self.failsafe_voided = 0  # accepted diverts cancelled because the gateway went quiet
+        self.replies_suppressed = 0
 
         self.on_scan: Callable[[int, object], None] | None = None
         self.on_exit: Callable[[int, object, int], None] | None = None
         self.results: dict[int, int] = {}
         self.freeze_heartbeat = False
         self.jammed = False
+        self.estop = False
 
         self._tables = _Tables(self.register_map)
         self._belt: list[_Unit] = []  # ordered downstream first
@@ -183,7 +210,9 @@ class SimulatedConveyor:
         self._travel_mm = 0.0
         self._heartbeat = 0
         self._last_request_seq: int = 0
-        self._server: ModbusTcpServer | None = None
+        self._server: ModbusTcpServer | ModbusSerialServer | None = None
+        self._gateway_hb: int | None = None
+        self._gateway_hb_at = 0.0
         self._scan_task: asyncio.Task[None] | None = None
 
         self._tables.set("estop_healthy", True)
@@ -223,13 +252,39 @@ class SimulatedConveyor:
         """Start (or restart) serving Modbus TCP; the belt keeps its state across restarts."""
         if self._server is not None:
             return
-        server = ModbusTcpServer(self._tables.sim_device(self._on_request), address=(self.host, self.port))
+        device = self._tables.sim_device(self._on_request)
+        if self.transport == "rtu":
+            serial = ModbusSerialServer(
+                device,
+                framer=FramerType.RTU,
+                port=self.serial_port or "",
+                baudrate=self.baudrate,
+                parity=self.parity,
+                trace_packet=self._rtu_only_own_id,
+            )
+            await serial.serve_forever(background=True)
+            self._server = serial
+            log.info(
+                "simulated conveyor PLC serving RTU device %d on %s",
+                self.register_map.device_id,
+                self.serial_port,
+            )
+            return
+        server = ModbusTcpServer(device, address=(self.host, self.port))
         await server.serve_forever(background=True)
         self._server = server
         sockets = getattr(server.transport, "sockets", None)
         if sockets:
             self.port = sockets[0].getsockname()[1]  # keep the same port across restarts
         log.info("simulated conveyor PLC serving on %s:%s", self.host, self.port)
+
+    def _rtu_only_own_id(self, sending: bool, packet: bytes) -> bytes:
+        # The pymodbus simulator answers every device id (and 3.16's ignore_missing_devices does
+        # not work with a SimDevice), but on a shared bus a drop must stay silent for other ids.
+        if sending and packet and packet[0] != self.register_map.device_id:
+            self.replies_suppressed += 1
+            return b""
+        return packet
 
     async def stop_server(self) -> None:
         """Stop serving and drop client connections (the belt keeps running)."""
@@ -280,6 +335,13 @@ class SimulatedConveyor:
     def clear_jam(self) -> None:
         self.jammed = False
 
+    def inject_estop(self) -> None:
+        """Press the e-stop: the belt stops and estop_healthy drops until `reset_estop`."""
+        self.estop = True
+
+    def reset_estop(self) -> None:
+        self.estop = False
+
     def signal(self, name: str) -> Value | None:
         """Current value of any mapped signal, as the PLC holds it."""
         return self._tables.get(name)
@@ -316,14 +378,33 @@ class SimulatedConveyor:
 
     def scan(self, dt: float) -> None:
         """One PLC scan: requests, belt motion, eyes, registers. Public so tests can step it."""
+        self._watch_gateway()
         self._handle_divert_request()
         commanded = self._tables.get("belt_run") if "belt_run" in self.register_map else True
-        running = bool(commanded) and not self.jammed
+        running = bool(commanded) and not self.jammed and not self.estop
         if running:
             self._move(self.belt_speed_mm_s * dt)
         while self._infeed_queue and self._infeed_clear():
             self._belt.append(self._infeed_queue.popleft())
         self._update_outputs(running)
+
+    def _watch_gateway(self) -> None:
+        now = time.monotonic()
+        hb = self._tables.get("gateway_heartbeat")
+        if isinstance(hb, int) and hb != self._gateway_hb:
+            if self._gateway_hb is not None:
+                self._gateway_hb_at = now
+            self._gateway_hb = hb
+        armed = self._gateway_hb_at > 0 and now - self._gateway_hb_at <= self.gateway_timeout_s
+        if self.armed and not armed:
+            log.warning("simulated PLC: gateway heartbeat stale, units in flight go to the reject lane")
+        if not armed:
+            # The PLC's safe default: nothing the gateway asked for is trusted any more.
+            for unit in self._belt:
+                if unit.lane != 0:
+                    unit.lane = 0
+                    self.failsafe_voided += 1
+        self.armed = armed
 
     def _handle_divert_request(self) -> None:
         seq = self._tables.get("divert_request_seq")
@@ -339,6 +420,8 @@ class SimulatedConveyor:
         self._tables.set("divert_ack_seq", seq)
 
     def _decide(self, item: int, lane: int) -> int:
+        if not self.armed:
+            return ACK_NOT_ARMED
         unit = next((u for u in self._belt if u.track_id == item and item != 0), None)
         if unit is None:
             return ACK_TOO_LATE if item in self._recent_exits else ACK_UNKNOWN_ITEM
@@ -403,7 +486,13 @@ class SimulatedConveyor:
             t.set(f"divert_eye_{k}", any(u.covers(pos) for u in self._belt))
         t.set("reject_eye", any(u.covers(self.belt_end_mm) for u in self._belt))
         t.set("belt_running", running)
-        t.set("status_word", (STATUS_RUNNING if running else 0) | (STATUS_JAM if self.jammed else 0))
+        t.set("estop_healthy", not self.estop)
+        t.set(
+            "status_word",
+            (STATUS_RUNNING if running else 0)
+            | (STATUS_JAM if self.jammed else 0)
+            | (STATUS_ARMED if self.armed else 0),
+        )
         t.set("fault_word", FAULT_JAM if self.jammed else 0)
         t.set("encoder_count", int(self._travel_mm) & 0xFFFFFFFF)
         t.set("diverted_count", self._diverted)

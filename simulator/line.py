@@ -27,8 +27,9 @@ from edge.contract import Topics
 from edge.policy import GradingPolicy
 from simulator.camera import SimulatedCamera
 from simulator.conveyor import SimulatedConveyor
+from simulator.device_faults import DeviceFaultPlan
 from simulator.robot_cell import SimulatedRobotCell
-from simulator.scale import SimulatedScale
+from simulator.scales import simulated_scale_for
 from simulator.scanner import SimulatedScanner
 from simulator.scenario import Scenario, SimUnit, UnitFactory
 
@@ -80,7 +81,11 @@ class SimulatedLine:
         self.conveyor.on_scan = self._on_scan
         self.conveyor.on_exit = self._on_exit
         self.scanner = await stack.enter_async_context(SimulatedScanner(link_path=str(self.run_dir / "scanner")))
-        self.scale = await stack.enter_async_context(SimulatedScale(link_path=str(self.run_dir / "scale")))
+        self.scale = await stack.enter_async_context(
+            simulated_scale_for(self.station.scale.protocol, str(self.run_dir / "scale"),
+                                checksum=self.station.scale.checksum)
+        )
+        self.device_faults = DeviceFaultPlan(list(self.scenario.device_faults), self.scanner, self.scale)
         self.camera = await stack.enter_async_context(
             SimulatedCamera(port=self.scenario.camera_port, px_per_mm=self.station.vision.px_per_mm,
                             seed=self.scenario.seed)
@@ -94,6 +99,9 @@ class SimulatedLine:
                 accept_after_s=behaviour.accept_after_s if behaviour else 0.05,
                 finish_after_s=behaviour.finish_after_s if behaviour else 0.4,
                 lane_capacity=behaviour.lane_capacity if behaviour else 40,
+                answer_twice=behaviour.answer_twice if behaviour else False,
+                offline_after_orders=behaviour.offline_after_orders if behaviour else None,
+                offline_for_s=behaviour.offline_for_s if behaviour else 0.0,
                 on_event=self._log_cell_event,
             )
             self.cells.append(await stack.enter_async_context(robot))
@@ -128,6 +136,7 @@ class SimulatedLine:
         station["grading_policy"] = str(self.station.grading_policy)
         station["catalog"] = str(self.station.catalog)
         station.setdefault("journal", {})["path"] = str(self.run_dir / "journal.db")
+        station["journal"].setdefault("evidence_dir", str(self.run_dir / "evidence"))
         station.setdefault("vision", {})["cache_dir"] = str(
             self.station.vision.cache_dir or (Path.home() / ".cache" / "edge" / "numba")
         )
@@ -139,7 +148,7 @@ class SimulatedLine:
         return "\n".join([
             f"  PLC (Modbus TCP)      127.0.0.1:{e['plc']['port']}  unit id 1, default register map",
             f"  barcode scanner       {e['scanner']}  (pty, 9600 8N1, CR LF, AIM ids)",
-            f"  scale (MT-SICS)       {e['scale']}  (pty, 9600 8N1)",
+            f"  scale ({self.station.scale.protocol:<6})        {e['scale']}  (pty, 9600 8N1)",
             f"  camera (HTTP frames)  {e['camera']}/frames/<trigger id>",
             f"  robot cells           {', '.join(c.cell_id for c in self.cells)} on {e['broker']}",
             f"  station file          {e['station']}",
@@ -150,12 +159,16 @@ class SimulatedLine:
     def _on_scan(self, item_id: int, payload: object) -> None:
         unit: SimUnit = payload  # type: ignore[assignment]
         self.units_by_item[item_id] = unit
-        if unit.fault == "no_read":
+        device_faults = self.device_faults.before_scan(unit.index)
+        if unit.fault == "no_read" or "no_read" in device_faults:
             self.scanner.emit_no_read()
         else:
             self.scanner.emit_read(unit.barcode, aim=unit.aim)
-        self.scale.set_load(unit.weight_g, settle_s=self.scenario.scale_settle_s)
-        asyncio.get_running_loop().create_task(self.camera.capture(item_id, unit.appearance))
+        settle_s = float("inf") if "unstable" in device_faults else self.scenario.scale_settle_s
+        self.scale.set_load(unit.weight_g, settle_s=settle_s)
+        if "overload" in device_faults:
+            self.scale.overload()
+        asyncio.get_running_loop().create_task(self.camera.capture(item_id, unit.appearance, unit_key=unit.index))
 
     def _on_exit(self, item_id: int, payload: object, lane: int) -> None:
         unit: SimUnit = payload  # type: ignore[assignment]
@@ -195,6 +208,7 @@ class SimulatedLine:
         next_at = time.monotonic()
         while count == 0 or self.inducted < count:
             unit = self.factory.next_unit()
+            self.camera.prepare(unit.index, unit.appearance)
             self.conveyor.induct(unit.length_mm, unit)
             self.inducted += 1
             if progress:

@@ -20,6 +20,8 @@ import numpy as np
 Grade = Literal["A", "B", "C", "D"]
 Category = Literal["phone", "tablet", "laptop"]
 DefectKind = Literal["scratch", "crack"]
+BlemishKind = Literal["smudge", "oil", "stain", "reflection", "dust"]
+OutlineKind = Literal["dent", "chip", "missing_part"]
 
 FRAME_SIZE: tuple[int, int] = (1280, 720)  # (width, height), like cv2
 SCREEN_INSET_MM = 4.0
@@ -30,6 +32,7 @@ DEFECT_EDGE_CLEARANCE_MM = 3.0
 # like a branching crack, which this generator does not intend to model.
 DEFECT_SPACING_MM = 3.0
 AMBIGUOUS_PROBABILITY = 0.05
+LABEL_CLEARANCE_MM = 12.0
 
 # Body colours chosen to stand out from the dark grey belt in at least one channel, as a real
 # station would ensure with belt colour and lighting.
@@ -70,6 +73,62 @@ class DefectSpec:
 
 
 @dataclass(frozen=True)
+class BlemishSpec:
+    """Something on the surface that is NOT damage (fingerprint smudge, oil film, stain, glare
+    band, dust specks): the vision stage must not report it. Centre and size in device mm."""
+
+    kind: BlemishKind
+    x_mm: float
+    y_mm: float
+    size_mm: float
+    angle_deg: float
+    strength: float
+
+
+@dataclass(frozen=True)
+class OutlineSpec:
+    """Damage to the outline. `side` 0 top (y=0), 1 right (x=width), 2 bottom, 3 left; `at_mm` is
+    the centre along that side (x for top/bottom, y for left/right); `depth_mm` goes inwards."""
+
+    kind: OutlineKind
+    side: int
+    at_mm: float
+    width_mm: float
+    depth_mm: float
+
+    def centre_mm(self, width_mm: float, height_mm: float) -> tuple[float, float]:
+        return _side_point(self.side, self.at_mm, 0.0, width_mm, height_mm)
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    """A printed 2-D barcode label (white paper, black modules) lying on the device surface."""
+
+    text: str
+    x_mm: float
+    y_mm: float
+    module_mm: float = 1.0
+    symbology: Literal["DataMatrix", "QRCode"] = "DataMatrix"
+
+
+@dataclass(frozen=True)
+class Imaging:
+    """How the unit lies on the belt and how the camera sees it. `offset_*` in -1..1 of the free
+    room around the unit; `perspective` in 1/px (mild tilt of the camera); gains are multipliers."""
+
+    angle_deg: float = 0.0
+    offset_x: float = 0.0
+    offset_y: float = 0.0
+    gain: float = 1.0
+    light_gradient: float = 0.0
+    light_angle_deg: float = 0.0
+    blur_sigma: float = 0.6
+    noise_level: int = 1
+    perspective_x: float = 0.0
+    perspective_y: float = 0.0
+
+
+@dataclass(frozen=True)
 class Appearance:
     """Everything `render_frame` needs to draw a unit; also the ground truth for vision tests."""
 
@@ -79,7 +138,24 @@ class Appearance:
     body_bgr: tuple[int, int, int]
     screen_on: bool
     defects: list[DefectSpec] = field(default_factory=list)
-    smudges: int = 0
+    blemishes: list[BlemishSpec] = field(default_factory=list)
+    outline: list[OutlineSpec] = field(default_factory=list)
+    label: LabelSpec | None = None
+    corner_radius_mm: float = 0.0
+    imaging: Imaging = field(default_factory=Imaging)
+
+    @property
+    def smudges(self) -> int:
+        return len(self.blemishes)
+
+    @property
+    def dents(self) -> list[OutlineSpec]:
+        """Dents and chips: both grade like a dent (C at best)."""
+        return [o for o in self.outline if o.kind in ("dent", "chip")]
+
+    @property
+    def missing_parts(self) -> list[OutlineSpec]:
+        return [o for o in self.outline if o.kind == "missing_part"]
 
     @property
     def scratches(self) -> list[DefectSpec]:
@@ -96,6 +172,17 @@ class Appearance:
         data["height_mm"] = round(self.height_mm, 2)
         data["defects"] = [d.to_dict() for d in self.defects]
         return data
+
+
+def _side_point(side: int, along: float, inward: float, width_mm: float, height_mm: float) -> tuple[float, float]:
+    """Device mm of a point `along` a side and `inward` from it."""
+    if side == 0:
+        return along, inward
+    if side == 1:
+        return width_mm - inward, along
+    if side == 2:
+        return along, height_mm - inward
+    return inward, along
 
 
 def inspected_area_mm(width_mm: float, height_mm: float) -> tuple[float, float, float, float]:
@@ -126,13 +213,17 @@ def _segments_cross(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray) 
     return side(a, b, c) * side(a, b, d) < 0 and side(c, d, a) * side(c, d, b) < 0
 
 
+def _disc_like(spec: DefectSpec) -> bool:
+    return spec.kind in ("crack", "keepout")
+
+
 def _defect_distance(first: DefectSpec, second: DefectSpec) -> float:
     """Clearance in mm between two defects' footprints; a crack's footprint is the disc its arms
-    stay in (radius = arm length)."""
-    if first.kind == "crack" and second.kind == "crack":
+    stay in (radius = arm length); a keep-out (label) is a disc as well."""
+    if _disc_like(first) and _disc_like(second):
         return math.hypot(first.x_mm - second.x_mm, first.y_mm - second.y_mm) - first.length_mm - second.length_mm
-    if first.kind == "crack" or second.kind == "crack":
-        crack, line = (first, second) if first.kind == "crack" else (second, first)
+    if _disc_like(first) or _disc_like(second):
+        crack, line = (first, second) if _disc_like(first) else (second, first)
         a, b = _scratch_ends(line)
         return _point_segment_distance(np.array([crack.x_mm, crack.y_mm]), a, b) - crack.length_mm
     a, b = _scratch_ends(first)
@@ -226,6 +317,10 @@ def generate_appearance(
     height_mm: float,
     rng: np.random.Generator,
     allow_ambiguous: bool = False,
+    *,
+    label_text: str | None = None,
+    realistic: bool = True,
+    max_angle_deg: float = 180.0,
 ) -> tuple[Appearance, bool]:
     """Pick an appearance for a unit that should grade `target_grade` under the default policy.
 
@@ -234,6 +329,11 @@ def generate_appearance(
     or longer; D: any crack), so a correct vision stage must grade them exactly. With
     `allow_ambiguous`, about 5% of units instead put a defect within ~1 mm (or the count at) a
     threshold, where either neighbouring grade is an acceptable answer.
+
+    `realistic` adds what a real belt shows: any pose (rotation up to `max_angle_deg`, anywhere on
+    the belt), lighting, blur, noise and perspective, rounded corners, blemishes that are not
+    damage, and outline damage (C: dents/chips in some units; D: a missing part in some units).
+    `label_text` puts a decodable DataMatrix label with that text on the surface.
     """
     if target_grade not in ("A", "B", "C", "D"):
         raise ValueError(f"unknown grade {target_grade!r}")
@@ -243,7 +343,18 @@ def generate_appearance(
         raise ValueError(f"device too small to carry defects: {width_mm} x {height_mm} mm")
     area = inspected_area_mm(width_mm, height_mm)
     defects: list[DefectSpec] = []
+    label = _label(label_text, area, rng) if label_text else None
+    if label is not None:
+        # The label hides what is under it, and the vision stage does not inspect up to about
+        # a centimetre around it either: keep defects off that so the ground truth stays visible.
+        side = _label_side_mm(label)
+        defects.append(
+            DefectSpec(  # type: ignore[arg-type]
+                "keepout", label.x_mm + side / 2, label.y_mm + side / 2, side / 2**0.5 + LABEL_CLEARANCE_MM, 0.0
+            )
+        )
     ambiguous = allow_ambiguous and rng.random() < AMBIGUOUS_PROBABILITY
+    outline: list[OutlineSpec] = []
 
     if ambiguous:
         _ambiguous_defects(target_grade, area, defects, rng)
@@ -251,6 +362,13 @@ def generate_appearance(
         _scratches(int(rng.integers(0, 3)), (1.5, 2.2), area, defects, rng)
     elif target_grade == "B":
         _scratches(int(rng.integers(4, 9)), (4.0, 6.0), area, defects, rng)
+    elif target_grade == "C" and realistic and rng.random() < 0.3:
+        # Dented or chipped, otherwise in B condition.
+        outline.extend(_outline_defects(int(rng.integers(1, 3)), ("dent", "chip"), width_mm, height_mm, rng))
+        _scratches(int(rng.integers(0, 5)), (1.5, 6.0), area, defects, rng)
+    elif target_grade == "D" and realistic and rng.random() < 0.2:
+        outline.extend(_outline_defects(1, ("missing_part",), width_mm, height_mm, rng))
+        _scratches(int(rng.integers(0, 4)), (3.0, 8.0), area, defects, rng)
     elif target_grade == "C":
         if rng.random() < 0.5:
             _scratches(int(rng.integers(12, 17)), (9.0, 14.0), area, defects, rng)
@@ -262,16 +380,130 @@ def generate_appearance(
             defects.append(_place_crack(float(rng.uniform(12.0, 30.0)), int(rng.integers(3, 6)), area, defects, rng))
         _scratches(int(rng.integers(0, 4)), (3.0, 8.0), area, defects, rng)
 
+    defects = [d for d in defects if d.kind != "keepout"]
+    body = BODY_PALETTE_BGR[int(rng.integers(len(BODY_PALETTE_BGR)))]
+    screen_on = category != "laptop" and bool(rng.random() < 0.25)
+    if not realistic:
+        appearance = Appearance(category, float(width_mm), float(height_mm), body, screen_on, defects, label=label)
+        return appearance, ambiguous
     appearance = Appearance(
         category=category,
         width_mm=float(width_mm),
         height_mm=float(height_mm),
-        body_bgr=BODY_PALETTE_BGR[int(rng.integers(len(BODY_PALETTE_BGR)))],
-        screen_on=category != "laptop" and bool(rng.random() < 0.25),
+        body_bgr=body,
+        screen_on=screen_on,
         defects=defects,
-        smudges=int(rng.integers(0, 4)),
+        blemishes=_blemishes(width_mm, height_mm, rng),
+        outline=outline,
+        label=label,
+        corner_radius_mm=CORNER_RADIUS_MM[category],
+        imaging=_imaging(rng, max_angle_deg),
     )
     return appearance, ambiguous
+
+
+CORNER_RADIUS_MM: dict[str, float] = {"phone": 8.0, "tablet": 10.0, "laptop": 6.0}
+# Outline damage keeps this far from the rounded corners, where the outline is not a straight side.
+OUTLINE_CORNER_CLEARANCE_MM = 6.0
+
+
+def _label_side_mm(label: LabelSpec) -> float:
+    """Edge of the square label in mm: the symbol's modules plus a two-module quiet zone."""
+    return (_label_modules(label.text, label.symbology) + 4) * label.module_mm
+
+
+@functools.lru_cache(maxsize=256)
+def _label_bitmap(text: str, symbology: str) -> np.ndarray:
+    """The symbol as a 0/255 bitmap, one pixel per module, without quiet zone."""
+    import zxingcpp
+
+    barcode = zxingcpp.create_barcode(text, getattr(zxingcpp.BarcodeFormat, symbology))
+    bitmap = np.asarray(zxingcpp.write_barcode_to_image(barcode, scale=1, add_quiet_zones=False), np.uint8)
+    bitmap.setflags(write=False)
+    return bitmap
+
+
+def _label_modules(text: str, symbology: str) -> int:
+    return int(max(_label_bitmap(text, symbology).shape))
+
+
+def _label(text: str, area: tuple[float, float, float, float], rng: np.random.Generator) -> LabelSpec | None:
+    x0, y0, x1, y1 = area
+    module = float(rng.uniform(0.9, 1.1))
+    spec = LabelSpec(text, 0.0, 0.0, module)
+    side = _label_side_mm(spec)
+    if side > min(x1 - x0, y1 - y0) * 0.6:
+        return None  # no room on this unit for a readable label
+    # In one of the surface's corners, where it covers least of what is to be inspected.
+    corner = int(rng.integers(4))
+    gap = 1.0
+    x = x0 + gap if corner in (0, 3) else x1 - gap - side
+    y = y0 + gap if corner in (0, 1) else y1 - gap - side
+    return LabelSpec(text, float(x), float(y), module)
+
+
+def _outline_defects(
+    count: int, kinds: tuple[OutlineKind, ...], width_mm: float, height_mm: float, rng: np.random.Generator
+) -> list[OutlineSpec]:
+    found: list[OutlineSpec] = []
+    for _ in range(count * 20):
+        if len(found) >= count:
+            break
+        kind = kinds[int(rng.integers(len(kinds)))]
+        side = int(rng.integers(4))
+        if kind == "dent":
+            width, depth = float(rng.uniform(6.0, 14.0)), float(rng.uniform(1.4, 2.5))
+        elif kind == "chip":
+            width, depth = float(rng.uniform(3.0, 6.0)), float(rng.uniform(1.5, 3.0))
+        else:
+            width, depth = float(rng.uniform(18.0, 35.0)), float(rng.uniform(4.5, 6.5))
+        length = width_mm if side in (0, 2) else height_mm
+        lo = OUTLINE_CORNER_CLEARANCE_MM + 10.0 + width / 2
+        hi = length - lo
+        if lo >= hi:
+            continue
+        spec = OutlineSpec(kind, side, float(rng.uniform(lo, hi)), width, depth)
+        if any(o.side == side and abs(o.at_mm - spec.at_mm) < (o.width_mm + width) / 2 + 8.0 for o in found):
+            continue
+        found.append(spec)
+    return found
+
+
+def _blemishes(width_mm: float, height_mm: float, rng: np.random.Generator) -> list[BlemishSpec]:
+    kinds: tuple[BlemishKind, ...] = ("smudge", "oil", "stain", "reflection", "dust")
+    found = []
+    for _ in range(int(rng.integers(0, 5))):
+        kind = kinds[int(rng.integers(len(kinds)))]
+        size = {"smudge": (6.0, 16.0), "oil": (8.0, 22.0), "stain": (4.0, 12.0), "reflection": (8.0, 20.0),
+                "dust": (10.0, 40.0)}[kind]
+        strength = {"smudge": (6.0, 16.0), "oil": (6.0, 14.0), "stain": (12.0, 30.0), "reflection": (15.0, 40.0),
+                    "dust": (30.0, 70.0)}[kind]
+        found.append(
+            BlemishSpec(
+                kind,
+                float(rng.uniform(0.15, 0.85) * width_mm),
+                float(rng.uniform(0.15, 0.85) * height_mm),
+                float(rng.uniform(*size)),
+                float(rng.uniform(0.0, 180.0)),
+                float(rng.uniform(*strength)),
+            )
+        )
+    return found
+
+
+def _imaging(rng: np.random.Generator, max_angle_deg: float) -> Imaging:
+    return Imaging(
+        angle_deg=float(rng.uniform(-max_angle_deg, max_angle_deg)) if max_angle_deg > 0 else 0.0,
+        offset_x=float(rng.uniform(-1.0, 1.0)),
+        offset_y=float(rng.uniform(-1.0, 1.0)),
+        gain=float(rng.uniform(0.85, 1.15)),
+        light_gradient=float(rng.uniform(0.0, 0.25)),
+        light_angle_deg=float(rng.uniform(0.0, 360.0)),
+        blur_sigma=float(rng.uniform(0.5, 0.85)),
+        noise_level=int(rng.integers(1, 3)),
+        perspective_x=float(rng.uniform(-1.5e-5, 1.5e-5)),
+        perspective_y=float(rng.uniform(-1.5e-5, 1.5e-5)),
+    )
 
 
 def _ambiguous_defects(
@@ -375,20 +607,130 @@ def _draw_crack(
     cv2.circle(patch, impact, round(1.0 * px_per_mm * _SCALE), colour, -1, cv2.LINE_AA, _SHIFT)
 
 
-def _draw_smudge(patch: np.ndarray, area_px: tuple[int, int, int, int], rng: np.random.Generator) -> None:
-    """Fingerprint-like haze: large, soft, low contrast, so it must not read as a line."""
-    x0, y0, x1, y1 = area_px
-    rx, ry = int(rng.integers(12, 40)), int(rng.integers(12, 40))
-    cx = int(rng.integers(x0 + rx, max(x0 + rx + 1, x1 - rx)))
-    cy = int(rng.integers(y0 + ry, max(y0 + ry + 1, y1 - ry)))
-    bx0, by0, bx1, by1 = max(cx - 2 * rx, x0), max(cy - 2 * ry, y0), min(cx + 2 * rx, x1), min(cy + 2 * ry, y1)
+def _soft_blob(
+    shape: tuple[int, int], centre: tuple[float, float], axes: tuple[float, float], angle: float, sigma: float
+) -> np.ndarray:
+    blob = np.zeros(shape, np.float32)
+    cv2.ellipse(
+        blob, (round(centre[0]), round(centre[1])), (max(1, round(axes[0])), max(1, round(axes[1]))),
+        angle, 0, 360, 1.0, -1,
+    )
+    return cv2.GaussianBlur(blob, (0, 0), max(sigma, 0.5))
+
+
+def _draw_blemish(
+    patch: np.ndarray, spec: BlemishSpec, px_per_mm: float, area_px: tuple[int, int, int, int], rng: np.random.Generator
+) -> None:
+    """Not damage: everything here is either soft (no thin ridge for a line filter) or tiny.
+    Drawn on the screen (or lid) only: glare on a black bezel would blend it into the belt, and
+    the outline check would rightly see a missing piece."""
+    ax0, ay0, ax1, ay1 = area_px
+    cx, cy = spec.x_mm * px_per_mm, spec.y_mm * px_per_mm
+    r = spec.size_mm * px_per_mm / 2
+    # Wide enough for a glare band's full length and blur: a cut-off band would leave an edge.
+    pad = int(3.5 * r + 3 * max(r / 3, 3.0)) + 8
+    bx0, by0 = max(int(cx) - pad, ax0), max(int(cy) - pad, ay0)
+    bx1, by1 = min(int(cx) + pad, ax1), min(int(cy) + pad, ay1)
+    if bx1 <= bx0 or by1 <= by0:
+        return
     region = patch[by0:by1, bx0:bx1]
     if region.size == 0:
         return
-    blob = np.zeros(region.shape[:2], np.float32)
-    cv2.ellipse(blob, (cx - bx0, cy - by0), (rx, ry), float(rng.uniform(0, 180)), 0, 360, 1.0, -1)
-    blob = cv2.GaussianBlur(blob, (0, 0), max(rx, ry) / 2.5) * float(rng.uniform(6.0, 14.0))
-    region[:] = np.clip(region.astype(np.float32) + blob[..., None], 0, 255).astype(np.uint8)
+    local = (cx - bx0, cy - by0)
+    shape = region.shape[:2]
+    if spec.kind == "dust":
+        # Specks of about a pixel: compact, so never a line of any length.
+        out = region.astype(np.int16)
+        placed: list[tuple[int, int]] = []
+        for _ in range(int(rng.integers(4, 16))):
+            x = int(np.clip(local[0] + rng.normal(0, r / 2), 1, shape[1] - 2))
+            y = int(np.clip(local[1] + rng.normal(0, r / 2), 1, shape[0] - 2))
+            # Specks a few pixels apart would merge into one blob: that is debris, not dust.
+            if any(abs(x - px) + abs(y - py) < 10 for px, py in placed):
+                continue
+            placed.append((x, y))
+            sign = 1 if rng.random() < 0.7 else -1
+            delta = sign * spec.strength
+            cv2.circle(out, (x, y), int(rng.integers(0, 2)), (delta, delta, delta), -1)
+        region[:] = np.clip(out, 0, 255).astype(np.uint8)
+        return
+    if spec.kind == "reflection":
+        # A glare band across the surface: long, wide and very soft.
+        band = np.zeros(shape, np.float32)
+        a = math.radians(spec.angle_deg)
+        dx, dy = math.cos(a) * 3 * r, math.sin(a) * 3 * r
+        p0 = (round(local[0] - dx), round(local[1] - dy))
+        p1 = (round(local[0] + dx), round(local[1] + dy))
+        cv2.line(band, p0, p1, 1.0, max(2, round(r / 2)))
+        band = cv2.GaussianBlur(band, (0, 0), max(r / 3, 3.0)) * spec.strength
+        region[:] = np.clip(region.astype(np.float32) + band[..., None], 0, 255).astype(np.uint8)
+        return
+    axes = (r, r * float(rng.uniform(0.5, 1.0)))
+    if spec.kind == "smudge":
+        blob = _soft_blob(shape, local, axes, spec.angle_deg, r / 2.5) * spec.strength
+        sign = 1.0 if rng.random() < 0.75 else -1.0
+        region[:] = np.clip(region.astype(np.float32) + sign * blob[..., None], 0, 255).astype(np.uint8)
+    elif spec.kind == "oil":
+        # A tinted film: each channel shifted differently, like thin-film colours.
+        blob = _soft_blob(shape, local, axes, spec.angle_deg, r / 3)
+        tint = np.array([rng.uniform(-1, 1), rng.uniform(-1, 1), rng.uniform(-1, 1)], np.float32) * spec.strength
+        region[:] = np.clip(region.astype(np.float32) + blob[..., None] * tint, 0, 255).astype(np.uint8)
+    else:
+        # A dried stain: darker and browner, a fairly sharp but monotone edge (a step, not a ridge).
+        blob = _soft_blob(shape, local, axes, spec.angle_deg, 2.0)
+        factor = 1.0 - blob[..., None] * (spec.strength / 100.0) * np.array([1.3, 1.0, 0.8], np.float32)
+        region[:] = np.clip(region.astype(np.float32) * factor, 0, 255).astype(np.uint8)
+
+
+def _draw_label(patch: np.ndarray, label: LabelSpec, px_per_mm: float) -> None:
+    bitmap = _label_bitmap(label.text, label.symbology)
+    side_px = round(_label_side_mm(label) * px_per_mm)
+    quiet = 2 * label.module_mm * px_per_mm
+    inner = side_px - round(2 * quiet)
+    paper = np.full((side_px, side_px), 238, np.uint8)
+    symbol = cv2.resize(bitmap, (inner, inner), interpolation=cv2.INTER_AREA)
+    q = round(quiet)
+    paper[q : q + inner, q : q + inner] = np.clip(symbol.astype(np.int32) * 213 // 255 + 25, 0, 255).astype(np.uint8)
+    x0, y0 = round(label.x_mm * px_per_mm), round(label.y_mm * px_per_mm)
+    h, w = patch.shape[:2]
+    x1, y1 = min(x0 + side_px, w), min(y0 + side_px, h)
+    if x1 > x0 and y1 > y0:
+        patch[y0:y1, x0:x1] = paper[: y1 - y0, : x1 - x0, None]
+
+
+def _outline_polygon(spec: OutlineSpec, width_mm: float, height_mm: float, px_per_mm: float) -> np.ndarray:
+    """The piece cut away from the outline, in device px (reaching 2 mm beyond the edge)."""
+    half, d = spec.width_mm / 2, spec.depth_mm
+    if spec.kind == "dent":
+        # A smooth, shallow push-in.
+        ts = np.linspace(-1.0, 1.0, 15)
+        local = [(spec.at_mm + t * half, d * math.cos(t * math.pi / 2) ** 2) for t in ts]
+    elif spec.kind == "chip":
+        local = [(spec.at_mm - half, 0.0), (spec.at_mm - half * 0.2, d), (spec.at_mm + half * 0.3, d * 0.8),
+                 (spec.at_mm + half, 0.0)]
+    else:
+        local = [(spec.at_mm - half, 0.0), (spec.at_mm - half + d * 0.4, d), (spec.at_mm + half - d * 0.4, d),
+                 (spec.at_mm + half, 0.0)]
+    local = [(local[0][0], -2.0), *local, (local[-1][0], -2.0)]
+    points = [_side_point(spec.side, a, v, width_mm, height_mm) for a, v in local]
+    return np.array([_pt(x * px_per_mm, y * px_per_mm) for x, y in points], np.int32)
+
+
+def _device_mask(appearance: Appearance, px_per_mm: float, shape: tuple[int, int]) -> np.ndarray:
+    mask = np.zeros(shape, np.uint8)
+    h, w = shape
+    r = round(appearance.corner_radius_mm * px_per_mm)
+    if r <= 0:
+        mask[:] = 255
+    else:
+        cv2.rectangle(mask, (r, 0), (w - 1 - r, h - 1), 255, -1)
+        cv2.rectangle(mask, (0, r), (w - 1, h - 1 - r), 255, -1)
+        for cx, cy in ((r, r), (w - 1 - r, r), (r, h - 1 - r), (w - 1 - r, h - 1 - r)):
+            cv2.circle(mask, (cx, cy), r, 255, -1, cv2.LINE_AA)
+    for spec in appearance.outline:
+        polygon = _outline_polygon(spec, appearance.width_mm, appearance.height_mm, px_per_mm)
+        cv2.fillPoly(mask, [polygon], 0, cv2.LINE_AA, _SHIFT)
+    return mask
 
 
 def _draw_device(appearance: Appearance, px_per_mm: float, rng: np.random.Generator) -> np.ndarray:
@@ -408,36 +750,86 @@ def _draw_device(appearance: Appearance, px_per_mm: float, rng: np.random.Genera
     else:
         patch[y0:y1, x0:x1] = SCREEN_OFF_BGR
         surface = SCREEN_OFF_BGR
-    for _ in range(appearance.smudges):
-        _draw_smudge(patch, (x0, y0, x1, y1), rng)
     for spec in appearance.defects:
         if spec.kind == "scratch":
             _draw_scratch(patch, spec, px_per_mm, surface, rng)
         else:
             _draw_crack(patch, spec, px_per_mm, surface, rng)
+    if appearance.label is not None:
+        _draw_label(patch, appearance.label, px_per_mm)
+    # Blemishes lie on top of everything, the label included.
+    for blemish in appearance.blemishes:
+        _draw_blemish(patch, blemish, px_per_mm, (x0, y0, x1, y1), rng)
     return patch
+
+
+@dataclass(frozen=True)
+class Scene:
+    """Where the unit ended up in the frame: `homography` maps device px (at px_per_mm) to frame px."""
+
+    homography: np.ndarray
+    px_per_mm: float
+    angle_deg: float
+
+    def to_frame(self, x_mm: float, y_mm: float) -> tuple[float, float]:
+        p = self.homography @ np.array([x_mm * self.px_per_mm, y_mm * self.px_per_mm, 1.0])
+        return float(p[0] / p[2]), float(p[1] / p[2])
+
+    def corners(self, width_mm: float, height_mm: float) -> np.ndarray:
+        points = ((0, 0), (width_mm, 0), (width_mm, height_mm), (0, height_mm))
+        return np.array([self.to_frame(x, y) for x, y in points])
+
+
+def _pose(appearance: Appearance, px_per_mm: float, size: tuple[int, int], margin: float = 10.0) -> np.ndarray:
+    """Homography device px -> frame px for the appearance's pose; the angle is reduced (and the
+    unit turned by 90 degrees if that is what fits) until the whole unit is in view."""
+    width, height = size
+    w_px, h_px = appearance.width_mm * px_per_mm, appearance.height_mm * px_per_mm
+    im = appearance.imaging
+    to_centre = np.array([[1, 0, -w_px / 2], [0, 1, -h_px / 2], [0, 0, 1]], np.float64)
+    candidates = [im.angle_deg * f for f in (1.0, 0.75, 0.5, 0.3, 0.15, 0.05, 0.0)]
+    candidates += [90.0 + c for c in candidates]
+    chosen = None
+    for angle in candidates:
+        a = math.radians(angle)
+        ex = abs(math.cos(a)) * w_px / 2 + abs(math.sin(a)) * h_px / 2
+        ey = abs(math.sin(a)) * w_px / 2 + abs(math.cos(a)) * h_px / 2
+        room_x, room_y = width / 2 - margin - ex, height / 2 - margin - ey
+        if room_x >= 0 and room_y >= 0:
+            chosen = (a, width / 2 + im.offset_x * room_x * 0.9, height / 2 + im.offset_y * room_y * 0.9)
+            break
+    if chosen is None:
+        # Bigger than the field of view: centred, cropped, as a real camera would show it.
+        a = math.radians(90.0) if (w_px > width or h_px > height) and w_px <= height and h_px <= width else 0.0
+        chosen = (a, width / 2, height / 2)
+    a, cx, cy = chosen
+    rotate = np.array([[math.cos(a), -math.sin(a), cx], [math.sin(a), math.cos(a), cy], [0, 0, 1]], np.float64)
+    # Mild camera tilt: a projective term about the frame centre.
+    tilt = np.array([[1, 0, 0], [0, 1, 0], [im.perspective_x, im.perspective_y, 1]], np.float64)
+    shift = np.array([[1, 0, width / 2], [0, 1, height / 2], [0, 0, 1]], np.float64)
+    unshift = np.array([[1, 0, -width / 2], [0, 1, -height / 2], [0, 0, 1]], np.float64)
+    return shift @ tilt @ unshift @ rotate @ to_centre
 
 
 def device_placement(
     appearance: Appearance, px_per_mm: float = 3.0, size: tuple[int, int] = FRAME_SIZE
 ) -> tuple[int, int, bool]:
-    """(x, y, turned) of the device's top-left pixel in the frame; `turned` when the unit lies
-    rotated by 90 degrees because only that way it fits the field of view (big tablets)."""
-    width, height = size
-    w_px, h_px = round(appearance.width_mm * px_per_mm), round(appearance.height_mm * px_per_mm)
-    turned = (h_px > height or w_px > width) and (w_px <= height and h_px <= width)
-    if turned:
-        w_px, h_px = h_px, w_px
-    return (width - w_px) // 2, (height - h_px) // 2, turned
+    """(x, y, turned) of the top-left of the unit's bounding box in the frame; `turned` when it
+    lies rotated by 90 degrees or more (kept for callers of the axis-aligned renderer)."""
+    homography = _pose(appearance, px_per_mm, size)
+    scene = Scene(homography, px_per_mm, 0.0)
+    corners = scene.corners(appearance.width_mm, appearance.height_mm)
+    turned = abs(homography[1, 0]) > abs(homography[0, 0])
+    return math.floor(corners[:, 0].min()), math.floor(corners[:, 1].min()), bool(turned)
 
 
-def render_frame(
+def render_scene(
     appearance: Appearance,
     rng: np.random.Generator,
     px_per_mm: float = 3.0,
     size: tuple[int, int] = FRAME_SIZE,
-) -> np.ndarray:
-    """Draw the unit centred on the belt: BGR uint8 of shape (size[1], size[0], 3).
+) -> tuple[np.ndarray, Scene]:
+    """Draw the unit on the belt: (BGR uint8 frame of shape (size[1], size[0], 3), Scene).
 
     A unit larger than the field of view is drawn cropped (as a real camera would see it); the
     vision stage then reports no device rather than guess.
@@ -450,16 +842,45 @@ def render_frame(
     frame = belt[:, shift : shift + width].copy()
 
     patch = _draw_device(appearance, px_per_mm, rng)
-    left, top, turned = device_placement(appearance, px_per_mm, size)
-    if turned:
-        patch = np.ascontiguousarray(np.rot90(patch, k=-1))
-    h_px, w_px = patch.shape[:2]
-    fx0, fy0 = max(left, 0), max(top, 0)
-    fx1, fy1 = min(left + w_px, width), min(top + h_px, height)
-    frame[fy0:fy1, fx0:fx1] = patch[fy0 - top : fy1 - top, fx0 - left : fx1 - left]
+    mask = _device_mask(appearance, px_per_mm, patch.shape[:2])
+    homography = _pose(appearance, px_per_mm, size)
+    scene = Scene(homography, px_per_mm, math.degrees(math.atan2(homography[1, 0], homography[0, 0])))
+    corners = scene.corners(appearance.width_mm, appearance.height_mm)
+    fx0, fy0 = max(math.floor(corners[:, 0].min()) - 2, 0), max(math.floor(corners[:, 1].min()) - 2, 0)
+    fx1, fy1 = min(math.ceil(corners[:, 0].max()) + 3, width), min(math.ceil(corners[:, 1].max()) + 3, height)
+    if fx1 > fx0 and fy1 > fy0:
+        # Warp only into the unit's bounding box: a full-frame warp would cost three times as much.
+        local = np.array([[1, 0, -fx0], [0, 1, -fy0], [0, 0, 1]], np.float64) @ homography
+        box = (fx1 - fx0, fy1 - fy0)
+        # Replicated border: a black one would blend into a dark halo that reads as a scratch.
+        warped = cv2.warpPerspective(patch, local, box, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        alpha = cv2.warpPerspective(mask, local, box, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        weight = alpha.astype(np.float32) * (1.0 / 255.0)
+        region = frame[fy0:fy1, fx0:fx1]
+        frame[fy0:fy1, fx0:fx1] = cv2.blendLinear(warped, region, weight, 1.0 - weight)
 
-    frame = cv2.GaussianBlur(frame, (3, 3), 0.6)
+    im = appearance.imaging
+    if im.gain != 1.0 or im.light_gradient > 0:
+        # Uneven lighting: a linear ramp across the frame, applied on a coarse grid and upsampled.
+        gy, gx = np.mgrid[0:9, 0:16].astype(np.float32)
+        la = math.radians(im.light_angle_deg)
+        ramp = ((gx / 15 - 0.5) * math.cos(la) + (gy / 8 - 0.5) * math.sin(la)) * im.light_gradient
+        field = cv2.resize((im.gain * (1.0 + ramp)).astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+        frame = cv2.multiply(frame, cv2.merge([field, field, field]), dtype=cv2.CV_8U)
+    frame = cv2.GaussianBlur(frame, (0, 0), max(im.blur_sigma, 0.3))
     bank = _noise_bank(height, width)
-    ny, nx = int(rng.integers(0, height)), int(rng.integers(0, width))
-    noise = bank[ny : ny + height, nx : nx + width]
-    return cv2.add(frame, cv2.merge([noise, noise, noise]), dtype=cv2.CV_8U)
+    for _ in range(max(1, im.noise_level)):
+        ny, nx = int(rng.integers(0, height)), int(rng.integers(0, width))
+        noise = bank[ny : ny + height, nx : nx + width]
+        frame = cv2.add(frame, cv2.merge([noise, noise, noise]), dtype=cv2.CV_8U)
+    return frame, scene
+
+
+def render_frame(
+    appearance: Appearance,
+    rng: np.random.Generator,
+    px_per_mm: float = 3.0,
+    size: tuple[int, int] = FRAME_SIZE,
+) -> np.ndarray:
+    """`render_scene` without the pose: just the BGR frame."""
+    return render_scene(appearance, rng, px_per_mm, size)[0]

@@ -60,7 +60,14 @@ class SimulatedRobotCell:
         lane_capacity: int = 40,
         unit_wait_s: float = 5.0,
         on_event: Callable[[dict[str, Any]], None] | None = None,
+        answer_twice: bool = False,
+        offline_after_orders: int | None = None,
+        offline_for_s: float = 0.0,
     ) -> None:
+        self.answer_twice = answer_twice
+        self.offline_after_orders = offline_after_orders
+        self.offline_for_s = offline_for_s
+        self.went_offline = False
         self.cell_id = cell_id
         self.lanes = lanes
         self.topics = topics
@@ -108,12 +115,35 @@ class SimulatedRobotCell:
                     async for message in client.messages:
                         payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
                         self._on_order(bytes(payload))
+                        if self._time_to_go_offline():
+                            break
+                    if self.went_offline:
+                        # Maintenance: say so (retained), leave; the broker queues orders meanwhile.
+                        await client.publish(self.topics.cell_connection(self.cell_id), "OFFLINE", qos=1,
+                                             retain=True)
+                        self._emit_note("OFFLINE")
             except aiomqtt.MqttError as exc:
                 log.info("cell %s lost the broker (%s); reconnecting", self.cell_id, exc)
             finally:
                 self._client = None
                 self.online.clear()
+            if self.went_offline and self.offline_for_s:
+                await asyncio.sleep(self.offline_for_s)
+                self.offline_for_s = 0.0
+                self._emit_note("ONLINE")
+                continue
             await asyncio.sleep(0.5)
+
+    def _time_to_go_offline(self) -> bool:
+        if self.went_offline or self.offline_after_orders is None:
+            return False
+        if len(self.record.handled) >= self.offline_after_orders:
+            self.went_offline = True
+        return self.went_offline
+
+    def _emit_note(self, connection: str) -> None:
+        if self.on_event is not None:
+            self.on_event({"cell": self.cell_id, "connection": connection})
 
     def _on_order(self, payload: bytes) -> None:
         try:
@@ -152,7 +182,8 @@ class SimulatedRobotCell:
         if order.reason:
             body["reason"] = order.reason
         with contextlib.suppress(aiomqtt.MqttError):
-            await client.publish(self.topics.cell_state(self.cell_id), encode(body), qos=1)
+            for _ in range(2 if self.answer_twice else 1):
+                await client.publish(self.topics.cell_state(self.cell_id), encode(body), qos=1)
 
     async def _work_on(self, order: HandledOrder) -> None:
         await asyncio.sleep(self.accept_after_s)

@@ -7,11 +7,13 @@ field after "S S " / "S D ", then a space and the unit, e.g. b"S S     123.45 g\
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Callable
 
 from drivers.scale_sics import UNIT_GRAMS
 from drivers.serial_port import FramingError, LineFramer
 from simulator.pty_device import PtyDevice
+from simulator.scales import scramble
 
 CRLF = b"\r\n"
 
@@ -41,6 +43,9 @@ class SimulatedScale(PtyDevice):
         self.stable_timeout_s = stable_timeout_s
         # When set, commands are swallowed without a reply (a scale hung or in a menu).
         self.mute = False
+        # When set, replies arrive as a receiver at the wrong baud rate sees them.
+        self.wrong_baud = False
+        self._rng = random.Random(1)
         self.commands: list[str] = []
         self._load_g = 0.0
         self._zero_g = 0.0
@@ -60,6 +65,18 @@ class SimulatedScale(PtyDevice):
 
     def overload(self) -> None:
         self._range_fault = "+"
+
+    def unplug(self) -> None:
+        self.close()
+
+    def replug(self) -> None:
+        self.open()
+
+    def send_garbage(self, count: int = 64) -> bytes:
+        data = bytes(self._rng.randrange(256) for _ in range(count))
+        if self.is_open:
+            self.write(data)
+        return data
 
     def underload(self) -> None:
         self._range_fault = "-"
@@ -104,7 +121,7 @@ class SimulatedScale(PtyDevice):
 
     def _reply(self, line: bytes) -> None:
         if self.is_open:
-            self.write(line)
+            self.write(scramble(line, self._rng) if self.wrong_baud else line)
 
     def _later(self, delay: float, callback: Callable[..., object], *args: object) -> None:
         if self._loop is not None and self.is_open:

@@ -18,6 +18,7 @@ from edge.config import StationConfig, load_station
 from edge.grading import DamageSummary, Observation, grade_unit
 from edge.policy import GradingPolicy, load_policy
 from edge.yamlconf import load_yaml, validate
+from simulator.device_faults import DeviceFault
 from simulator.render import Appearance, generate_appearance
 
 Fault = Literal["none", "no_read", "wrong_weight", "unknown_gtin"]
@@ -32,6 +33,11 @@ class CellBehaviour(_Strict):
     accept_after_s: float = Field(0.05, ge=0, description="Delay before ACCEPTED.")
     finish_after_s: float = Field(0.4, ge=0, description="Delay from ACCEPTED to FINISHED.")
     lane_capacity: int = Field(40, ge=0, description="Reported free places in the lane.")
+    answer_twice: bool = Field(False, description="Publish every state message twice (a QoS 1 re-delivery).")
+    offline_after_orders: int | None = Field(
+        None, ge=1, description="Go OFFLINE (retained) after handling this many orders; unset: never."
+    )
+    offline_for_s: float = Field(5.0, ge=0, le=600, description="How long the cell stays offline, then returns.")
 
 
 class Scenario(_Strict):
@@ -49,10 +55,17 @@ class Scenario(_Strict):
         description="Share of units with each fault.",
     )
     allow_ambiguous: bool = Field(True, description="Let a few units sit on a grade threshold.")
-    scale_settle_s: float = Field(0.03, ge=0, le=2, description="Time the scale shows 'dynamic' per unit.")
+    scale_settle_s: float = Field(
+        0.0, ge=0, le=2,
+        description="Time the scale shows 'dynamic' after a unit reaches the scan eye (a weigh conveyor"
+        " upstream of the eye has usually settled by then).",
+    )
     plc_port: int = Field(0, ge=0, le=65535, description="Modbus TCP port of the simulated PLC; 0 picks one.")
     camera_port: int = Field(0, ge=0, le=65535, description="HTTP port of the simulated camera; 0 picks one.")
     cells: list[CellBehaviour] = Field(default_factory=list, description="Robot cell behaviour.")
+    device_faults: list[DeviceFault] = Field(
+        default_factory=list, description="Serial scanner/scale faults by unit (simulator/device_faults.py)."
+    )
 
     @model_validator(mode="after")
     def _shares(self) -> Scenario:
@@ -149,6 +162,8 @@ class UnitFactory:
         appearance, ambiguous = generate_appearance(
             true_grade, item.category, item.length_mm, item.width_mm, rng,
             allow_ambiguous=self.scenario.allow_ambiguous,
+            # The unit's label as the camera sees it: the same element string in HRI form.
+            label_text=f"(01){gtin}(21){serial}",
         )
         unit = SimUnit(self.count, item, gtin, serial, aim, barcode, weight, appearance, true_grade, fault,
                        ambiguous)
@@ -159,14 +174,19 @@ class UnitFactory:
         scratches = tuple(d.length_mm for d in unit.appearance.defects if d.kind == "scratch")
         cracks = sum(1 for d in unit.appearance.defects if d.kind == "crack")
         known = unit.fault != "unknown_gtin"
+        # A scanner no-read is recovered from the camera frame when the unit carries a label.
+        unreadable = unit.fault == "no_read" and unit.appearance.label is None
         observation = Observation(
-            barcode=None if unit.fault == "no_read" else unit.barcode,
+            barcode=None if unreadable else unit.barcode,
             gtin=unit.gtin,
             identity_problems=(),
             item=unit.item if known else None,
             weight_g=unit.weight_g,
             weight_problem=None,
-            damage=DamageSummary(scratches, cracks, 0.0),
+            damage=DamageSummary(
+                scratches, cracks, 0.0, dent_count=len(unit.appearance.dents),
+                missing_part_count=len(unit.appearance.missing_parts),
+            ),
             vision_problem=None,
         )
         verdict = grade_unit(observation, self.policy)

@@ -22,6 +22,7 @@ import paho.mqtt.client as paho
 import pytest
 import yaml
 
+from .asyncapi_contract import assert_all_conform
 from .conftest import CONFIG, REPO
 
 UNITS = 60
@@ -151,6 +152,9 @@ def test_sixty_units_flow_from_conveyor_to_robot_cells(mosquitto, tmp_path: Path
         assert message["controller"] == "edge-sim"
         seqs.append(message["seq"])
     assert len(seqs) == len(set(seqs)) or len(seqs) - len(set(seqs)) <= 5  # QoS 1 re-delivery only
+
+    # every message seen on returns/v1/# matches docs/asyncapi.yaml (controller and cells alike)
+    assert assert_all_conform(recorder.messages) > UNITS * 3
 
     # clean stop: OFFLINE last on the connection topic, journal closed and complete
     states = [p.decode() for p in recorder.on("/controller/connection")]

@@ -56,6 +56,10 @@ async def test_unanswered_orders_are_requeued_with_same_payload(tmp_path: Path) 
         again = await journal.unsent()
         assert [(m.topic, m.payload) for m in again] == [("t/cells/cell-a/orders", b"order")]
         await journal.record_cell_state("d-1", "cell-a", "ACCEPTED", None)
+        # accepted is not final: re-sent only after three order timeouts (its FINISHED may be lost)
+        assert await journal.requeue_unanswered_orders({"cell-a": 3600}, default_s=0) == 0
+        assert await journal.requeue_unanswered_orders({}, default_s=0) == 1
+        await journal.record_cell_state("d-1", "cell-a", "FINISHED", None)
         assert await journal.requeue_unanswered_orders({}, default_s=0) == 0
 
 

@@ -41,6 +41,7 @@ def _link(port: int, register_map: RegisterMap | None = None, **kw: float) -> Pl
 async def line() -> AsyncIterator[tuple[SimulatedConveyor, PlcLink]]:
     async with SimulatedConveyor(belt_speed_mm_s=SPEED) as sim, _link(sim.port) as link:
         await link.wait_online(3)
+        await link.wait_armed(3)
         yield sim, link
 
 
@@ -138,6 +139,7 @@ async def test_seq_wraps_and_resumes_from_plc(left_behind: int, expected_seq: in
         sim._last_request_seq = left_behind
         async with _link(sim.port) as link:
             await link.wait_online(3)
+            await link.wait_armed(3)
             sim.induct(100.0, "x")
             arrival = await _next_arrival(link)
             result = await link.divert(arrival.item_id, 1)
@@ -166,6 +168,7 @@ async def test_connects_when_server_appears_later() -> None:
         assert link.divert is not None and (await link.divert(1, 1)).status == "link_down"
         async with SimulatedConveyor(port=port, belt_speed_mm_s=SPEED) as sim:
             await link.wait_online(3)
+            await link.wait_armed(3)
             sim.induct(100.0, "late")
             assert (await _next_arrival(link)).item_id == 1
 
@@ -192,6 +195,7 @@ async def test_server_restart_goes_offline_then_online(line: tuple[SimulatedConv
         await asyncio.sleep(0.3)
         await sim.start_server()
         await link.wait_online(3)
+        await link.wait_armed(3)
         sim.induct(100.0, "seen")
         arrival = await _next_arrival(link)
         assert arrival.item_id == 2
@@ -253,6 +257,7 @@ async def test_leaving_cancels_background_tasks() -> None:
     async with SimulatedConveyor(belt_speed_mm_s=SPEED) as sim:
         async with _link(sim.port) as link:
             await link.wait_online(3)
+            await link.wait_armed(3)
             runner = link._runner
         assert runner is not None and runner.done()
         names = {t.get_name() for t in asyncio.all_tasks()}

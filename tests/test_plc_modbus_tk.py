@@ -71,9 +71,11 @@ async def test_poll_arrival_and_divert_against_modbus_tk(tk_plc: tuple[Any, int]
         fc16.append(args[1])
 
     hooks.install_hook("modbus.Slave.handle_write_multiple_registers_request", on_fc16)
+    heart = asyncio.create_task(_plc_heartbeat_and_arming(slave))
     try:
         async with _link(port) as link:
             await link.wait_online(3)
+            await link.wait_armed(3)
             await _until(lambda: link.signals.get("scan_item_id") == 0, what="first poll")
             slave.set_values("input_register", ir, [1])
             assert (await asyncio.wait_for(link.arrivals.get(), 2)).item_id == 1
@@ -121,7 +123,24 @@ async def test_poll_arrival_and_divert_against_modbus_tk(tk_plc: tuple[Any, int]
                 lambda: slave.get_values("holding_register", 0, 1)[0] >= hb + 2, what="gateway heartbeat"
             )
     finally:
+        heart.cancel()
         hooks.uninstall_hook("modbus.Slave.handle_write_multiple_registers_request", on_fc16)
+
+
+async def _plc_heartbeat_and_arming(slave: Any) -> None:
+    """The PLC's side of the heartbeat contract in docs/plc.md: count plc_heartbeat, and set the
+    armed bit of status_word only while the gateway heartbeat keeps changing."""
+    beat, last_gw, gw_at = 0, None, 0.0
+    while True:
+        now = time.monotonic()
+        gw = slave.get_values("holding_register", 0, 1)[0]
+        if gw != last_gw:
+            gw_at = now if last_gw is not None else 0.0
+            last_gw = gw
+        beat = (beat + 1) & 0xFFFF
+        armed = gw_at > 0 and now - gw_at <= 0.5
+        slave.set_values("input_register", 0, [beat, 0x0001 | (0x0004 if armed else 0)])
+        await asyncio.sleep(0.05)
 
 
 async def test_modbus_tk_exception_responses_are_counted(tk_plc: tuple[Any, int]) -> None:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import math
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from edge.grading import DamageSummary, cosmetic_grade
+from edge.policy import load_policy
 from simulator.render import Appearance, generate_appearance, render_frame
 from vision.damage import DamageChecker, warm_up
 from vision.report import DamageReport
@@ -24,23 +27,26 @@ SIZES = [
 ]
 
 
+POLICY = load_policy(Path(__file__).resolve().parents[1] / "config" / "grading.yaml")
+
+
 def grade_from(report: DamageReport) -> str:
-    """The DESIGN default policy, reduced to what vision decides (the real one is edge.grading)."""
-    if report.cracks:
-        return "D"
-    count = len(report.scratches)
-    longest = max((d.length_mm for d in report.scratches), default=0.0)
-    if count <= 3 and longest <= 3.0:
-        return "A"
-    if count <= 10 and longest <= 7.0:
-        return "B"
-    return "C"
+    """The default policy's cosmetic grade for what vision found."""
+    summary = DamageSummary(
+        tuple(d.length_mm for d in report.scratches), len(report.cracks), report.damage_score,
+        dent_count=len(report.dents), missing_part_count=len(report.missing_parts),
+    )
+    return cosmetic_grade(summary, POLICY)[0]
 
 
-def _unit(grade: str, index: int) -> tuple[Appearance, np.ndarray]:
+def _unit(grade: str, index: int, realistic: bool = True) -> tuple[Appearance, np.ndarray]:
+    """A rendered unit; realistic ones lie at any angle anywhere, with blemishes, outline damage
+    and a label; the others lie straight in the middle (so device coordinates are the frame's)."""
     rng = np.random.default_rng([ord(grade), index])
     category, width, height = SIZES[index % len(SIZES)]
-    appearance, ambiguous = generate_appearance(grade, category, width, height, rng)  # type: ignore[arg-type]
+    appearance, ambiguous = generate_appearance(  # type: ignore[arg-type]
+        grade, category, width, height, rng, realistic=realistic, label_text=f"(01)00614141001002(21)T{index:05d}"
+    )
     assert not ambiguous
     return appearance, render_frame(appearance, rng)
 
@@ -55,11 +61,13 @@ def checker() -> DamageChecker:
 def test_rendered_units_grade_as_generated(checker: DamageChecker, grade: str) -> None:
     wrong = []
     for index in range(UNITS_PER_GRADE):
-        _, frame = _unit(grade, index)
+        appearance, frame = _unit(grade, index)
         report = checker.check(frame)
         assert report.error is None and report.device_found
-        if grade == "D":
+        if appearance.cracks:
             assert report.cracks, f"unit {index}: crack missed"
+        elif grade == "D":
+            assert report.missing_parts, f"unit {index}: missing part missed"
         else:
             assert not report.cracks, f"unit {index}: false crack {report.cracks}"
         if grade_from(report) != grade:
@@ -71,7 +79,7 @@ def test_rendered_units_grade_as_generated(checker: DamageChecker, grade: str) -
 def test_scratch_lengths_and_positions_match_ground_truth(checker: DamageChecker, grade: str) -> None:
     errors = []
     for index in (0, 1, 4, 5):  # units that lie unturned, so device coordinates line up
-        appearance, frame = _unit(grade, index)
+        appearance, frame = _unit(grade, index, realistic=False)
         report = checker.check(frame)
         for truth in appearance.scratches:
             nearest = min(report.scratches, key=lambda d: (d.x_mm - truth.x_mm) ** 2 + (d.y_mm - truth.y_mm) ** 2)
@@ -83,10 +91,17 @@ def test_scratch_lengths_and_positions_match_ground_truth(checker: DamageChecker
 
 def test_device_dimensions_are_measured(checker: DamageChecker) -> None:
     for index in (0, 1, 2, 4):
-        appearance, frame = _unit("A", index)
+        appearance, frame = _unit("A", index, realistic=False)
         report = checker.check(frame)
         assert report.device_width_mm == pytest.approx(appearance.width_mm, abs=1.5)
         assert report.device_height_mm == pytest.approx(appearance.height_mm, abs=1.5)
+    for index in range(8):
+        # Any angle: the canonical view's sides are the unit's, in one order or the other.
+        appearance, frame = _unit("A", index)
+        report = checker.check(frame)
+        measured = sorted((report.device_width_mm, report.device_height_mm))
+        expected = sorted((appearance.width_mm, appearance.height_mm))
+        assert measured == pytest.approx(expected, abs=2.5)
 
 
 def test_damage_score_orders_grades(checker: DamageChecker) -> None:

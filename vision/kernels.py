@@ -319,3 +319,140 @@ def component_stats_reference(
     np.maximum.at(stats[:, STAT_MAX_RESPONSE], lab, v)
     stats[0] = 0.0
     return stats
+
+
+# --- per-tile statistics -----------------------------------------------------------------------
+
+TILE_COUNT = 0  # pixels of the tile inside the mask
+TILE_DARK = 1  # of those, how many are darker than `dark_level`
+TILE_BRIGHT = 2  # ... brighter than `bright_level`
+TILE_LINE = 3  # ... with a line response above `line_threshold`
+TILE_SUM_RESPONSE = 4
+N_TILE_STATS = 5
+
+
+@numba.njit(
+    [
+        numba.void(
+            numba.uint8[:, ::1], numba.float32[:, ::1], numba.uint8[:, ::1], numba.int64, numba.int64, numba.int64,
+            numba.float64, numba.float64[:, :, ::1],
+        )
+    ],
+    cache=True,
+    nogil=True,
+    # Reassociation lets LLVM vectorise the float sum; the reference then agrees to rounding only.
+    fastmath={"reassoc", "nsz", "contract"},
+)
+def _tile_stats_kernel(
+    gray: np.ndarray,
+    response: np.ndarray,
+    mask: np.ndarray,
+    tile: int,
+    dark_level: int,
+    bright_level: int,
+    line_threshold: float,
+    out: np.ndarray,
+) -> None:
+    height, width = gray.shape
+    out[:, :, :] = 0.0
+    # Thresholds in the pixels' own types: mixed-type compares stop the vectorisation.
+    dark_u8 = np.uint8(min(max(dark_level, 0), 255))
+    bright_u8 = np.uint8(min(max(bright_level, 0), 255))
+    line_f32 = np.float32(line_threshold)
+    # Tile by tile, with the five sums in registers for the whole block and the mask as a 0/1
+    # weight instead of a branch; the table is written once per tile.
+    for ty in range(out.shape[0]):
+        y0 = ty * tile
+        y1 = min(y0 + tile, height)
+        for tx in range(out.shape[1]):
+            x0 = tx * tile
+            x1 = min(x0 + tile, width)
+            count = np.int32(0)
+            dark = np.int32(0)
+            bright = np.int32(0)
+            line = np.int32(0)
+            total = np.float32(0.0)
+            for y in range(y0, y1):
+                g_row = gray[y]
+                r_row = response[y]
+                m_row = mask[y]
+                for x in range(x0, x1):
+                    m = np.int32(m_row[x] != 0)
+                    v = r_row[x]
+                    count += m
+                    dark += m & np.int32(g_row[x] < dark_u8)
+                    bright += m & np.int32(g_row[x] > bright_u8)
+                    line += m & np.int32(v > line_f32)
+                    total += np.float32(m) * v
+            cell = out[ty, tx]
+            cell[0] = count
+            cell[1] = dark
+            cell[2] = bright
+            cell[3] = line
+            cell[4] = total
+
+
+def _check_tile_inputs(gray: np.ndarray, response: np.ndarray, mask: np.ndarray, tile: int) -> int:
+    _check_gray(gray)
+    for name, array, dtype in (("response", response, np.float32), ("mask", mask, np.uint8)):
+        if not isinstance(array, np.ndarray) or array.dtype != dtype or array.shape != gray.shape:
+            raise ValueError(f"{name} must be a {np.dtype(dtype).name} array shaped like gray")
+    if isinstance(tile, bool) or not isinstance(tile, int | np.integer) or not 1 <= int(tile) <= 1024:
+        raise ValueError(f"tile must be an integer in 1..1024, got {tile!r}")
+    return int(tile)
+
+
+def tile_stats(
+    gray: np.ndarray,
+    response: np.ndarray,
+    mask: np.ndarray,
+    tile: int = 16,
+    dark_level: int = 70,
+    bright_level: int = 190,
+    line_threshold: float = 10.0,
+) -> np.ndarray:
+    """Per `tile` x `tile` block (the last row/column of tiles may be partial), over the pixels where
+    `mask` is non-zero: count, dark count, bright count, line-pixel count, sum of response.
+
+    Returns float64 (ceil(h/tile), ceil(w/tile), N_TILE_STATS), columns TILE_*. A printed label is
+    a block of tiles that are dark and bright at once; the median tile response is the noise floor.
+    """
+    t = _check_tile_inputs(gray, response, mask, tile)
+    height, width = gray.shape
+    out = np.empty((-(-height // t), -(-width // t), N_TILE_STATS), np.float64)
+    if gray.size:
+        _tile_stats_kernel(
+            np.ascontiguousarray(gray), np.ascontiguousarray(response), np.ascontiguousarray(mask),
+            t, int(dark_level), int(bright_level), float(line_threshold), out,
+        )
+    return out
+
+
+def tile_stats_reference(
+    gray: np.ndarray,
+    response: np.ndarray,
+    mask: np.ndarray,
+    tile: int = 16,
+    dark_level: int = 70,
+    bright_level: int = 190,
+    line_threshold: float = 10.0,
+) -> np.ndarray:
+    """Vectorised NumPy twin of `tile_stats` (equal up to float summation order)."""
+    t = _check_tile_inputs(gray, response, mask, tile)
+    height, width = gray.shape
+    out = np.zeros((-(-height // t), -(-width // t), N_TILE_STATS), np.float64)
+    if not gray.size:
+        return out
+    inside = mask != 0
+    planes = (
+        inside,
+        inside & (gray < dark_level),
+        inside & (gray > bright_level),
+        inside & (response > line_threshold),
+        np.where(inside, response.astype(np.float64), 0.0),
+    )
+    rows, cols = np.arange(0, height, t), np.arange(0, width, t)
+    for k, plane in enumerate(planes):
+        summed = np.add.reduceat(np.add.reduceat(plane.astype(np.float64), rows, axis=0), cols, axis=1)
+        out[:, :, k] = summed
+    return out

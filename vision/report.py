@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
-DefectKind = Literal["scratch", "crack"]
+DefectKind = Literal["scratch", "crack", "dent", "chip", "missing_part"]
+SURFACE_KINDS: frozenset[str] = frozenset({"scratch", "crack"})
+OUTLINE_KINDS: frozenset[str] = frozenset({"dent", "chip", "missing_part"})
+
+Point = tuple[float, float]
 
 
 @dataclass(frozen=True)
 class Defect:
-    """One finding on the inspected surface. Position is the defect's centroid in mm from the
-    device's top-left corner; `length_mm` is the segment length for a scratch and the estimated
-    total path length of all arms for a crack."""
+    """One finding. Position is the defect's centre in mm from the device's top-left corner in the
+    canonical (rectified) view; `length_mm` is the segment length for a scratch, the estimated total
+    path length of all arms for a crack, and the extent along the outline for dents, chips and
+    missing parts (whose `width_mm` is then the depth into the device). `frame_px` and `outline_px`
+    locate it in the original frame (for the evidence image)."""
 
     kind: DefectKind
     x_mm: float
@@ -21,6 +27,8 @@ class Defect:
     width_mm: float
     area_mm2: float
     confidence: float
+    frame_px: Point = (0.0, 0.0)
+    outline_px: tuple[Point, ...] = ()
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -37,7 +45,11 @@ class Defect:
 @dataclass(frozen=True)
 class DamageReport:
     """What the vision stage says about one frame. `error` is set (and `device_found` False) when
-    the frame itself was unusable; a usable frame without a unit has `device_found` False only."""
+    the frame itself was unusable; a usable frame without a unit has `device_found` False only.
+
+    `device_corners_px` is the located unit's rectangle in the frame (top-left, top-right,
+    bottom-right, bottom-left of the canonical view); `label_regions_px` are printed labels found
+    on the surface (excluded from inspection, where the barcode reader looks first)."""
 
     device_found: bool
     device_width_mm: float
@@ -46,6 +58,10 @@ class DamageReport:
     damage_score: float = 0.0
     elapsed_ms: float = 0.0
     error: str | None = None
+    device_angle_deg: float = 0.0
+    device_corners_px: tuple[Point, ...] = ()
+    label_regions_px: tuple[tuple[int, int, int, int], ...] = ()
+    expected_size_mm: tuple[float, float] | None = None
 
     @property
     def scratches(self) -> list[Defect]:
@@ -55,18 +71,34 @@ class DamageReport:
     def cracks(self) -> list[Defect]:
         return [d for d in self.defects if d.kind == "crack"]
 
+    @property
+    def dents(self) -> list[Defect]:
+        """Dents and chips on the outline (they grade alike)."""
+        return [d for d in self.defects if d.kind in ("dent", "chip")]
+
+    @property
+    def missing_parts(self) -> list[Defect]:
+        return [d for d in self.defects if d.kind == "missing_part"]
+
     def to_dict(self) -> dict[str, object]:
         return {
             "device_found": self.device_found,
             "device_width_mm": round(self.device_width_mm, 1),
             "device_height_mm": round(self.device_height_mm, 1),
+            "device_angle_deg": round(self.device_angle_deg, 1),
+            "expected_size_mm": [round(v, 1) for v in self.expected_size_mm] if self.expected_size_mm else None,
             "defects": [d.to_dict() for d in self.defects],
             "scratch_count": len(self.scratches),
             "crack_count": len(self.cracks),
+            "dent_count": len(self.dents),
+            "missing_part_count": len(self.missing_parts),
             "damage_score": round(self.damage_score, 3),
             "elapsed_ms": round(self.elapsed_ms, 2),
             "error": self.error,
         }
+
+    def with_defects(self, defects: list[Defect], damage_score: float) -> DamageReport:
+        return replace(self, defects=defects, damage_score=damage_score)
 
     @classmethod
     def failed(cls, error: str, elapsed_ms: float = 0.0) -> DamageReport:

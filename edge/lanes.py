@@ -1,0 +1,103 @@
+"""Lane availability: which sort lanes may take a unit right now, from what the robot cells say.
+
+A lane served by a robot cell is out of service while the cell is not ONLINE on its retained
+connection topic (OFFLINE, CONNECTIONBROKEN, or never heard from) or while the lane has no free
+place. Free places come from `lane_capacity` in the cell's state messages (the lane of the order
+the message is about) and are counted down by one for every unit sent to the lane since that
+report, so a burst of units cannot overfill a lane between two reports.
+
+A unit whose lane is out of service goes to the reject/manual lane (the belt end, which always
+takes a unit) with the reason in its decision and an alarm: never to some other lane.
+
+`LaneGuard` is pure state, tested without I/O; `LaneRouter` adds the alarms.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import OrderedDict
+
+from edge.alarms import Alarms
+from edge.config import StationConfig
+from edge.grading import Verdict
+
+REMEMBERED_DECISIONS = 5000
+
+
+class LaneGuard:
+    def __init__(self, config: StationConfig, min_free: int = 0) -> None:
+        self.reject_lane = config.reject_lane
+        self.cell_of_lane = {lane.id: lane.cell for lane in config.lanes}
+        self.lane_names = {lane.id: lane.name for lane in config.lanes}
+        self.min_free = min_free
+        self.cell_state: dict[str, str] = {}
+        self.free: dict[int, int] = {}
+        self._lane_of_decision: OrderedDict[str, int] = OrderedDict()
+
+    def on_connection(self, cell: str, state: str) -> None:
+        self.cell_state[cell] = state
+
+    def on_capacity(self, cell: str, decision_id: str, lane_capacity: int | None) -> int | None:
+        """Apply a reported capacity; returns the lane it was about (None if not ours to know)."""
+        lane = self._lane_of_decision.get(decision_id)
+        if lane_capacity is None or lane is None or self.cell_of_lane.get(lane) != cell:
+            return None
+        self.free[lane] = lane_capacity
+        return lane
+
+    def why_unavailable(self, lane: int) -> str | None:
+        if lane == self.reject_lane:
+            return None  # the belt end always takes a unit: it is where the PLC sends anything unsure
+        cell = self.cell_of_lane.get(lane)
+        if cell is None:
+            return None
+        state = self.cell_state.get(cell)
+        if state != "ONLINE":
+            return f"robot cell {cell} is {state or 'not heard from'}"
+        free = self.free.get(lane)
+        if free is not None and free <= self.min_free:
+            return f"lane full ({free} free place(s) reported by {cell})"
+        return None
+
+    def route(self, lane: int, decision_id: str) -> tuple[int, str | None]:
+        """The lane a unit meant for `lane` goes to, and why it does not go there (None if it does)."""
+        why = self.why_unavailable(lane)
+        if why is not None:
+            lane = self.reject_lane
+        if lane in self.free:
+            self.free[lane] = max(0, self.free[lane] - 1)
+        self._lane_of_decision[decision_id] = lane
+        while len(self._lane_of_decision) > REMEMBERED_DECISIONS:
+            self._lane_of_decision.popitem(last=False)
+        return lane, why
+
+
+class LaneRouter:
+    """LaneGuard plus alarms: lane_full raised/cleared per lane; cell_offline is the daemon's."""
+
+    def __init__(self, guard: LaneGuard, alarms: Alarms) -> None:
+        self.guard = guard
+        self.alarms = alarms
+        self.overflowed = 0
+
+    async def route(self, verdict: Verdict, lane: int, decision_id: str) -> tuple[Verdict, int]:
+        routed, why = self.guard.route(lane, decision_id)
+        if why is None:
+            return verdict, routed
+        self.overflowed += 1
+        name = self.guard.lane_names.get(lane, str(lane))
+        reason = f"lane {lane} ({name}) out of service: {why}: reject/manual lane {routed}"
+        if why.startswith("lane full"):
+            await self.alarms.raise_("lane_full", f"lane {lane} ({name}) is full: units go to lane {routed}",
+                                     subject=f"lane-{lane}")
+        else:
+            await self.alarms.event("lane_unavailable", reason, subject=f"lane-{lane}")
+        return dataclasses.replace(verdict, disposition="quarantine", reasons=(*verdict.reasons, reason)), routed
+
+    async def on_connection(self, cell: str, state: str) -> None:
+        self.guard.on_connection(cell, state)
+
+    async def on_capacity(self, cell: str, decision_id: str, lane_capacity: int | None) -> None:
+        lane = self.guard.on_capacity(cell, decision_id, lane_capacity)
+        if lane is not None and lane_capacity is not None and lane_capacity > self.guard.min_free:
+            await self.alarms.clear("lane_full", subject=f"lane-{lane}", message=f"lane {lane} has free places again")

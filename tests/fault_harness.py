@@ -1,0 +1,215 @@
+"""A whole line for fault tests: `edge sim` + `edge run` processes, a real mosquitto, a recorder.
+
+`LineRun.verify()` checks what every fault test must hold afterwards: every unit has at most one
+decision and units without one rode to the reject lane (the PLC's own default while no controller
+is there); every decision's order reached its cell and no cell handled a decision twice; no unit is
+in a lane its decision did not name; and every message matches docs/asyncapi.yaml.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+import yaml
+
+from .asyncapi_contract import assert_all_conform
+from .conftest import CONFIG, REPO, Mosquitto
+
+
+class PersistentRecorder:
+    """A technician's subscriber with a persistent session, so a broker restart loses nothing."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self.lock = threading.Lock()
+        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"fault-recorder-{port}",
+                                  clean_session=False)
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe("returns/v1/#", qos=1)
+        self.client.on_message = self._on_message
+        self.client.reconnect_delay_set(0.2, 1.0)
+        self.client.connect(host, port)
+        self.client.loop_start()
+
+    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+        with self.lock:
+            self.messages.append((message.topic, bytes(message.payload), bool(message.retain)))
+
+    def json_on(self, suffix: str) -> list[dict]:
+        with self.lock:
+            return [json.loads(p) for t, p, _ in self.messages if t.endswith(suffix)]
+
+    def stop(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def wait_for(predicate: Any, timeout: float, what: str, poll: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@dataclass
+class Verdict:
+    units: int
+    decisions: int
+    unseen: list[int] = field(default_factory=list)
+    recovered: list[str] = field(default_factory=list)
+    failsafe_rejected: list[str] = field(default_factory=list)
+    overflowed: list[str] = field(default_factory=list)
+
+
+class LineRun:
+    def __init__(self, tmp_path: Path, broker: Mosquitto, *, units: int, rate: float,
+                 cells: list[dict] | None = None, linger: float = 30.0, order_timeout_s: float = 2.0) -> None:
+        self.tmp = tmp_path
+        self.broker = broker
+        self.units = units
+        self.run_dir = tmp_path / "run"
+        station = yaml.safe_load((CONFIG / "station.sim.yaml").read_text())
+        station["grading_policy"] = str(CONFIG / "grading.yaml")
+        station["catalog"] = str(CONFIG / "catalog.csv")
+        station["cells"] = [{"id": c["id"], "order_timeout_s": order_timeout_s} for c in station["cells"]]
+        station.setdefault("mqtt", {})["reconnect_max_s"] = 2.0
+        (tmp_path / "station.yaml").write_text(yaml.safe_dump(station))
+        scenario = yaml.safe_load((CONFIG / "scenario.demo.yaml").read_text())
+        scenario.update(station=str(tmp_path / "station.yaml"), units=units, rate_per_s=rate, seed=99)
+        if cells is not None:
+            scenario["cells"] = cells
+        (tmp_path / "scenario.yaml").write_text(yaml.safe_dump(scenario))
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.linger = linger
+        self.daemon: subprocess.Popen[bytes] | None = None
+        self.daemon_starts = 0
+        self.sim: subprocess.Popen[bytes] | None = None
+        self.recorder = PersistentRecorder(broker.host, broker.port)
+
+    # -- processes ----------------------------------------------------------------------------
+
+    def start_sim(self) -> None:
+        log = (self.tmp / "sim.log").open("ab")
+        self.sim = subprocess.Popen(
+            [sys.executable, "-m", "edge", "sim", "--scenario", str(self.tmp / "scenario.yaml"), "--broker",
+             self.broker.url, "--run-dir", str(self.run_dir), "--linger", str(self.linger)],
+            stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=self.env,
+        )
+        wait_for(lambda: (self.run_dir / "station.yaml").exists(), 30, "the simulator's station file")
+
+    def start_daemon(self, wait_ready: bool = True) -> None:
+        self.daemon_starts += 1
+        log_path = self.tmp / f"daemon-{self.daemon_starts}.log"
+        self.daemon = subprocess.Popen(
+            [sys.executable, "-m", "edge", "run", "--config", str(self.run_dir / "station.yaml")],
+            stdout=log_path.open("wb"), stderr=subprocess.STDOUT, cwd=REPO, env=self.env,
+        )
+        if wait_ready:
+            wait_for(lambda: "READY" in log_path.read_text(errors="replace") or self.daemon.poll() is not None,
+                     60, "the daemon to be READY")
+            assert self.daemon.poll() is None, log_path.read_text()[-3000:]
+
+    def kill_daemon(self) -> None:
+        assert self.daemon is not None
+        self.daemon.send_signal(signal.SIGKILL)
+        self.daemon.wait()
+
+    def daemon_log(self) -> str:
+        return (self.tmp / f"daemon-{self.daemon_starts}.log").read_text(errors="replace")
+
+    def finish(self, timeout: float = 200.0) -> None:
+        """Let the simulator run out, wait for the cells, stop the daemon cleanly."""
+        assert self.sim is not None
+        wait_for(lambda: self.sim.poll() is not None, timeout, "the simulator to run all units")
+        assert self.sim.returncode == 0, (self.tmp / "sim.log").read_text()[-3000:]
+        assert self.daemon is not None and self.daemon.poll() is None, self.daemon_log()[-3000:]
+        wait_for(self._journal_settled, 30, "every order to be answered in the journal")
+        self.daemon.send_signal(signal.SIGTERM)
+        assert self.daemon.wait(timeout=30) == 0, self.daemon_log()[-3000:]
+        time.sleep(0.5)
+
+    def _journal_settled(self) -> bool:
+        db = sqlite3.connect(self.run_dir / "journal.db")
+        try:
+            open_units = db.execute(
+                "SELECT count(*) FROM units WHERE state NOT IN ('complete', 'lane_unknown')").fetchone()[0]
+            unsent = db.execute("SELECT count(*) FROM outbox WHERE sent_at IS NULL").fetchone()[0]
+        except sqlite3.Error:
+            return False
+        finally:
+            db.close()
+        return open_units == 0 and unsent == 0
+
+    def close(self) -> None:
+        self.recorder.stop()
+        for process in (self.sim, self.daemon):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait()
+
+    # -- the invariants -------------------------------------------------------------------------
+
+    def verify(self, *, allow_unseen: bool = False, allow_failsafe: bool = False) -> Verdict:
+        truth = [json.loads(line) for line in (self.run_dir / "truth.jsonl").read_text().splitlines()]
+        cell_events = [json.loads(line) for line in (self.run_dir / "cells.jsonl").read_text().splitlines()]
+        handled = [e for e in cell_events if "decision_id" in e]
+        assert len(truth) == self.units, "every inducted unit left the belt"
+        decisions = {d["decision_id"]: d for d in self.recorder.json_on("/units/decisions")}
+        verdict = Verdict(units=len(truth), decisions=len(decisions))
+
+        # at most one decision per unit; none only for units the controller never saw, in the reject lane
+        per_item = Counter(d["item_id"] for d in decisions.values())
+        assert max(per_item.values()) == 1, [i for i, n in per_item.items() if n > 1]
+        by_item = {t["item_id"]: t for t in truth}
+        assert set(per_item) <= set(by_item)
+        verdict.unseen = sorted(set(by_item) - set(per_item))
+        if not allow_unseen:
+            assert verdict.unseen == [], verdict.unseen
+        assert all(by_item[i]["physical_lane"] == 0 for i in verdict.unseen)
+
+        # the journal agrees: one row per decision, nothing left open or unsent
+        db = sqlite3.connect(self.run_dir / "journal.db")
+        journal_ids = {r[0] for r in db.execute("SELECT decision_id FROM units")}
+        assert journal_ids == set(decisions)
+        assert db.execute("SELECT count(*) FROM outbox WHERE sent_at IS NULL").fetchone()[0] == 0
+        db.close()
+
+        # every order reached its cell; no cell handled a decision twice
+        handled_count = Counter(e["decision_id"] for e in handled)
+        assert set(handled_count.values()) <= {1}, [k for k, n in handled_count.items() if n > 1]
+        with_cell = {k for k, d in decisions.items() if d["cell"] is not None}
+        assert with_cell <= set(handled_count), sorted(with_cell - set(handled_count))[:5]
+        assert set(handled_count) <= set(decisions)
+        cell_of = {e["decision_id"]: e["cell"] for e in handled}
+        assert all(cell_of[k] == decisions[k]["cell"] for k in with_cell)
+
+        # no unit in a lane its decision did not name
+        failed = {e["decision_id"] for e in handled if e["state"] == "FAILED"}
+        for decision_id, decision in decisions.items():
+            physical = by_item[decision["item_id"]]["physical_lane"]
+            if decision["lane"] is None:
+                verdict.recovered.append(decision_id)
+                assert physical in decision["recovery"]["candidate_lanes"]
+            elif physical != decision["lane"]:
+                # Only the PLC's fail-safe may do this (controller dead: accepted diverts voided, unit to
+                # the reject lane), and the cell then reports the unit missing.
+                assert allow_failsafe and physical == 0 and decision_id in failed, (decision, physical)
+                verdict.failsafe_rejected.append(decision_id)
+            if any("out of service" in r for r in decision["reasons"]):
+                verdict.overflowed.append(decision_id)
+        assert failed <= set(verdict.failsafe_rejected), "a cell reported FAILED for a unit that was in its lane"
+        assert_all_conform(self.recorder.messages)
+        return verdict

@@ -1,0 +1,89 @@
+"""Lane availability from the robot cells' state: offline or full lanes send units to the reject lane."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from edge.alarms import Alarms
+from edge.config import load_station
+from edge.contract import Envelope, Topics
+from edge.grading import Verdict
+from edge.journal import Journal
+from edge.lanes import LaneGuard, LaneRouter
+
+from .conftest import CONFIG
+
+STATION = load_station(CONFIG / "station.sim.yaml")
+
+
+def _guard() -> LaneGuard:
+    guard = LaneGuard(STATION)
+    for cell in ("cell-a", "cell-b", "cell-q"):
+        guard.on_connection(cell, "ONLINE")
+    return guard
+
+
+def test_online_cells_with_room_take_their_lanes() -> None:
+    guard = _guard()
+    assert guard.route(1, "d1") == (1, None)
+    assert guard.route(4, "d2") == (4, None)
+
+
+def test_offline_or_unknown_cell_sends_its_lanes_to_reject_only() -> None:
+    guard = _guard()
+    guard.on_connection("cell-a", "CONNECTIONBROKEN")
+    for lane in (1, 2):
+        routed, why = guard.route(lane, f"d{lane}")
+        assert routed == 0 and "cell-a is CONNECTIONBROKEN" in (why or "")
+    assert guard.route(3, "d3") == (3, None)  # cell-b's lanes are unaffected
+    fresh = LaneGuard(STATION)
+    assert fresh.route(3, "d4")[0] == 0  # never heard from: unknown state is not trusted
+    guard.on_connection("cell-a", "ONLINE")
+    assert guard.route(1, "d5") == (1, None)
+
+
+def test_reported_capacity_counts_down_and_a_full_lane_overflows() -> None:
+    guard = _guard()
+    assert guard.route(1, "d1") == (1, None)
+    assert guard.on_capacity("cell-a", "d1", 2) == 1
+    assert guard.route(1, "d2") == (1, None)
+    assert guard.route(1, "d3") == (1, None)
+    routed, why = guard.route(1, "d4")  # two places were left, both now taken
+    assert routed == 0 and why is not None and why.startswith("lane full")
+    assert guard.route(2, "d5") == (2, None)  # capacity is per lane
+    # a report from another cell for our decision, or for an unknown decision, changes nothing
+    assert guard.on_capacity("cell-b", "d1", 10) is None
+    assert guard.on_capacity("cell-a", "nope", 10) is None
+    assert guard.route(1, "d6")[0] == 0
+    guard.on_capacity("cell-a", "d3", 5)
+    assert guard.route(1, "d7") == (1, None)
+
+
+def test_the_reject_lane_always_takes_a_unit() -> None:
+    guard = LaneGuard(STATION)
+    guard.on_connection("cell-q", "OFFLINE")
+    assert guard.route(0, "d1") == (0, None)
+
+
+def test_router_quarantines_with_a_reason_and_raises_then_clears_lane_full(tmp_path: Path) -> None:
+    async def scenario() -> list[dict]:
+        async with Journal(tmp_path / "j.db") as journal:
+            alarms = Alarms(journal, Envelope("edge-t"), Topics("returns/v1", "s", "l"))
+            router = LaneRouter(_guard(), alarms)
+            verdict = Verdict("A", "restock", ("grade A",), "R2 reuse", True)
+            same, lane = await router.route(verdict, 1, "d1")
+            assert (same, lane) == (verdict, 1)
+            await router.on_capacity("cell-a", "d1", 0)
+            moved, lane = await router.route(verdict, 1, "d2")
+            assert lane == 0 and moved.disposition == "quarantine" and moved.grade == "A"
+            assert "lane 1 (restock) out of service: lane full" in moved.reasons[-1]
+            await router.route(verdict, 1, "d3")  # still full: counted, not published again
+            await router.on_capacity("cell-a", "d1", 3)
+            assert (await router.route(verdict, 1, "d4"))[1] == 1
+            return [json.loads(m.payload) for m in await journal.unsent()]
+
+    alarms = asyncio.run(scenario())
+    assert [(a["code"], a["state"], a["subject"]) for a in alarms] == [
+        ("lane_full", "raised", "lane-1"), ("lane_full", "cleared", "lane-1")]
