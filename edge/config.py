@@ -323,6 +323,10 @@ class StationConfig(StrictModel):
             raise ValueError("lanes: two lanes share an id")
         if self.reject_lane not in lane_ids:
             raise ValueError(f"reject_lane {self.reject_lane} is not one of the lanes")
+        if self.reject_lane != 0:
+            # The PLC's own safe default (no divert, or a cancelled one) is the end of the belt,
+            # lane 0: any other reject lane would make "unsure" and "rejected" two places.
+            raise ValueError("reject_lane must be 0, the end of the belt where the PLC sends undiverted units")
         cell_ids = {cell.id for cell in self.cells}
         for lane in self.lanes:
             if lane.cell is not None and lane.cell not in cell_ids:

@@ -14,6 +14,8 @@ import logging
 import os
 import socket
 import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -66,6 +68,7 @@ class Controller:
         self.stop_requested = asyncio.Event()
         self.inducting = True
         self._unit_tasks: set[asyncio.Task[None]] = set()
+        self.loop_failures: Counter[str] = Counter()
 
     def request_stop(self) -> None:
         if not self.stop_requested.is_set():
@@ -118,7 +121,10 @@ class Controller:
                 log.warning("PLC diverts not armed yet (%s); starting anyway", plc.safety_state)
             camera = HttpTriggerCamera(cfg.camera.url, timeout_s=cfg.camera.timeout_s)
             checker = DamageChecker(px_per_mm=cfg.vision.px_per_mm)
-            reads: ReadMatcher[Any] = ReadMatcher(cfg.scanner.read_before_s, cfg.scanner.read_after_s)
+            reads: ReadMatcher[Any] = ReadMatcher(
+                cfg.scanner.read_before_s, cfg.scanner.read_after_s,
+                arrival_lag_s=cfg.plc.poll_period_s * 2 + 0.01,
+            )
             pipeline = Pipeline(
                 config=cfg, policy=self.policy, catalog=self.catalog, journal=journal, envelope=envelope,
                 topics=self.topics, alarms=alarms, reads=reads, scale=scale, camera=camera, checker=checker,
@@ -156,16 +162,20 @@ class Controller:
             sd_notify("READY=1")
             try:
                 async with asyncio.TaskGroup() as group:
-                    group.create_task(self._feed_scanner(scanner, reads), name="scanner-feed")
-                    group.create_task(self._induct(plc, pipeline), name="induction")
-                    group.create_task(self._status_loop(), name="status")
-                    group.create_task(self._resend_orders(journal), name="order-resend")
+                    group.create_task(self._supervised("scanner-feed", lambda: self._feed_scanner(scanner, reads)),
+                                      name="scanner-feed")
+                    group.create_task(self._supervised("induction", lambda: self._induct(plc, pipeline)),
+                                      name="induction")
+                    group.create_task(self._supervised("status", self._status_loop), name="status")
+                    group.create_task(self._supervised("order-resend", lambda: self._resend_orders(journal)),
+                                      name="order-resend")
                     group.create_task(
                         retention_loop(journal, retention_days=cfg.journal.retention_days,
                                        max_units=cfg.journal.max_units, interval_s=cfg.journal.prune_interval_s),
                         name="journal-retention",
                     )
-                    group.create_task(self._watch_devices(alarms), name="device-watch")
+                    group.create_task(self._supervised("device-watch", lambda: self._watch_devices(alarms)),
+                                      name="device-watch")
                     watchdog_s = watchdog_interval_s()
                     if watchdog_s is not None:
                         group.create_task(
@@ -177,11 +187,34 @@ class Controller:
                 pass
             await self._shut_down(journal, mqtt)
 
+    async def _supervised(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
+        """Run a background loop; an unexpected error is logged, counted and alarmed, and the loop
+        starts again, so one bad moment (a full disk, a bug) never takes the whole daemon down."""
+        while True:
+            try:
+                await loop()
+                return
+            except Exception as exc:
+                self.loop_failures[name] += 1
+                log.exception("background loop %s failed; restarting it in 1 s", name)
+                with contextlib.suppress(Exception):
+                    await self._parts["alarms"].event(
+                        "internal_error", f"{name} failed: {type(exc).__name__}: {exc}", severity="critical"
+                    )
+                await asyncio.sleep(1.0)
+
     async def _shut_down(self, journal: Journal, mqtt: MqttLink) -> None:
         sd_notify("STOPPING=1")
         if self._unit_tasks:
             log.info("waiting for %d unit(s) in flight", len(self._unit_tasks))
             await asyncio.wait(self._unit_tasks, timeout=5.0)
+        if self._unit_tasks:
+            # Still undecided after the grace period: with no accepted divert they ride to the
+            # reject lane (the PLC's default); those already journalled are recovered at next start.
+            log.warning("cancelling %d unit(s) still in flight", len(self._unit_tasks))
+            for task in self._unit_tasks:
+                task.cancel()
+            await asyncio.gather(*self._unit_tasks, return_exceptions=True)
         # Give the outbox a moment to drain; whatever is left is sent after the next start.
         deadline = time.monotonic() + 3.0
         while time.monotonic() < deadline and mqtt.connected.is_set():
@@ -213,6 +246,7 @@ class Controller:
             arrival = await plc.arrivals.get()
             if self.stop_requested.is_set():
                 break
+            await pipeline.reads.note_arrival(arrival.seen_at)
             task = asyncio.create_task(pipeline.handle(Arrival(arrival.item_id, arrival.seen_at)),
                                        name=f"unit-{arrival.item_id}")
             self._unit_tasks.add(task)
@@ -227,8 +261,11 @@ class Controller:
 
     async def _resend_orders(self, journal: Journal) -> None:
         timeouts = {cell.id: cell.order_timeout_s for cell in self.config.cells}
+        mqtt: MqttLink = self._parts["mqtt"]
         while True:
             await asyncio.sleep(1.0)
+            if not mqtt.connected.is_set():
+                continue  # re-sends wait for the broker; every open order is re-sent on reconnect
             count = await journal.requeue_unanswered_orders(timeouts, default_s=5.0)
             if count:
                 log.info("re-sent %d unanswered order(s)", count)
@@ -329,7 +366,8 @@ class Controller:
                 "by_lane": {str(k): v for k, v in pipeline.by_lane.items()},
             },
             "latency_ms": {"p50": round(p50, 2) if p50 else None, "p99": round(p99, 2) if p99 else None},
-            "errors": {**dict(pipeline.errors), **error_counters(self._parts, self._inbound_counters)},
+            "errors": {**dict(pipeline.errors), **error_counters(self._parts, self._inbound_counters),
+                       **{f"loop:{k}": v for k, v in self.loop_failures.items()}},
             "reads": dict(self._parts["reads"].counters),
             "inbound": dict(self._inbound_counters),
             "alarms_active": len(self._parts["alarms"].active),
@@ -372,8 +410,34 @@ class Controller:
                 envelope.build("telemetry", {"device": "plc", "state": plc.state, "signals": signals}),
                 qos=0, retain=True,
             )
+            await self._publish_device_telemetry(envelope, mqtt)
             await self._update_metrics()
             await asyncio.sleep(1.0)
+
+    async def _publish_device_telemetry(self, envelope: Envelope, mqtt: MqttLink) -> None:
+        """Scale and camera figures for technicians (the scanner publishes on every read)."""
+        scale = self._parts["scale"]
+        reading = getattr(scale, "last_reading", None)
+        await mqtt.publish_now(
+            self.topics.telemetry("scale"),
+            envelope.build("telemetry", {
+                "device": "scale", "protocol": self.config.scale.protocol, "state": scale.state,
+                "weight_g": round(reading.grams, 1) if reading is not None else None,
+                "stable": reading.stable if reading is not None else None,
+                "errors": dict(getattr(scale, "errors", {})),
+            }),
+            qos=0, retain=True,
+        )
+        pipeline: Pipeline = self._parts["pipeline"]
+        await mqtt.publish_now(
+            self.topics.telemetry("camera"),
+            envelope.build("telemetry", {
+                "device": "camera", "url": self.config.camera.url,
+                "frames_graded": sum(pipeline.by_grade.values()),
+                "errors": {k: v for k, v in pipeline.errors.items() if k.startswith(("camera:", "vision:"))},
+            }),
+            qos=0, retain=True,
+        )
 
 
 class _Stop(Exception):

@@ -239,6 +239,50 @@ def _parse_hri(text: str) -> str | None:
     return GS.join(ai + value for ai, value in parts)
 
 
+ENVELOPE_HEADER = "[)>\x1e"
+RS = "\x1e"
+EOT = "\x04"
+# ANSI MH10.8.2 data identifiers we map (format 06). Longest first: "25S" must win over "S".
+_MH10_IDENTIFIERS = (("25S", "serial"), ("8P", "gtin"), ("1T", "lot"), ("S", "serial"), ("T", "lot"))
+
+
+def _parse_envelope(body: str, fields: _Fields, problems: list[str]) -> list[tuple[str, str]]:
+    """ISO/IEC 15434 message envelope: `[)>` RS, then format blocks `NN` GS ... RS, then EOT.
+
+    Format 05 carries GS1 element strings; format 06 carries ANSI MH10.8.2 data identifiers.
+    """
+    content = body[len(ENVELOPE_HEADER):]
+    if not content.endswith(EOT):
+        problems.append("ISO/IEC 15434 envelope without its EOT trailer")
+    content = content.rstrip(EOT)
+    elements: list[tuple[str, str]] = []
+    for block in filter(None, content.split(RS)):
+        fmt, _, data = block.partition(GS)
+        if fmt == "05":
+            parsed, found = _parse_gs1(data, problems)
+            for name in ("gtin", "serial", "lot", "expiry", "sscc"):
+                if getattr(parsed, name) is not None:
+                    setattr(fields, name, getattr(parsed, name))
+            elements.extend(found)
+        elif fmt == "06":
+            for element in filter(None, data.split(GS)):
+                for identifier, name in _MH10_IDENTIFIERS:
+                    if element.startswith(identifier) and len(element) > len(identifier):
+                        value = element[len(identifier):]
+                        if name == "gtin":
+                            if value.isdigit() and len(value) in (8, 12, 13, 14) and _gs1_valid(value):
+                                fields.gtin = value.rjust(14, "0")
+                            else:
+                                problems.append(f"GTIN {_printable(value)!r} in data identifier 8P is not valid")
+                        else:
+                            setattr(fields, name, value)
+                        elements.append((identifier, value))
+                        break
+        else:
+            problems.append(f"ISO/IEC 15434 format {_printable(fmt)!r} is not supported")
+    return elements
+
+
 def _plain(text: str, fields: _Fields, problems: list[str]) -> None:
     """A non-GS1 barcode: bare GTIN (EAN/UPC), IMEI / IMEISV, or nothing recognised."""
     candidate = _IMEI_LABEL.sub("", text, count=1)
@@ -298,6 +342,8 @@ def parse_identity(text: str, symbology: str, rma_pattern: str = r"^RMA-?\d{6,10
 
     if fields.rma is not None:
         pass
+    elif body.startswith(ENVELOPE_HEADER):
+        elements = _parse_envelope(body, fields, problems)
     elif hri is not None:
         fields, elements = _parse_gs1(hri, problems)
     elif aim_gs1 or symbology in _GS1_SYMBOLOGIES or body.startswith(GS):

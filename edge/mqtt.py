@@ -147,6 +147,9 @@ class MqttLink:
                 tls_insecure=(not tls_context.check_hostname) if tls_context is not None else None,
                 **self.session.client_options(),
             )
+            # The outbox publishes a whole batch at once on purpose (order kept, PUBACKs overlap);
+            # aiomqtt would log a warning for every call above its default of 10 in flight.
+            client.pending_calls_threshold = OUTBOX_BATCH + 16
             session_up = retry_now = False
             try:
                 async with client:
@@ -170,6 +173,13 @@ class MqttLink:
                 self.last_error = str(group_error.exceptions[0])
                 retry_now = not session_up and self.session.on_connect_failed()
                 log.warning("mqtt connection lost or refused: %s", group_error.exceptions[0])
+            except* Exception as group_error:
+                # Anything else (the journal failing under the outbox, a client bug) must not end
+                # the link for good: count it, drop the connection and come back like after a loss.
+                self.counters["internal_errors"] = self.counters.get("internal_errors", 0) + 1
+                self.last_error = repr(group_error.exceptions[0])
+                log.error("mqtt link failed, reconnecting: %r", group_error.exceptions[0],
+                          exc_info=group_error.exceptions[0])
             finally:
                 if self.connected.is_set():
                     self.counters["disconnects"] += 1

@@ -29,7 +29,7 @@ import numpy as np
 from edge.alarms import Alarms
 from edge.catalog import Catalog, CatalogItem
 from edge.config import StationConfig
-from edge.contract import Envelope, Topics, encode
+from edge.contract import Envelope, Topics, encode, utc_timestamp
 from edge.grading import DamageSummary, Observation, Verdict, grade_unit
 from edge.identity import Identity, parse_identity
 from edge.journal import Journal, OrderToSend, Publication
@@ -298,6 +298,7 @@ class Pipeline:
         if self.lane_router is not None:
             # A lane whose cell is offline or full is never used: reject/manual lane instead, with an alarm.
             verdict, intended_lane = await self.lane_router.route(verdict, intended_lane, decision_id)
+        facts.timings_ms["grade"] = _ms_since(arrival.seen_at)
         body = self._decision_body(unit_id, decision_id, arrival, facts, verdict, intended_lane)
         if self.evidence is not None and facts.frame is not None and facts.damage is not None:
             # Encoded and written on the evidence thread; the path goes into the journal now.
@@ -320,7 +321,27 @@ class Pipeline:
         status = getattr(divert, "status", "no_ack")
         latency_ms = (time.monotonic() - arrival.seen_at) * 1000.0
         state = "diverted"
-        if status != "accepted" and intended_lane != self.config.reject_lane:
+        if status == "uncertain":
+            # The divert request may have landed and its cancel was not confirmed: the unit is in
+            # its lane or in the reject lane. No cell is told to pick it; a person must find it.
+            state = "lane_unknown"
+            candidates = sorted({intended_lane, self.config.reject_lane})
+            body = {
+                **body,
+                "disposition": "quarantine",
+                "lane": None,
+                "lane_name": None,
+                "cell": None,
+                "reasons": [*body["reasons"], f"divert to lane {intended_lane} unconfirmed and not cancelled: "
+                            f"unit is in one of lanes {candidates}; a person must find it"],
+                "recovery": {"reason": "divert unconfirmed", "candidate_lanes": candidates,
+                             "decided_at": utc_timestamp()},
+            }
+            await self.alarms.event(
+                "lane_unknown", f"unit {unit_id} (PLC item {arrival.item_id}): divert to lane {intended_lane} "
+                f"unconfirmed; find it in lane(s) {candidates}", subject=unit_id, severity="critical",
+            )
+        elif status != "accepted" and intended_lane != self.config.reject_lane:
             # The unit was not diverted, so it rides to the belt end: tell the truth about where it is.
             state = "divert_failed"
             reject = self.config.lane(self.config.reject_lane)
@@ -376,7 +397,7 @@ class Pipeline:
         for listener in self.decision_listeners:
             listener(body)
         log.info(
-            "unit %s item=%d barcode=%s weight=%s grade=%s disposition=%s lane=%d latency=%.1fms",
+            "unit %s item=%d barcode=%s weight=%s grade=%s disposition=%s lane=%s latency=%.1fms",
             unit_id, arrival.item_id, body["identity"]["barcode"], body["weight_g"], verdict.grade,
             body["disposition"], body["lane"], latency_ms,
             extra={"unit_id": unit_id, "decision_id": decision_id, "item_id": arrival.item_id,

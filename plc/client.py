@@ -669,20 +669,25 @@ class PlcLink:
                 # A timed-out write may still have landed; burn the seq so it is never reused.
                 self._seq = seq
                 self.counters["divert_no_ack"] += 1
+                if lane != 0 and not await self._cancel(item_id, timeout_s):
+                    return DivertResult("uncertain", seq)
                 return DivertResult("no_ack", seq)
             self._seq = seq
             result = await self._await_ack(seq, item_id, lane, deadline)
             if result.status == "no_ack":
                 self.counters["divert_no_ack"] += 1
-                if lane != 0:
-                    await self._cancel(item_id, timeout_s)
+                if lane != 0 and not await self._cancel(item_id, timeout_s):
+                    # The first request may have landed and the cancel did not: the unit is in
+                    # `lane` or in the reject lane, and nobody can say which.
+                    return DivertResult("uncertain", seq)
             return result
 
-    async def _cancel(self, item_id: int, timeout_s: float) -> None:
+    async def _cancel(self, item_id: int, timeout_s: float) -> bool:
         """Re-point a unit whose divert went unacknowledged at the reject lane.
 
         The request may have landed even though we never saw the ack, and the controller is about
-        to record the unit as rejected: without this the PLC could still fire the paddle.
+        to record the unit as rejected: without this the PLC could still fire the paddle. Returns
+        True only when the PLC confirmed the unit rides to the reject lane.
         """
         seq = self._next_seq()
         seq_sig = self.register_map["divert_request_seq"]
@@ -695,9 +700,11 @@ class PlcLink:
             self.counters["cancel_failed"] += 1
             if exc.kind != "disconnected":
                 self._seq = seq
-            return
+            return False
         self._seq = seq
         ack = await self._await_ack(seq, item_id, 0, deadline)
+        if ack.status in ("accepted", "plc_not_armed"):
+            return True  # re-pointed, or a disarmed PLC sends every unit to the reject lane
         if ack.status != "accepted":
             # unknown_item / too_late mean the unit is no longer on the PLC's books: nothing to
             # re-point. Anything else leaves the unit's lane uncertain, which must be loud.
@@ -705,6 +712,7 @@ class PlcLink:
             log.log(level, "%s: cancel of unit %d: %s", self.name, item_id, ack.status)
             if level == logging.ERROR:
                 self.counters["cancel_failed"] += 1
+        return False
 
     def _in_time(self, item_id: int, lane: int, ack_budget_s: float) -> bool:
         positions = self.positions

@@ -237,3 +237,38 @@ def test_errors_share_a_base_and_urls_are_checked() -> None:
     for bad in ("ftp://host/", "not a url", "https://host:1"):
         with pytest.raises(ValueError):
             HttpTriggerCamera(bad)
+
+
+def _bmp(width: int = 64, height: int = 48) -> bytes:
+    ok, data = cv2.imencode(".bmp", np.full((height, width, 3), 90, np.uint8))
+    assert ok
+    return data.tobytes()
+
+
+async def test_bmp_frames_are_read() -> None:
+    async with raw_server(await _respond(_ok(_bmp(), b"image/bmp"))) as url:
+        frame = await HttpTriggerCamera(url, timeout_s=1.0).fetch(1)
+    assert frame.shape == (48, 64, 3) and int(frame[0, 0, 0]) == 90
+
+
+@pytest.mark.parametrize(
+    ("mutate", "match"),
+    [
+        (lambda b: b[:40], "truncated"),
+        (lambda b: b[:18] + (100000).to_bytes(4, "little", signed=True) * 2 + b[26:], "implausible"),
+        (lambda b: b[:28] + (8).to_bytes(2, "little") + b[30:], "unsupported"),
+        (lambda b: b[: len(b) // 2], "truncated"),
+    ],
+)
+async def test_hostile_bmp_is_refused_before_decoding(mutate, match: str) -> None:
+    body = mutate(_bmp())
+    async with raw_server(await _respond(_ok(body, b"image/bmp"))) as url:
+        with pytest.raises(BadFrame, match=match):
+            await HttpTriggerCamera(url, timeout_s=1.0).fetch(1)
+
+
+async def test_simulated_camera_can_serve_png_too() -> None:
+    async with SimulatedCamera(image_format=".png") as camera:
+        await camera.capture(3, _appearance())
+        frame = await HttpTriggerCamera(camera.url, timeout_s=1.0).fetch(3)
+    assert frame.shape == (720, 1280, 3)

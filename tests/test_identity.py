@@ -208,3 +208,27 @@ def test_generated_gs1_round_trips(body: str, serial: str, lot: str, lot_first: 
     tail = f"10{lot}{GS}21{serial}" if lot_first else f"21{serial}{GS}10{lot}"
     ident = parse_identity(f"01{gtin}{tail}", "GS1 DataMatrix")
     assert (ident.gtin, ident.serial, ident.lot, ident.problems) == (gtin, serial, lot, ())
+
+
+# ISO/IEC 15434 envelopes: `[)>` RS, format header, GS-separated data, RS, EOT.
+def test_iso15434_format_05_carries_gs1() -> None:
+    text = "[)>\x1e05\x1d0100614141001002\x1d21SER123\x1e\x04"
+    identity = parse_identity(text, "DataMatrix")
+    assert (identity.gtin, identity.serial, identity.problems) == ("00614141001002", "SER123", ())
+
+
+def test_iso15434_format_06_carries_data_identifiers() -> None:
+    text = "[)>\x1e06\x1d8P00614141001002\x1d25SUN0614141SER9\x1d1TLOT7\x1e\x04"
+    identity = parse_identity(text, "DataMatrix")
+    assert identity.gtin == "00614141001002"
+    assert identity.serial == "UN0614141SER9"
+    assert identity.lot == "LOT7"
+    assert identity.problems == ()
+
+
+def test_iso15434_problems_are_values() -> None:
+    identity = parse_identity("[)>\x1e99\x1dXYZ\x1e", "DataMatrix")
+    assert any("format" in p for p in identity.problems)
+    assert any("EOT" in p for p in identity.problems)
+    bad = parse_identity("[)>\x1e06\x1d8P00614141001003\x1e\x04", "DataMatrix")
+    assert bad.gtin is None and bad.problems

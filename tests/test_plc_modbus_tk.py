@@ -115,8 +115,24 @@ async def test_poll_arrival_and_divert_against_modbus_tk(tk_plc: tuple[Any, int]
             assert len(divert_pdus) == 1
             assert divert_pdus[0][:6] == b"\x10\x00\x01\x00\x03\x06"
 
-            # No ack within the deadline is reported as such, not guessed.
-            assert (await link.divert(42, 2, timeout_s=0.1)).status == "no_ack"
+            # No ack and no confirmed cancel: the unit may be in lane 2 or the reject lane.
+            assert (await link.divert(42, 2, timeout_s=0.1)).status == "uncertain"
+
+            # The PLC misses the divert but confirms the cancel (lane 0): the unit is known to be
+            # riding to the reject lane, so the result is a plain no_ack.
+            async def ack_only_cancels() -> None:
+                seen = slave.get_values("holding_register", 1, 1)[0]
+                while True:
+                    req = slave.get_values("holding_register", 1, 3)
+                    if req[0] != seen and req[2] == 0:
+                        slave.set_values("input_register", 9, [req[1], 0, 1])
+                        slave.set_values("input_register", 8, [req[0]])
+                        return
+                    await asyncio.sleep(0.002)
+
+            canceller = asyncio.create_task(ack_only_cancels())
+            assert (await link.divert(42, 4, timeout_s=0.15)).status == "no_ack"
+            await asyncio.wait_for(canceller, 2)
 
             hb = slave.get_values("holding_register", 0, 1)[0]
             await _until(

@@ -48,3 +48,37 @@ async def test_a_read_after_the_window_belongs_to_nobody_else() -> None:
     await matcher.add(Event("next unit", seen + 10))
     assert await matcher.claim(seen) is None
     assert (await matcher.claim(seen + 10)).text == "next unit"
+
+
+async def test_a_unit_without_a_read_does_not_take_the_next_units_read() -> None:
+    matcher: ReadMatcher[Event] = ReadMatcher(before_s=0.25, after_s=0.3, arrival_lag_s=0.03)
+    first = time.monotonic()
+    await matcher.note_arrival(first)
+
+    async def next_unit() -> None:
+        await asyncio.sleep(0.1)
+        await matcher.add(Event("B", time.monotonic()))  # the scanner reads B as its eye trips...
+        await asyncio.sleep(0.01)
+        await matcher.note_arrival(time.monotonic())  # ...and the PLC poll reports B a little later
+
+    task = asyncio.create_task(next_unit())
+    assert await matcher.claim(first) is None
+    await task
+    second = max(matcher._arrivals)
+    read = await matcher.claim(second)
+    assert read is not None and read.text == "B"
+
+
+async def test_a_read_late_after_the_eye_still_belongs_to_its_unit() -> None:
+    matcher: ReadMatcher[Event] = ReadMatcher(before_s=0.25, after_s=0.3, arrival_lag_s=0.03)
+    seen = time.monotonic()
+    await matcher.note_arrival(seen)
+
+    async def slow_decode() -> None:
+        await asyncio.sleep(0.08)
+        await matcher.add(Event("A", time.monotonic()))
+
+    task = asyncio.create_task(slow_decode())
+    read = await matcher.claim(seen)
+    await task
+    assert read is not None and read.text == "A"

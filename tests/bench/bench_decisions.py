@@ -122,6 +122,13 @@ def latency_at_rate(broker: Mosquitto, workdir: Path, units: int, rate: float) -
         published.append(d["latency_ms"] + max(0.0, lag))
     print(f"latency at {rate:.0f} units/s requested ({achieved:.1f}/s off the belt), daemon pinned to core 0: "
           f"{len(divert)} decisions of {units} units")
+    stages: dict[str, list[float]] = {}
+    for d in decisions:
+        for stage, ms in (d.get("timings_ms") or {}).items():
+            stages.setdefault(stage, []).append(ms)
+    if stages:
+        print("  where the time goes (photo-eye -> end of stage): "
+              + ", ".join(f"{k} p50 {statistics.median(v):.1f} / p99 {pct(v, 0.99):.1f} ms" for k, v in stages.items()))
     for name, values in (("photo-eye -> divert ack", divert), ("photo-eye -> order built", published)):
         if values:
             p50, p99 = statistics.median(values), pct(values, 0.99)
