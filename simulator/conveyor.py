@@ -4,9 +4,10 @@ Over RTU the server listens on a serial port path (a pty from simulator.rtu_bus)
 its own device id, as a drop on a real RS-485 bus does.
 
 The PLC's own fail-safe: it watches the gateway heartbeat register; while that has not changed
-for gateway_timeout_s it is "not armed": every unit on the belt rides to the reject lane (accepted
-diverts are voided), new divert requests are answered with status 5 (not armed), and the armed
-bit (0x0004) of status_word is clear.
+for gateway_timeout_s it is "not armed": new divert requests are answered with status 5 (not
+armed), so every unit without an accepted divert rides to the reject lane, and the armed bit
+(0x0004) of status_word is clear. Diverts accepted before the trip stand: the controller had
+already recorded and announced them, and voiding them would make its records wrong.
 
 The PLC state lives in plain Python lists laid out by the register map. pymodbus 3.16 serves a
 SimDevice whose `action` hook runs on every request: it copies our tables into the server's
@@ -189,7 +190,6 @@ class SimulatedConveyor:
         self.parity = parity
         self.gateway_timeout_s = gateway_timeout_s
         self.armed = False
-        self.failsafe_voided = 0  # accepted diverts cancelled because the gateway went quiet
         self.replies_suppressed = 0
 
         self.on_scan: Callable[[int, object], None] | None = None
@@ -397,13 +397,7 @@ class SimulatedConveyor:
             self._gateway_hb = hb
         armed = self._gateway_hb_at > 0 and now - self._gateway_hb_at <= self.gateway_timeout_s
         if self.armed and not armed:
-            log.warning("simulated PLC: gateway heartbeat stale, units in flight go to the reject lane")
-        if not armed:
-            # The PLC's safe default: nothing the gateway asked for is trusted any more.
-            for unit in self._belt:
-                if unit.lane != 0:
-                    unit.lane = 0
-                    self.failsafe_voided += 1
+            log.warning("simulated PLC: gateway heartbeat stale, undecided units go to the reject lane")
         self.armed = armed
 
     def _handle_divert_request(self) -> None:

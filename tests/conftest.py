@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -41,6 +42,9 @@ class Mosquitto:
             "log_dest stderr\n"
             "log_type error\n"
             "log_type warning\n"
+            # Started as root, mosquitto drops to its own user, which cannot write the persistence
+            # file in a root-owned test folder: sessions would not survive a restart.
+            + ("user root\n" if os.geteuid() == 0 else "")
         )
         self.process: subprocess.Popen[bytes] | None = None
 

@@ -17,10 +17,18 @@ def main() -> int:
     scripts = sorted(HERE.glob("bench_*.py"))
     if len(sys.argv) > 1:
         scripts = [s for s in scripts if any(name in s.stem for name in sys.argv[1:])]
+    failed = []
     for script in scripts:
         print(f"\n=== {script.stem} ===", flush=True)
-        runpy.run_path(str(script), run_name="__main__")
-    return 0
+        sys.argv = [str(script)]  # each script parses its own options; give it none
+        try:
+            runpy.run_path(str(script), run_name="__main__")
+        except SystemExit as exit_:
+            if exit_.code not in (0, None):
+                failed.append(script.stem)
+    if failed:
+        print(f"\nbenchmarks that could not run: {', '.join(failed)}", flush=True)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
