@@ -21,6 +21,7 @@ from drivers.serial_port import (
     LineFramer,
     LinkState,
     PortUnavailable,
+    SerialDevice,
     SerialLink,
     SerialSettings,
 )
@@ -243,7 +244,7 @@ def _reply_command(reply: _Reply) -> str | None:
     return reply.command
 
 
-class SicsScale:
+class SicsScale(SerialDevice):
     """An MT-SICS scale on a serial port, kept open for as long as the context is entered.
 
     Commands are strictly one at a time (the protocol has no request ids), serialised by a lock.
@@ -281,13 +282,6 @@ class SicsScale:
             reconnect_max_s=reconnect_max_s,
             errors=self.errors,
         )
-
-    @property
-    def state(self) -> LinkState:
-        return self._link.state
-
-    async def wait_for_state(self, state: LinkState, timeout: float | None = None) -> None:
-        await self._link.wait_for_state(state, timeout)
 
     async def __aenter__(self) -> SicsScale:
         await self._link.__aenter__()

@@ -27,7 +27,7 @@ from drivers.scale_sics import (
     ScaleUnstable,
     WeightReading,
 )
-from drivers.serial_port import LinkState, PortUnavailable, SerialLink, SerialSettings
+from drivers.serial_port import LinkState, PortUnavailable, SerialDevice, SerialLink, SerialSettings
 
 _log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ def to_reading(sample: ScaleSample) -> WeightReading:
     )
 
 
-class StreamScale:
+class StreamScale(SerialDevice):
     """A frame-streaming scale on a serial port, kept open for as long as the context is entered.
 
     `poll_command`, when set, is written every `poll_interval_s` while the port is open (NCI "W").
@@ -184,13 +184,6 @@ class StreamScale:
             reconnect_max_s=reconnect_max_s,
             errors=self.errors,
         )
-
-    @property
-    def state(self) -> LinkState:
-        return self._link.state
-
-    async def wait_for_state(self, state: LinkState, timeout: float | None = None) -> None:
-        await self._link.wait_for_state(state, timeout)
 
     async def __aenter__(self) -> StreamScale:
         await self._link.__aenter__()

@@ -21,6 +21,7 @@ from drivers.serial_port import (
     LineFramer,
     LinkState,
     PortUnavailable,
+    SerialDevice,
     SerialLink,
     SerialSettings,
 )
@@ -332,7 +333,7 @@ class ScannerFramer:
         return ScanRead(text=text, aim=aim, symbology=symbology, received_at=now, raw=bytes(line))
 
 
-class SerialScanner:
+class SerialScanner(SerialDevice):
     """A serial barcode scanner kept online for as long as the context is entered.
 
     Reads and no-reads go to `events` (bounded: when nobody consumes, the oldest are dropped and
@@ -382,13 +383,6 @@ class SerialScanner:
             reconnect_max_s=reconnect_max_s,
             errors=self.errors,
         )
-
-    @property
-    def state(self) -> LinkState:
-        return self._link.state
-
-    async def wait_for_state(self, state: LinkState, timeout: float | None = None) -> None:
-        await self._link.wait_for_state(state, timeout)
 
     async def __aenter__(self) -> SerialScanner:
         await self._link.__aenter__()

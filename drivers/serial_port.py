@@ -294,3 +294,16 @@ class SerialLink:
                     await writer.wait_closed()
             self._set_state("lost")
             await asyncio.sleep(self._backoff.next_delay())
+
+
+class SerialDevice:
+    """The common front of a driver that owns one `SerialLink` (scanner, scales)."""
+
+    _link: SerialLink
+
+    @property
+    def state(self) -> LinkState:
+        return self._link.state
+
+    async def wait_for_state(self, state: LinkState, timeout: float | None = None) -> None:
+        await self._link.wait_for_state(state, timeout)
