@@ -31,7 +31,7 @@ from edge.mqtt import MqttLink
 from edge.pipeline import Arrival, Pipeline
 from edge.policy import GradingPolicy
 from edge.reads import ReadMatcher
-from edge.recovery import recover_undiverted
+from edge.recovery import announce_unseen_units, recover_undiverted
 from edge.retention import retention_loop
 from edge.secrets import mqtt_tls_factory
 from edge.watchdog import sampler, watchdog_interval_s, watchdog_loop
@@ -119,6 +119,11 @@ class Controller:
                 await plc.wait_armed(3.0)
             except TimeoutError:
                 log.warning("PLC diverts not armed yet (%s); starting anyway", plc.safety_state)
+            if plc.state == "online":
+                # Units that slipped past while no controller ran rode to the reject lane: say so.
+                # Only up to the first value seen: later ids are live arrivals, decided as usual.
+                await announce_unseen_units(journal, envelope, self.topics, alarms, cfg, plc.tracker.baseline,
+                                            time.time())
             camera = HttpTriggerCamera(cfg.camera.url, timeout_s=cfg.camera.timeout_s)
             checker = DamageChecker(px_per_mm=cfg.vision.px_per_mm)
             reads: ReadMatcher[Any] = ReadMatcher(

@@ -38,6 +38,8 @@ class ArrivalTracker:
     max_burst: int = 16
     max_jump: int = 1024
     last: int | None = None
+    # The very first value seen: units up to it passed before this process was watching.
+    baseline: int | None = None
     missed: int = 0
     resyncs: int = 0
     _gap_pending: bool = field(default=False, repr=False)
@@ -64,6 +66,7 @@ class ArrivalTracker:
 
         if last is None:
             # First sample ever: whatever is there was scanned before we were watching.
+            self.baseline = value
             return [], 0
         if value == 0:
             if last != 0:

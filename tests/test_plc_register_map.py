@@ -323,3 +323,12 @@ def test_tracker_gap_counts_everything_as_missed() -> None:
 def test_tracker_rejects_non_16bit() -> None:
     with pytest.raises(ValueError):
         ArrivalTracker().update(65536)
+
+
+def test_tracker_remembers_its_baseline_only_once() -> None:
+    from plc.tracking import ArrivalTracker
+
+    tracker = ArrivalTracker()
+    assert tracker.update(40) == ([], 0)
+    assert tracker.update(42) == ([41, 42], 0)
+    assert (tracker.baseline, tracker.last) == (40, 42)

@@ -113,3 +113,16 @@ def test_retention_keeps_the_file_bounded(tmp_path: Path) -> None:
     db = sqlite3.connect(path)
     assert db.execute("SELECT count(*) FROM units").fetchone()[0] == 100
     assert sizes[-1] <= sizes[1] * 1.2, sizes  # freed pages are reused: no growth after the first prunes
+
+
+def test_unseen_ids_between_the_journal_and_the_plc() -> None:
+    from edge.recovery import MAX_UNSEEN, unseen_item_ids
+
+    now = 1_000_000.0
+    assert unseen_item_ids(10, now - 5, 14, {10}, now) == [11, 12, 13, 14]
+    assert unseen_item_ids(10, now - 5, 14, {10, 12}, now) == [11, 13, 14]  # decided ones are not repeated
+    assert unseen_item_ids(65534, now - 5, 2, set(), now) == [65535, 1, 2]  # the 1..65535 ring wraps
+    assert unseen_item_ids(10, now - 5, 10, set(), now) == []
+    assert unseen_item_ids(10, now - 5, 10 + MAX_UNSEEN + 1, set(), now) is None  # a PLC restart, not units
+    assert unseen_item_ids(10, now - 7200, 12, set(), now) is None  # too old to believe
+    assert unseen_item_ids(10, now - 5, 0, set(), now) is None
