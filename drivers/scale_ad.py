@@ -13,8 +13,8 @@ from __future__ import annotations
 import re
 
 from drivers.scale_sics import UNIT_GRAMS
-from drivers.scale_stream import OVERLOAD, UNDERLOAD, Decoded, ScaleFault, ScaleSample, StreamScale
-from drivers.serial_port import FramingError, LineFramer, SerialSettings
+from drivers.scale_stream import OVERLOAD, UNDERLOAD, Decoded, LineDecoder, ScaleFault, ScaleSample, StreamScale
+from drivers.serial_port import SerialSettings
 
 __all__ = ["AdDecoder", "AdScale", "decode_line", "encode_ad"]
 
@@ -63,25 +63,14 @@ def decode_line(line: bytes, now: float) -> ScaleSample | ScaleFault | None:
     return ScaleSample(now, _HEADERS[header], value, unit, value * UNIT_GRAMS[unit], net, None, raw)
 
 
-class AdDecoder:
-    """CR/LF-terminated lines to samples, whatever the chunking. No I/O."""
+class AdDecoder(LineDecoder):
+    """A&D / CAS lines to samples, whatever the chunking. No I/O."""
 
-    def __init__(self) -> None:
-        self._lines = LineFramer(MAX_LINE)
+    max_line = MAX_LINE
 
-    def reset(self) -> None:
-        self._lines.reset()
-
-    def feed(self, data: bytes, now: float) -> list[Decoded]:
-        out: list[Decoded] = []
-        for line in self._lines.feed(data, now):
-            if isinstance(line, FramingError):
-                out.append(ScaleFault(line.message, now, line.raw))
-                continue
-            item = decode_line(line, now)
-            if item is not None:
-                out.append(item)
-        return out
+    def decode(self, line: bytes, now: float) -> list[Decoded]:
+        item = decode_line(line, now)
+        return [] if item is None else [item]
 
 
 def encode_ad(value: float, *, unit: str = "g", decimals: int = 2, stable: bool = True, over: bool = False,

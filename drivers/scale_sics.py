@@ -22,7 +22,6 @@ from drivers.serial_port import (
     LinkState,
     PortUnavailable,
     SerialDevice,
-    SerialLink,
     SerialSettings,
 )
 
@@ -274,14 +273,7 @@ class SicsScale(SerialDevice):
         self._framer = LineFramer(MAX_LINE)
         self._lock = asyncio.Lock()
         self._replies: asyncio.Queue[_Reply] = asyncio.Queue(maxsize=64)
-        self._link = SerialLink(
-            SerialSettings(port, baudrate, bytesize, parity, stopbits),
-            name=name,
-            on_data=self._on_data,
-            on_state=self._on_state,
-            reconnect_max_s=reconnect_max_s,
-            errors=self.errors,
-        )
+        self._link = self._make_link(SerialSettings(port, baudrate, bytesize, parity, stopbits), name, reconnect_max_s)
 
     async def __aenter__(self) -> SicsScale:
         await self._link.__aenter__()

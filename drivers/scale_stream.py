@@ -27,7 +27,14 @@ from drivers.scale_sics import (
     ScaleUnstable,
     WeightReading,
 )
-from drivers.serial_port import LinkState, PortUnavailable, SerialDevice, SerialLink, SerialSettings
+from drivers.serial_port import (
+    FramingError,
+    LineFramer,
+    LinkState,
+    PortUnavailable,
+    SerialDevice,
+    SerialSettings,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -86,6 +93,33 @@ class ScaleNotice:
 
 
 Decoded = ScaleSample | ScaleFault | ScaleNotice
+
+
+class LineDecoder:
+    """CR/LF-terminated scale output to decoded values, whatever the chunking. No I/O.
+
+    Subclasses decode one complete line; framing errors become faults here, once for all.
+    """
+
+    max_line = 256
+
+    def __init__(self) -> None:
+        self._lines = LineFramer(self.max_line)
+
+    def reset(self) -> None:
+        self._lines.reset()
+
+    def feed(self, data: bytes, now: float) -> list[Decoded]:
+        out: list[Decoded] = []
+        for line in self._lines.feed(data, now):
+            if isinstance(line, FramingError):
+                out.append(ScaleFault(line.message, now, line.raw))
+            else:
+                out.extend(self.decode(line, now))
+        return out
+
+    def decode(self, line: bytes, now: float) -> list[Decoded]:
+        raise NotImplementedError
 
 
 class ScaleDecoder(Protocol):
@@ -176,14 +210,7 @@ class StreamScale(SerialDevice):
         self._samples: deque[ScaleSample] = deque(maxlen=max(2, history))
         self._arrived = asyncio.Event()
         self._poller: asyncio.Task[None] | None = None
-        self._link = SerialLink(
-            settings,
-            name=name,
-            on_data=self._on_data,
-            on_state=self._on_state,
-            reconnect_max_s=reconnect_max_s,
-            errors=self.errors,
-        )
+        self._link = self._make_link(settings, name, reconnect_max_s)
 
     async def __aenter__(self) -> StreamScale:
         await self._link.__aenter__()

@@ -22,7 +22,6 @@ from drivers.serial_port import (
     LinkState,
     PortUnavailable,
     SerialDevice,
-    SerialLink,
     SerialSettings,
 )
 
@@ -375,14 +374,7 @@ class SerialScanner(SerialDevice):
         self.errors: Counter[str] = Counter()
         self.counts: Counter[str] = Counter()
         self.last_event_at: float | None = None
-        self._link = SerialLink(
-            SerialSettings(port, baudrate, bytesize, parity, stopbits),
-            name=name,
-            on_data=self._on_data,
-            on_state=self._on_state,
-            reconnect_max_s=reconnect_max_s,
-            errors=self.errors,
-        )
+        self._link = self._make_link(SerialSettings(port, baudrate, bytesize, parity, stopbits), name, reconnect_max_s)
 
     async def __aenter__(self) -> SerialScanner:
         await self._link.__aenter__()

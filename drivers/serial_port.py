@@ -300,6 +300,18 @@ class SerialDevice:
     """The common front of a driver that owns one `SerialLink` (scanner, scales)."""
 
     _link: SerialLink
+    errors: Counter[str]
+
+    def _make_link(self, settings: SerialSettings, name: str, reconnect_max_s: float) -> SerialLink:
+        """The link feeding this device's `_on_data` and `_on_state`, counting into `errors`."""
+        return SerialLink(
+            settings,
+            name=name,
+            on_data=self._on_data,  # type: ignore[attr-defined]
+            on_state=self._on_state,  # type: ignore[attr-defined]
+            reconnect_max_s=reconnect_max_s,
+            errors=self.errors,
+        )
 
     @property
     def state(self) -> LinkState:

@@ -23,11 +23,11 @@ import serial
 
 from drivers.scale_ad import AdDecoder
 from drivers.scale_nci import NciDecoder
-from drivers.scale_sics import SicsError, SicsReply, WeightReading, parse_sics_line
-from drivers.scale_stream import Decoded, ScaleFault, ScaleNotice, ScaleSample
+from drivers.scale_sics import SicsReply, WeightReading, parse_sics_line
+from drivers.scale_stream import Decoded, LineDecoder, ScaleFault, ScaleNotice, ScaleSample
 from drivers.scale_toledo import ToledoDecoder
 from drivers.scanner import FramingError, NoRead, ScannerFramer, ScanRead
-from drivers.serial_port import LineFramer, PortUnavailable, SerialLink, SerialSettings
+from drivers.serial_port import PortUnavailable, SerialLink, SerialSettings
 
 __all__ = ["add_device_probes", "diagnose", "run_probe"]
 
@@ -38,36 +38,22 @@ _POLL_INTERVAL_S = 0.2
 _CAPTURE = 4096
 
 
-class _SicsDecoder:
+class _SicsDecoder(LineDecoder):
     """MT-SICS replies in the same value vocabulary as the stream decoders, for the probe only."""
 
-    def __init__(self) -> None:
-        self._lines = LineFramer(256)
-
-    def reset(self) -> None:
-        self._lines.reset()
-
-    def feed(self, data: bytes, now: float) -> list[Decoded]:
-        out: list[Decoded] = []
-        for line in self._lines.feed(data, now):
-            if isinstance(line, FramingError):
-                out.append(ScaleFault(line.message, now, line.raw))
-                continue
-            reply = parse_sics_line(line, now)
-            if isinstance(reply, WeightReading):
-                out.append(ScaleSample(now, reply.stable, reply.value, reply.unit, reply.grams, raw=bytes(line)))
-            elif isinstance(reply, SicsReply):
-                out.append(ScaleNotice(f"{reply.command} {reply.status}", now, None, bytes(line)))
-            elif isinstance(reply, SicsError) and reply.code == "parse":
-                out.append(ScaleFault(reply.message, now, reply.raw))
-            else:
-                status = reply.code.rsplit(" ", 1)[-1]
-                fault = {"+": "overload", "-": "underload"}.get(status, reply.message)
-                if reply.command in ("S", "SI", "SIR"):
-                    out.append(ScaleSample(now, False, None, "", None, fault=fault, raw=bytes(line)))
-                else:
-                    out.append(ScaleNotice(reply.code, now, reply.message, bytes(line)))
-        return out
+    def decode(self, line: bytes, now: float) -> list[Decoded]:
+        reply = parse_sics_line(line, now)
+        if isinstance(reply, WeightReading):
+            return [ScaleSample(now, reply.stable, reply.value, reply.unit, reply.grams, raw=bytes(line))]
+        if isinstance(reply, SicsReply):
+            return [ScaleNotice(f"{reply.command} {reply.status}", now, None, bytes(line))]
+        if reply.code == "parse":
+            return [ScaleFault(reply.message, now, reply.raw)]
+        status = reply.code.rsplit(" ", 1)[-1]
+        fault = {"+": "overload", "-": "underload"}.get(status, reply.message)
+        if reply.command in ("S", "SI", "SIR"):
+            return [ScaleSample(now, False, None, "", None, fault=fault, raw=bytes(line))]
+        return [ScaleNotice(reply.code, now, reply.message, bytes(line))]
 
 
 DECODERS: dict[str, Callable[[], Any]] = {

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -87,3 +88,12 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "config"
+
+
+async def until(cond: Callable[[], object], timeout_s: float = 3.0, what: str = "condition") -> None:
+    """Wait (async) until `cond()` is true; fail with `what` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.005)

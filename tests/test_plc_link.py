@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 
 from plc.client import Arrival, PlcLink
 from plc.register_map import RegisterMap, default_map
 from simulator.conveyor import SimulatedConveyor
+
+from .conftest import until
 
 # Fast belt keeps tests short: scan at 500 mm is 0.17 s away, lane 1 at 1500 mm another 0.33 s.
 SPEED = 3000.0
@@ -21,14 +23,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-async def _until(cond: Callable[[], object], timeout_s: float = 3.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
 
 
 def _link(port: int, register_map: RegisterMap | None = None, **kw: float) -> PlcLink:
@@ -75,10 +69,10 @@ async def test_divert_accepted_lands_in_lane(line: tuple[SimulatedConveyor, PlcL
     arrival = await _next_arrival(link)
     result = await link.divert(arrival.item_id, 3)
     assert result.status == "accepted" and result.seq >= 1
-    await _until(lambda: arrival.item_id in sim.results, what="unit to leave the belt")
+    await until(lambda: arrival.item_id in sim.results, what="unit to leave the belt")
     assert sim.results[arrival.item_id] == 3
     assert exits == [(arrival.item_id, "phone", 3)]
-    await _until(lambda: link.signals.get("diverted_count") == 1, what="diverted_count")
+    await until(lambda: link.signals.get("diverted_count") == 1, what="diverted_count")
     assert link.signals["divert_ack_item_id"] == arrival.item_id
     assert link.signals["divert_ack_lane"] == 3
     assert link.signals.get("rejected_count") == 0
@@ -88,12 +82,12 @@ async def test_divert_too_late_rides_to_reject(line: tuple[SimulatedConveyor, Pl
     sim, link = line
     sim.induct(120.0, "tablet")
     arrival = await _next_arrival(link)
-    await _until(
+    await until(
         lambda: (sim.position_of(arrival.item_id) or 0.0) > sim.diverter_mm(1) + 20, what="unit past lane 1"
     )
     result = await link.divert(arrival.item_id, 1)
     assert result.status == "too_late"
-    await _until(lambda: arrival.item_id in sim.results, what="unit to leave the belt")
+    await until(lambda: arrival.item_id in sim.results, what="unit to leave the belt")
     assert sim.results[arrival.item_id] == 0
 
 
@@ -101,9 +95,9 @@ async def test_no_command_goes_to_lane_zero(line: tuple[SimulatedConveyor, PlcLi
     sim, link = line
     sim.induct(120.0, "laptop")
     arrival = await _next_arrival(link)
-    await _until(lambda: arrival.item_id in sim.results, what="unit to leave the belt")
+    await until(lambda: arrival.item_id in sim.results, what="unit to leave the belt")
     assert sim.results[arrival.item_id] == 0
-    await _until(lambda: link.signals.get("rejected_count") == 1, what="rejected_count")
+    await until(lambda: link.signals.get("rejected_count") == 1, what="rejected_count")
     assert link.signals["diverted_count"] == 0
 
 
@@ -126,7 +120,7 @@ async def test_divert_rejections_and_sequence(line: tuple[SimulatedConveyor, Plc
     second = await _next_arrival(link)
     r1, r2 = await asyncio.gather(link.divert(arrival.item_id, 4), link.divert(second.item_id, 5))
     assert {r1.status, r2.status} == {"accepted"} and {r1.seq, r2.seq} == {4, 5}
-    await _until(lambda: second.item_id in sim.results, what="second unit to leave")
+    await until(lambda: second.item_id in sim.results, what="second unit to leave")
     assert sim.results == {arrival.item_id: 4, second.item_id: 5}
 
 
@@ -152,12 +146,12 @@ async def test_heartbeats(line: tuple[SimulatedConveyor, PlcLink]) -> None:
     await asyncio.sleep(0.35)
     later = sim.signal("gateway_heartbeat")
     assert isinstance(first, int) and isinstance(later, int) and later >= first + 2
-    await _until(lambda: link.plc_heartbeat_ok, what="plc heartbeat seen")
+    await until(lambda: link.plc_heartbeat_ok, what="plc heartbeat seen")
     sim.freeze_heartbeat = True
-    await _until(lambda: not link.plc_heartbeat_ok, timeout_s=1.0, what="plc heartbeat stale")
+    await until(lambda: not link.plc_heartbeat_ok, timeout_s=1.0, what="plc heartbeat stale")
     assert link.state == "online"  # a stuck PLC program is not a dead socket
     sim.freeze_heartbeat = False
-    await _until(lambda: link.plc_heartbeat_ok, timeout_s=1.0, what="plc heartbeat back")
+    await until(lambda: link.plc_heartbeat_ok, timeout_s=1.0, what="plc heartbeat back")
 
 
 async def test_connects_when_server_appears_later() -> None:
@@ -186,12 +180,12 @@ async def test_server_restart_goes_offline_then_online(line: tuple[SimulatedConv
     watcher = asyncio.create_task(watch())
     try:
         await sim.stop_server()
-        await _until(lambda: link.state == "offline", what="offline")
+        await until(lambda: link.state == "offline", what="offline")
         assert (await link.divert(1, 1)).status == "link_down"
         assert not link.plc_heartbeat_ok
         # A unit scanned while we are blind must not show up later as a fresh arrival.
         sim.induct(100.0, "unseen")
-        await _until(lambda: sim.signal("scan_item_id") == 1, what="unseen unit scanned")
+        await until(lambda: sim.signal("scan_item_id") == 1, what="unseen unit scanned")
         await asyncio.sleep(0.3)
         await sim.start_server()
         await link.wait_online(3)
@@ -215,7 +209,7 @@ async def test_exception_responses_are_counted_not_fatal() -> None:
         SimulatedConveyor(belt_speed_mm_s=SPEED) as sim,
         _link(sim.port, RegisterMap.from_dict(bigger)) as link,
     ):
-        await _until(lambda: link.counters["exceptions"] >= 5, what="exception responses")
+        await until(lambda: link.counters["exceptions"] >= 5, what="exception responses")
         reads = link.counters["reads"]
         await asyncio.sleep(0.1)
         assert link.counters["reads"] > reads  # loops still running
@@ -242,7 +236,7 @@ async def test_garbage_peer_never_crashes_the_link() -> None:
     port = server.sockets[0].getsockname()[1]
     try:
         async with _link(port, timeout_s=0.05) as link:
-            await _until(lambda: replies >= 5, what="garbage replies")
+            await until(lambda: replies >= 5, what="garbage replies")
             await asyncio.sleep(0.3)
             assert link.state != "online"
             assert link.counters["read_errors"] >= 1

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import modbus_tk.defines as cst
@@ -16,6 +16,8 @@ from modbus_tk.modbus_tcp import TcpServer
 
 from plc.client import PlcLink
 from plc.register_map import RegisterMap, default_map
+
+from .conftest import until
 
 # modbus-tk's server thread still calls Event.isSet(); not our code, not our concern here.
 pytestmark = pytest.mark.filterwarnings("ignore:isSet:DeprecationWarning")
@@ -32,14 +34,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-async def _until(cond: Callable[[], object], timeout_s: float = 3.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
 
 
 @pytest.fixture
@@ -76,7 +70,7 @@ async def test_poll_arrival_and_divert_against_modbus_tk(tk_plc: tuple[Any, int]
         async with _link(port) as link:
             await link.wait_online(3)
             await link.wait_armed(3)
-            await _until(lambda: link.signals.get("scan_item_id") == 0, what="first poll")
+            await until(lambda: link.signals.get("scan_item_id") == 0, what="first poll")
             slave.set_values("input_register", ir, [1])
             assert (await asyncio.wait_for(link.arrivals.get(), 2)).item_id == 1
             # Two units between polls: both reported, in order.
@@ -92,8 +86,8 @@ async def test_poll_arrival_and_divert_against_modbus_tk(tk_plc: tuple[Any, int]
 
             slave.set_values("discrete_input", 1, [1])
             slave.set_values("input_register", 5, [0x0001, 0x0002])
-            await _until(lambda: link.signals.get("scan_eye") is True, what="scan eye")
-            await _until(lambda: link.signals.get("encoder_count") == 0x00010002, what="encoder")
+            await until(lambda: link.signals.get("scan_eye") is True, what="scan eye")
+            await until(lambda: link.signals.get("encoder_count") == 0x00010002, what="encoder")
 
             # Play the PLC: when a new request seq lands in the holding registers, ack it.
             async def plc_program() -> list[int]:
@@ -135,7 +129,7 @@ async def test_poll_arrival_and_divert_against_modbus_tk(tk_plc: tuple[Any, int]
             await asyncio.wait_for(canceller, 2)
 
             hb = slave.get_values("holding_register", 0, 1)[0]
-            await _until(
+            await until(
                 lambda: slave.get_values("holding_register", 0, 1)[0] >= hb + 2, what="gateway heartbeat"
             )
     finally:
@@ -164,7 +158,7 @@ async def test_modbus_tk_exception_responses_are_counted(tk_plc: tuple[Any, int]
     d = default_map().to_dict()
     d["vendor_extra"] = {"table": "input_register", "address": 500, "type": "float32"}
     async with _link(port, RegisterMap.from_dict(d)) as link:
-        await _until(lambda: link.counters["exceptions"] >= 3, what="illegal address exceptions")
+        await until(lambda: link.counters["exceptions"] >= 3, what="illegal address exceptions")
         assert link.state != "online"
         assert link.counters["reconnects"] == 0
         assert "plc_heartbeat" in link.signals and "vendor_extra" not in link.signals
