@@ -501,8 +501,9 @@ def _imaging(rng: np.random.Generator, max_angle_deg: float) -> Imaging:
         light_angle_deg=float(rng.uniform(0.0, 360.0)),
         blur_sigma=float(rng.uniform(0.5, 0.85)),
         noise_level=int(rng.integers(1, 3)),
-        perspective_x=float(rng.uniform(-1.5e-5, 1.5e-5)),
-        perspective_y=float(rng.uniform(-1.5e-5, 1.5e-5)),
+        # Up to ~4% keystone across the frame: a camera a few degrees off vertical.
+        perspective_x=float(rng.uniform(-6e-5, 6e-5)),
+        perspective_y=float(rng.uniform(-6e-5, 6e-5)),
     )
 
 
@@ -765,11 +766,14 @@ def _draw_device(appearance: Appearance, px_per_mm: float, rng: np.random.Genera
 
 @dataclass(frozen=True)
 class Scene:
-    """Where the unit ended up in the frame: `homography` maps device px (at px_per_mm) to frame px."""
+    """Where the unit ended up in the frame: `homography` maps device px (at px_per_mm) to frame px;
+    `camera` maps belt-plane px (at px_per_mm) to frame px, the camera's tilt alone, which is what a
+    calibration of the station would measure."""
 
     homography: np.ndarray
     px_per_mm: float
     angle_deg: float
+    camera: np.ndarray = field(default_factory=lambda: np.eye(3))
 
     def to_frame(self, x_mm: float, y_mm: float) -> tuple[float, float]:
         p = self.homography @ np.array([x_mm * self.px_per_mm, y_mm * self.px_per_mm, 1.0])
@@ -780,13 +784,25 @@ class Scene:
         return np.array([self.to_frame(x, y) for x, y in points])
 
 
+def camera_tilt(imaging: Imaging, size: tuple[int, int] = FRAME_SIZE) -> np.ndarray:
+    """Belt-plane px -> frame px: the projective term of a tilted camera, about the frame centre."""
+    width, height = size
+    tilt = np.array([[1, 0, 0], [0, 1, 0], [imaging.perspective_x, imaging.perspective_y, 1]], np.float64)
+    shift = np.array([[1, 0, width / 2], [0, 1, height / 2], [0, 0, 1]], np.float64)
+    unshift = np.array([[1, 0, -width / 2], [0, 1, -height / 2], [0, 0, 1]], np.float64)
+    return shift @ tilt @ unshift
+
+
 def _pose(appearance: Appearance, px_per_mm: float, size: tuple[int, int], margin: float = 10.0) -> np.ndarray:
     """Homography device px -> frame px for the appearance's pose; the angle is reduced (and the
-    unit turned by 90 degrees if that is what fits) until the whole unit is in view."""
+    unit turned by 90 degrees if that is what fits) until the whole unit is in view (a tilted
+    camera enlarges the near side, so the room kept free grows with the tilt)."""
     width, height = size
     w_px, h_px = appearance.width_mm * px_per_mm, appearance.height_mm * px_per_mm
     im = appearance.imaging
     to_centre = np.array([[1, 0, -w_px / 2], [0, 1, -h_px / 2], [0, 0, 1]], np.float64)
+    # A point at the frame's edge moves outwards by up to this factor's inverse under the tilt.
+    shrink = max(0.5, 1.0 - abs(im.perspective_x) * width / 2 - abs(im.perspective_y) * height / 2)
     candidates = [im.angle_deg * f for f in (1.0, 0.75, 0.5, 0.3, 0.15, 0.05, 0.0)]
     candidates += [90.0 + c for c in candidates]
     chosen = None
@@ -794,7 +810,7 @@ def _pose(appearance: Appearance, px_per_mm: float, size: tuple[int, int], margi
         a = math.radians(angle)
         ex = abs(math.cos(a)) * w_px / 2 + abs(math.sin(a)) * h_px / 2
         ey = abs(math.sin(a)) * w_px / 2 + abs(math.cos(a)) * h_px / 2
-        room_x, room_y = width / 2 - margin - ex, height / 2 - margin - ey
+        room_x, room_y = width / 2 * shrink - margin - ex, height / 2 * shrink - margin - ey
         if room_x >= 0 and room_y >= 0:
             chosen = (a, width / 2 + im.offset_x * room_x * 0.9, height / 2 + im.offset_y * room_y * 0.9)
             break
@@ -804,11 +820,7 @@ def _pose(appearance: Appearance, px_per_mm: float, size: tuple[int, int], margi
         chosen = (a, width / 2, height / 2)
     a, cx, cy = chosen
     rotate = np.array([[math.cos(a), -math.sin(a), cx], [math.sin(a), math.cos(a), cy], [0, 0, 1]], np.float64)
-    # Mild camera tilt: a projective term about the frame centre.
-    tilt = np.array([[1, 0, 0], [0, 1, 0], [im.perspective_x, im.perspective_y, 1]], np.float64)
-    shift = np.array([[1, 0, width / 2], [0, 1, height / 2], [0, 0, 1]], np.float64)
-    unshift = np.array([[1, 0, -width / 2], [0, 1, -height / 2], [0, 0, 1]], np.float64)
-    return shift @ tilt @ unshift @ rotate @ to_centre
+    return camera_tilt(im, size) @ rotate @ to_centre
 
 
 def device_placement(
@@ -844,7 +856,10 @@ def render_scene(
     patch = _draw_device(appearance, px_per_mm, rng)
     mask = _device_mask(appearance, px_per_mm, patch.shape[:2])
     homography = _pose(appearance, px_per_mm, size)
-    scene = Scene(homography, px_per_mm, math.degrees(math.atan2(homography[1, 0], homography[0, 0])))
+    scene = Scene(
+        homography, px_per_mm, math.degrees(math.atan2(homography[1, 0], homography[0, 0])),
+        camera_tilt(appearance.imaging, size),
+    )
     corners = scene.corners(appearance.width_mm, appearance.height_mm)
     fx0, fy0 = max(math.floor(corners[:, 0].min()) - 2, 0), max(math.floor(corners[:, 1].min()) - 2, 0)
     fx1, fy1 = min(math.ceil(corners[:, 0].max()) + 3, width), min(math.ceil(corners[:, 1].max()) + 3, height)

@@ -9,11 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from edge.grading import DamageSummary, cosmetic_grade
 from edge.policy import load_policy
-from simulator.render import Appearance, generate_appearance, render_frame
-from vision.damage import DamageChecker, warm_up
+from simulator.render import Appearance, DefectSpec, Imaging, generate_appearance, render_frame
+from vision.damage import DamageChecker, straight_strokes, warm_up
 from vision.report import DamageReport
 
 UNITS_PER_GRADE = 20
@@ -193,3 +196,65 @@ def test_defects_lie_inside_the_screen() -> None:
                     reach_y = abs(math.sin(math.radians(d.angle_deg))) * d.length_mm / 2
                 assert d.x_mm - reach_x >= 4.0 and d.x_mm + reach_x <= 60.0
                 assert d.y_mm - reach_y >= 4.0 and d.y_mm + reach_y <= 134.0
+
+
+# --- crossing scratches are not a crack ------------------------------------------------------------
+
+
+def _on_plain_phone(defects: list[DefectSpec], seed: int) -> np.ndarray:
+    appearance = Appearance(
+        "phone", 146.7, 71.5, (130, 130, 135), False, defects, corner_radius_mm=8.0,
+        imaging=Imaging(angle_deg=25.0 * seed, perspective_x=4e-5 * (seed - 1)),
+    )
+    return render_frame(appearance, np.random.default_rng(seed))
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize(("first", "second"), [(20.0, 110.0), (0.0, 60.0), (45.0, 135.0)])
+def test_two_crossing_scratches_are_two_scratches(
+    checker: DamageChecker, seed: int, first: float, second: float
+) -> None:
+    """An X of two scratches spreads like a star, which the moments alone would call a crack."""
+    crossing = [DefectSpec("scratch", 50, 35, 14, first), DefectSpec("scratch", 50, 35, 12, second)]
+    frame = _on_plain_phone(crossing, seed)
+    report = checker.check(frame)
+    assert [d.kind for d in report.defects] == ["scratch", "scratch"], report.defects
+    assert sorted(d.length_mm for d in report.defects) == pytest.approx([12.0, 14.0], abs=1.8)
+    assert grade_from(report) == "C"  # one longer than the 7 mm B limit, no crack
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize(("arm_mm", "branches"), [(15.0, 4), (20.0, 3), (12.0, 5), (18.0, 3), (25.0, 4)])
+def test_a_branching_crack_stays_a_crack(checker: DamageChecker, seed: int, arm_mm: float, branches: int) -> None:
+    frame = _on_plain_phone([DefectSpec("crack", 60, 35, arm_mm, 30.0 * seed, branches)], seed)
+    report = checker.check(frame)
+    assert [d.kind for d in report.defects] == ["crack"], report.defects
+
+
+def _stroke_pixels(start: tuple[float, float], end: tuple[float, float], width: int = 2) -> np.ndarray:
+    length = math.dist(start, end)
+    t = np.linspace(0.0, 1.0, int(length) + 1)[:, None]
+    line = np.asarray(start) + t * (np.asarray(end) - np.asarray(start))
+    return np.unique(np.rint(np.concatenate([line + np.array([0, k]) for k in range(width)])), axis=0)
+
+
+def test_straight_strokes_geometry() -> None:
+    """Pure geometry: an X is two strokes, a V (arms meeting at their ends) and a T are not."""
+    x = np.concatenate([_stroke_pixels((0, 0), (60, 40)), _stroke_pixels((0, 40), (60, 0))])
+    strokes = straight_strokes(x, band=2.5, min_length=10)
+    assert len(strokes) == 2
+    assert sorted(math.dist(a, b) for a, b, _ in strokes) == pytest.approx([72.1, 72.1], abs=3)
+    v = np.concatenate([_stroke_pixels((0, 0), (30, 40)), _stroke_pixels((30, 40), (60, 0))])
+    assert straight_strokes(v, band=2.5, min_length=10) == []
+    t = np.concatenate([_stroke_pixels((0, 0), (60, 0)), _stroke_pixels((30, 0), (30, 40))])
+    assert straight_strokes(t, band=2.5, min_length=10) == []
+    one = _stroke_pixels((5, 5), (80, 30))
+    assert len(straight_strokes(one, band=2.5, min_length=10)) == 1
+    assert straight_strokes(np.empty((0, 2)), band=2.5, min_length=10) == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(hnp.arrays(np.float64, st.tuples(st.integers(0, 300), st.just(2)), elements=st.floats(-1e4, 1e4)))
+def test_straight_strokes_takes_any_points(points: np.ndarray) -> None:
+    for start, end, pixels in straight_strokes(points, band=2.5, min_length=10):
+        assert np.isfinite(start).all() and np.isfinite(end).all() and 0 < pixels <= len(points)

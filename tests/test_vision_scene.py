@@ -20,6 +20,7 @@ from edge.identity import parse_identity
 from simulator.render import (
     Appearance,
     BlemishSpec,
+    DefectSpec,
     Imaging,
     OutlineSpec,
     generate_appearance,
@@ -92,6 +93,60 @@ def test_rectify_gives_the_canonical_view(checker: DamageChecker) -> None:
     # The middle of the canonical view is the screen (dark), its border the body (grey).
     h, w = view.shape[:2]
     assert view[h // 2, w // 2].mean() < 60 and view[h // 2, 6].mean() > 90
+
+
+@pytest.mark.parametrize(
+    ("tilt_x", "tilt_y", "angle", "offset_x"),
+    [(1.2e-4, 0.0, 20.0, 0.8), (-1.2e-4, 8e-5, -35.0, -0.8), (1e-4, -1e-4, 5.0, 0.9), (0.0, 1.5e-4, 70.0, 0.5)],
+)
+def test_tilted_camera_is_rectified_from_the_four_corners(
+    tilt_x: float, tilt_y: float, angle: float, offset_x: float
+) -> None:
+    """Known geometry under a strong keystone (up to ~10% scale change across the frame): the
+    outline's corners are found where the renderer put them, and with the station's calibration
+    (the camera's plane homography) the unit's size and a scratch's length and position come out
+    in true millimetres, although the two ends of the unit are imaged at different scales."""
+    scratch = DefectSpec("scratch", 40.0, 35.0, 20.0, 0.0)
+    imaging = Imaging(angle_deg=angle, offset_x=offset_x, perspective_x=tilt_x, perspective_y=tilt_y)
+    frame, scene = render_scene(_plain(defects=[scratch], imaging=imaging), np.random.default_rng(1))
+    checker = DamageChecker(px_per_mm=3.0, camera_homography=scene.camera)
+    pose = checker.locate(frame)
+    assert pose is not None
+    truth = scene.corners(146.7, 71.5)
+    # The canonical view may start at any of the four corners (the smallest turn upright).
+    found = pose.corners()
+    assert min(np.abs(np.roll(found, k, axis=0) - truth).max() for k in range(4)) < 2.5
+    report = checker.check(frame)
+    long_side, short_side = sorted((report.device_width_mm, report.device_height_mm), reverse=True)
+    assert long_side == pytest.approx(146.7, abs=0.8) and short_side == pytest.approx(71.5, abs=0.6)
+    assert [d.kind for d in report.defects] == ["scratch"]
+    assert report.defects[0].length_mm == pytest.approx(20.0, abs=1.3)
+    tx, ty = scene.to_frame(40.0, 35.0)
+    assert math.dist(report.defects[0].frame_px, (tx, ty)) < 3 * 3.0
+    # The rectified view is a true rectangle: the screen (dark, 4 mm inside the body) starts 12 px
+    # from every border of the view, at both ends of each side.
+    gray = cv2.cvtColor(pose.rectify(frame), cv2.COLOR_BGR2GRAY)
+    h, w = gray.shape
+    assert w == pytest.approx(pose.width_px, abs=1) and h == pytest.approx(pose.height_px, abs=1)
+    for line in (gray[h // 4], gray[3 * h // 4], gray[:, w // 4], gray[:, 3 * w // 4]):
+        dark = np.flatnonzero(line < 60)
+        assert dark[0] == pytest.approx(12, abs=2.5) and len(line) - 1 - dark[-1] == pytest.approx(12, abs=2.5)
+    # Without the calibration a tilted view can only be measured at the frame's mean scale:
+    # the sizes are off by the local keystone, but rectification still holds.
+    uncalibrated = DamageChecker(px_per_mm=3.0).check(frame)
+    assert max(uncalibrated.device_width_mm, uncalibrated.device_height_mm) == pytest.approx(146.7, rel=0.08)
+
+
+def test_corner_fit_ignores_notches_in_the_sides() -> None:
+    """Fitting the sides to the hull: a missing piece in the middle of a side does not pull the
+    side (and so the corners) inwards."""
+    spec = OutlineSpec("missing_part", 0, 73.0, 35.0, 6.0)
+    frame, scene = render_scene(_plain(outline=[spec], imaging=Imaging(angle_deg=12.0, perspective_x=8e-5)),
+                                np.random.default_rng(4))
+    pose = DamageChecker(px_per_mm=3.0, camera_homography=scene.camera).locate(frame)
+    assert pose is not None
+    truth = scene.corners(146.7, 71.5)
+    assert min(np.abs(np.roll(pose.corners(), k, axis=0) - truth).max() for k in range(4)) < 2.5
 
 
 # --- blemishes are not damage ------------------------------------------------------------------
@@ -169,6 +224,60 @@ def test_catalog_size_mismatch_is_a_missing_part(checker: DamageChecker) -> None
     assert short.to_dict()["expected_size_mm"] == [158.2, 76.7]
     # Garbage in the catalog changes nothing.
     assert compare_with_catalog(report, (float("nan"), -1.0)) == report
+
+
+def test_larger_than_catalog_outline_is_flagged(checker: DamageChecker) -> None:
+    """An outline beyond the catalog's (swollen battery, bent housing, wrong item) does not match
+    the unit either: "oversize", which grades like a missing part; within tolerance nothing."""
+    frame = render_frame(_plain(w=158.0, h=78.0), np.random.default_rng(5))
+    report = checker.check(frame)
+    assert compare_with_catalog(report, (157.0, 77.5)).missing_parts == []
+    large = checker.check(frame, expected_size_mm=(146.7, 71.5))
+    assert [d.kind for d in large.defects] == ["oversize"]
+    assert large.missing_parts == large.defects and large.damage_score >= 0.8
+    assert large.defects[0].width_mm == pytest.approx(158.0 - 146.7, abs=1.5)
+    assert large.to_dict()["missing_part_count"] == 1
+    # One side short and the other long is still one mismatch, the larger one.
+    mixed = compare_with_catalog(report, (150.0, 90.0))
+    assert [d.kind for d in mixed.defects] == ["missing_part"]
+    assert mixed.defects[0].width_mm == pytest.approx(12, abs=1.5)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        OutlineSpec("chip", 0, 4.0, 6.0, 2.5),
+        OutlineSpec("chip", 1, 67.0, 6.0, 2.0),
+        OutlineSpec("chip", 3, 4.0, 6.0, 2.0),
+        OutlineSpec("missing_part", 2, 140.0, 16.0, 5.0),
+    ],
+)
+@pytest.mark.parametrize(("angle", "tilt"), [(0.0, 0.0), (33.0, 8e-5), (100.0, -1e-4)])
+def test_chipped_corner_is_found(spec: OutlineSpec, angle: float, tilt: float) -> None:
+    """Damage within 14 mm of a corner, where the sides' check does not look."""
+    frame, scene = render_scene(_plain(outline=[spec], imaging=Imaging(angle_deg=angle, perspective_x=tilt)),
+                                np.random.default_rng(3))
+    report = DamageChecker(px_per_mm=3.0, camera_homography=scene.camera).check(frame)
+    outline = [d for d in report.defects if d.kind in ("dent", "chip", "missing_part")]
+    assert len(outline) == 1, report.defects
+    assert outline[0].kind == spec.kind
+    # A corner finding is placed at its deepest point, up to a few mm inside the spec's edge centre.
+    tx, ty = scene.to_frame(*spec.centre_mm(146.7, 71.5))
+    assert math.dist(outline[0].frame_px, (tx, ty)) < 9 * 3.0
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_intact_rounded_corners_are_not_chips(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    category = ("phone", "tablet", "laptop")[seed % 3]
+    size = {"phone": (146.7, 71.5), "tablet": (247.6, 178.5), "laptop": (304.1, 212.4)}[category]
+    radius = {"phone": 8.0, "tablet": 10.0, "laptop": 6.0}[category]
+    imaging = Imaging(angle_deg=float(rng.uniform(-90, 90)), perspective_x=float(rng.uniform(-1e-4, 1e-4)),
+                      perspective_y=float(rng.uniform(-1e-4, 1e-4)), blur_sigma=0.8, noise_level=2)
+    appearance = _plain(category, *size, corner_radius_mm=radius, imaging=imaging)
+    frame, scene = render_scene(appearance, rng)
+    report = DamageChecker(px_per_mm=3.0, camera_homography=scene.camera).check(frame)
+    assert report.device_found and report.defects == []
 
 
 # --- labels: masked from inspection, read by the barcode fallback ---------------------------------

@@ -4,9 +4,11 @@ Pipeline per frame (all single-threaded, GIL released in OpenCV and the Numba ke
 
 1. locate the device: colour difference from the belt (estimated on the frame border) on a
    half-size copy, largest outer contour, which must not touch the frame edge; its minimum-area
-   rectangle gives centre, angle and size. The canonical view is that rectangle turned by the
-   smallest angle (|angle| <= 45 degrees) that makes it axis-aligned, origin at its top-left corner;
-   pixels become millimetres through the calibration `px_per_mm`.
+   rectangle gives a rough pose, turned by the smallest angle (|angle| <= 45 degrees) that makes it
+   axis-aligned. A straight line fitted to each side of the outline's convex hull gives the four
+   corners, and a homography from the canonical rectangle onto them (a tilted camera sees a
+   general quadrilateral); with the station's `camera_homography` the size is measured on the belt
+   plane. Pixels become millimetres through the calibration `px_per_mm`.
 2. inspect the interior minus a margin: Numba line response (a pixel brighter or darker than both
    flanks `radius` px away) on the grey image of the unit's bounding box. Measuring happens on the
    camera's own pixels and only the results are carried into the canonical view: resampling the
@@ -21,8 +23,9 @@ Pipeline per frame (all single-threaded, GIL released in OpenCV and the Numba ke
    for the line filter) never become components at all;
 6. outline: the contour in canonical coordinates, side by side (corners excluded), against a
    straight line fitted to each side: inward runs are dents (shallow, smooth), chips (steep) or
-   missing parts (deep or long). With the catalog size, a unit measurably smaller than its
-   catalog outline also has a missing part.
+   missing parts (deep or long). Corners: deeper inside than the rounding the other corners show
+   is a chip. With the catalog size, a unit measurably smaller than its catalog outline also has a
+   missing part, a larger one is "oversize".
 
 `DamageChecker.check` never raises for bad input and keeps no per-call state on the instance, so
 one checker can serve several worker threads at once.
@@ -47,8 +50,11 @@ _TILE = 16
 
 @dataclass(frozen=True)
 class DevicePose:
-    """The located unit. `centre` and the contour are full-resolution frame px; `angle_deg` turns
-    frame axes into the canonical view; width/height are the canonical view's sides in px."""
+    """The located unit. `centre` and the contour are full-resolution frame px; width/height are the
+    canonical view's sides in px at the checker's calibration. `homography` maps canonical px to
+    frame px: a camera that looks at the belt at a slant sees the rectangle as a general
+    quadrilateral, so the mapping is projective, fitted to the unit's four outline corners.
+    `angle_deg` is the in-plane turn of the unit (for people: the report and the evidence)."""
 
     left: int
     top: int
@@ -60,40 +66,50 @@ class DevicePose:
     height_px: float
     contour: np.ndarray  # full-resolution outer contour, int32 (N, 1, 2)
     contour_f: np.ndarray  # the same points as float64 (N, 2), at pixel centres
+    homography: np.ndarray  # 3x3, canonical px -> frame px
 
     def to_device(self, points: np.ndarray) -> np.ndarray:
         """Frame px (N, 2) -> canonical px (N, 2), origin at the unit's top-left corner."""
-        a = math.radians(self.angle_deg)
-        c, s = math.cos(a), math.sin(a)
-        d = np.asarray(points, np.float64) - np.array(self.centre)
-        x = c * d[:, 0] + s * d[:, 1]
-        y = -s * d[:, 0] + c * d[:, 1]
-        return np.stack([x + self.width_px / 2, y + self.height_px / 2], axis=1)
+        return _apply_homography(np.linalg.inv(self.homography), points)
 
     def to_frame(self, points: np.ndarray) -> np.ndarray:
-        a = math.radians(self.angle_deg)
-        c, s = math.cos(a), math.sin(a)
-        p = np.asarray(points, np.float64) - np.array([self.width_px / 2, self.height_px / 2])
-        x = c * p[:, 0] - s * p[:, 1]
-        y = s * p[:, 0] + c * p[:, 1]
-        return np.stack([x + self.centre[0], y + self.centre[1]], axis=1)
+        return _apply_homography(self.homography, points)
 
     def corners(self) -> np.ndarray:
         w, h = self.width_px, self.height_px
         return self.to_frame(np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float64))
 
+    def local_scale(self, frame_points: np.ndarray) -> np.ndarray:
+        """Canonical px per frame px at each frame point (N,): lengths measured on the camera's
+        pixels become canonical lengths with it, so the far end of a tilted view is not shrunk."""
+        inverse = np.linalg.inv(self.homography)
+        p = np.asarray(frame_points, np.float64).reshape(-1, 2)
+        w = inverse[2, 0] * p[:, 0] + inverse[2, 1] * p[:, 1] + inverse[2, 2]
+        # |det J| of a projective map at a point is det(H) / w^3; the square root is the area scale.
+        return np.sqrt(np.abs(np.linalg.det(inverse) / w**3))
+
     def rectify(self, frame: np.ndarray, px_per_mm_out: float | None = None, scale: float = 1.0) -> np.ndarray:
         """The canonical view as an image (for people and evidence; measuring uses the raw pixels)."""
-        a = math.radians(self.angle_deg)
-        c, s = math.cos(a), math.sin(a)
-        cx, cy = self.centre
         w, h = self.width_px * scale, self.height_px * scale
-        matrix = np.array(
-            [[c * scale, s * scale, w / 2 - scale * (c * cx + s * cy)],
-             [-s * scale, c * scale, h / 2 - scale * (-s * cx + c * cy)]],
-            np.float64,
-        )
-        return cv2.warpAffine(frame, matrix, (max(1, round(w)), max(1, round(h))), flags=cv2.INTER_LINEAR)
+        to_view = np.diag([scale, scale, 1.0]) @ np.linalg.inv(self.homography)
+        return cv2.warpPerspective(frame, to_view, (max(1, round(w)), max(1, round(h))), flags=cv2.INTER_LINEAR)
+
+
+def _apply_homography(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
+    p = np.asarray(points, np.float64).reshape(-1, 2)
+    x = matrix[0, 0] * p[:, 0] + matrix[0, 1] * p[:, 1] + matrix[0, 2]
+    y = matrix[1, 0] * p[:, 0] + matrix[1, 1] * p[:, 1] + matrix[1, 2]
+    w = matrix[2, 0] * p[:, 0] + matrix[2, 1] * p[:, 1] + matrix[2, 2]
+    return np.stack([x / w, y / w], axis=1)
+
+
+def _rotation_homography(centre: tuple[float, float], angle_deg: float, width: float, height: float) -> np.ndarray:
+    """Canonical px -> frame px for an upright view: a turn by `angle_deg` about `centre`."""
+    a = math.radians(angle_deg)
+    c, s = math.cos(a), math.sin(a)
+    to_centre = np.array([[1, 0, -width / 2], [0, 1, -height / 2], [0, 0, 1]], np.float64)
+    turn = np.array([[c, -s, centre[0]], [s, c, centre[1]], [0, 0, 1]], np.float64)
+    return turn @ to_centre
 
 
 class DamageChecker:
@@ -128,6 +144,7 @@ class DamageChecker:
         size_tolerance_mm: float = 3.0,
         size_tolerance_pct: float = 2.0,
         label_min_tiles: int = 6,
+        camera_homography: np.ndarray | None = None,
     ) -> None:
         if not math.isfinite(px_per_mm) or px_per_mm <= 0:
             raise ValueError(f"px_per_mm must be positive, got {px_per_mm}")
@@ -157,6 +174,7 @@ class DamageChecker:
         self.size_tolerance_mm = size_tolerance_mm
         self.size_tolerance_pct = size_tolerance_pct
         self.label_min_tiles = label_min_tiles
+        self.camera_homography = _camera_homography(camera_homography)
 
     # -- public -----------------------------------------------------------------------------------
 
@@ -217,7 +235,7 @@ class DamageChecker:
                 error=f"surface too busy to inspect ({n_labels - 1} line fragments)", **common,  # type: ignore[arg-type]
             )
         stats = kernels.component_stats(foreground, labels, response, orientation, n_labels)
-        defects = self._classify(stats[1:], device, low, high)
+        defects = self._classify(stats[1:], device, low, high, labels)
         if not whole_frame:
             defects += self._outline(device)
         defects.sort(key=_defect_order)
@@ -268,11 +286,68 @@ class DamageChecker:
         w_px, h_px = w_side + 1, h_side + 1
         if min(w_px, h_px) < self.min_device_px:
             return None
+        contour_f = contour.reshape(-1, 2).astype(np.float64)
+        rough = _rotation_homography((float(centre_x), float(centre_y)), angle, w_px, h_px)
+        homography, w_px, h_px = self._fit_quadrilateral(contour_f, rough, w_px, h_px)
+        centre = _apply_homography(homography, np.array([[w_px / 2, h_px / 2]]))[0]
         fx, fy, fw, fh = cv2.boundingRect(contour)
         return DevicePose(
-            fx, fy, fx + fw, fy + fh, (float(centre_x), float(centre_y)), angle, w_px, h_px,
-            contour, contour.reshape(-1, 2).astype(np.float64),
+            fx, fy, fx + fw, fy + fh, (float(centre[0]), float(centre[1])), angle, w_px, h_px,
+            contour, contour_f, homography,
         )
+
+    def _fit_quadrilateral(
+        self, contour_f: np.ndarray, rough: np.ndarray, w_px: float, h_px: float
+    ) -> tuple[np.ndarray, float, float]:
+        """The outline's four corners from a straight line fitted to each side, and the homography
+        from the canonical rectangle onto them; falls back to the rotated rectangle `rough`.
+
+        Lines are fitted to the convex hull, not the raw contour: every kind of outline damage is
+        a notch, and the hull bridges a notch along the very line the intact edge lies on. Only
+        the middle of each side counts, away from the rounded corners."""
+        hull = cv2.convexHull(contour_f.astype(np.float32)).reshape(-1, 2).astype(np.float64)
+        samples = _densify(hull, step=2.0)
+        local = _apply_homography(np.linalg.inv(rough), samples)
+        # Keystone moves a side's ends by a few percent of its length off the rectangle.
+        band = max(0.08 * min(w_px, h_px), 4.0)
+        lines = []
+        for side in range(4):
+            along, inward, length = _side_coordinates(local, side, w_px, h_px)
+            trim = min(self.outline_corner_mm * self.px_per_mm, 0.3 * length)
+            near = (np.abs(inward) < band) & (along > trim) & (along < length - trim)
+            if np.count_nonzero(near) < 6:
+                return rough, w_px, h_px
+            vx, vy, x0, y0 = cv2.fitLine(samples[near].astype(np.float32), cv2.DIST_HUBER, 0, 0.01, 0.01).ravel()
+            normal = np.array([-vy, vx], np.float64)
+            # Orient the normal outwards (away from the unit's centre) and move the line half a
+            # pixel out: contour points are pixel centres, the edge is the pixels' outer border.
+            inside = _apply_homography(rough, np.array([[w_px / 2, h_px / 2]]))[0]
+            offset = float(normal @ np.array([x0, y0]))
+            if normal @ inside > offset:
+                normal, offset = -normal, -offset
+            lines.append((normal, offset + 0.5))
+        # Corners of the canonical view: top-left = top & left, then clockwise.
+        quad = []
+        for first, second in ((0, 3), (0, 1), (2, 1), (2, 3)):
+            (n1, c1), (n2, c2) = lines[first], lines[second]
+            matrix = np.array([n1, n2])
+            if abs(float(np.linalg.det(matrix))) < 1e-6:
+                return rough, w_px, h_px
+            quad.append(np.linalg.solve(matrix, np.array([c1, c2])))
+        frame_quad = np.array(quad, np.float64)
+        plane_quad = frame_quad if self.camera_homography is None else _apply_homography(
+            np.linalg.inv(self.camera_homography), frame_quad
+        )
+        top, right = np.linalg.norm(plane_quad[1] - plane_quad[0]), np.linalg.norm(plane_quad[2] - plane_quad[1])
+        bottom, left = np.linalg.norm(plane_quad[2] - plane_quad[3]), np.linalg.norm(plane_quad[3] - plane_quad[0])
+        width, height = float(top + bottom) / 2, float(left + right) / 2
+        # A fit far off the rough rectangle means the sides were not straight lines (a unit
+        # badly broken, or two units touching): the rectangle is the safer description.
+        if not (0.8 < width / w_px < 1.25 and 0.8 < height / h_px < 1.25):
+            return rough, w_px, h_px
+        canonical = np.array([[0, 0], [width, 0], [width, height], [0, height]], np.float32)
+        homography = cv2.getPerspectiveTransform(canonical, frame_quad.astype(np.float32)).astype(np.float64)
+        return homography, width, height
 
     def _belt_mask(self, image: np.ndarray, belt: np.ndarray) -> np.ndarray:
         """255 where the image differs from the belt colour by more than `belt_threshold`."""
@@ -338,10 +413,13 @@ class DamageChecker:
             max(self.high_threshold, self.noise_factor_high * noise),
         )
 
-    def _classify(self, stats: np.ndarray, device: DevicePose, low: float, high: float) -> list[Defect]:
+    def _classify(
+        self, stats: np.ndarray, device: DevicePose, low: float, high: float, labels: np.ndarray
+    ) -> list[Defect]:
         if stats.shape[0] == 0:
             return []
         strong = stats[:, kernels.STAT_MAX_RESPONSE] >= high
+        label_ids = np.flatnonzero(strong) + 1
         stats = stats[strong]
         if stats.shape[0] == 0:
             return []
@@ -370,14 +448,27 @@ class DamageChecker:
         is_crack = ((spread >= self.crack_spread) & (major >= self.crack_min_extent_px)) | (
             major >= self.crack_min_length_px
         )
+        # Straight strokes that only look like a crack by their moments: scratches crossing each
+        # other (an X spreads like a star). Checked on the component's pixels.
+        strokes: dict[int, list[tuple[np.ndarray, np.ndarray, int]]] = {}
+        for i in np.flatnonzero(is_crack):
+            found = self._straight_strokes(labels, int(label_ids[i]), mean_x[i], mean_y[i], major[i])
+            # One stroke alone is no reading: a crack of two long arms is nearly straight too.
+            if found and len(found) == 2:
+                strokes[int(i)] = found
+                is_crack[i] = False
         length = np.where(is_crack, np.maximum(count / self.stroke_width_px, major), length)
         width = count / length
         is_noise = ~is_crack & ((length < self.min_defect_px) | (spread > self.noise_spread))
+        for i in strokes:
+            is_noise[i] = True  # reported below, one scratch per stroke
 
         ppm = self.px_per_mm
         keep = np.flatnonzero(~is_noise)
         centres_frame = np.stack([mean_x[keep] + device.left, mean_y[keep] + device.top], axis=1)
         centres_device = device.to_device(centres_frame) if keep.size else centres_frame
+        # Lengths were measured on the camera's pixels; a tilted view shrinks the far side.
+        scale = device.local_scale(centres_frame) if keep.size else np.ones(0)
         defects: list[Defect] = []
         for row, i in enumerate(keep):
             crack = bool(is_crack[i])
@@ -394,15 +485,62 @@ class DamageChecker:
                     kind="crack" if crack else "scratch",
                     x_mm=float(centres_device[row, 0]) / ppm,
                     y_mm=float(centres_device[row, 1]) / ppm,
-                    length_mm=float(length[i]) / ppm,
-                    width_mm=float(width[i]) / ppm,
-                    area_mm2=float(count[i]) / ppm**2,
+                    length_mm=float(length[i] * scale[row]) / ppm,
+                    width_mm=float(width[i] * scale[row]) / ppm,
+                    area_mm2=float(count[i] * scale[row] ** 2) / ppm**2,
                     confidence=confidence,
                     frame_px=(fx, fy),
                     outline_px=tuple((float(x), float(y)) for x, y in box),
                 )
             )
+        for i, found in strokes.items():
+            contrast = min(1.0, (mean_response[i] - low) / (2 * high))
+            for start, end, pixels in found:
+                offset = np.array([device.left, device.top], np.float64)
+                start_f, end_f = start + offset, end + offset
+                centre = (start_f + end_f) / 2
+                local = float(device.local_scale(centre[None])[0])
+                stroke_px = float(np.hypot(*(end - start)))
+                ends_device = device.to_device(np.array([start_f, end_f]))
+                stroke_length = float(np.hypot(*(ends_device[1] - ends_device[0])))
+                size_term = min(1.0, stroke_length / (3 * self.min_defect_px))
+                box = cv2.boxPoints(
+                    ((float(centre[0]), float(centre[1])), (stroke_px + 4, 6.0),
+                     math.degrees(math.atan2(*(end - start)[::-1])))
+                )
+                centre_device = device.to_device(centre[None])[0]
+                defects.append(
+                    Defect(
+                        kind="scratch",
+                        x_mm=float(centre_device[0]) / ppm,
+                        y_mm=float(centre_device[1]) / ppm,
+                        length_mm=stroke_length / ppm,
+                        width_mm=pixels * local / max(stroke_length, 1.0) / ppm,
+                        area_mm2=pixels * local**2 / ppm**2,
+                        confidence=float(np.clip(0.4 + 0.6 * contrast * size_term, 0.0, 1.0)),
+                        frame_px=(float(centre[0]), float(centre[1])),
+                        outline_px=tuple((float(x), float(y)) for x, y in box),
+                    )
+                )
         return defects
+
+    def _straight_strokes(
+        self, labels: np.ndarray, label: int, centre_x: float, centre_y: float, extent: float
+    ) -> list[tuple[np.ndarray, np.ndarray, int]] | None:
+        """The component as one straight stroke, or as two straight strokes that cross (an X, each
+        running on past the crossing on both sides); None when it is neither, as a crack is: arms
+        that wander, branch, or meet at an impact point. Returns (start, end, pixels) per stroke in
+        the labels' px."""
+        reach = int(extent) + 4
+        x0, y0 = max(int(centre_x) - reach, 0), max(int(centre_y) - reach, 0)
+        window = labels[y0 : int(centre_y) + reach + 1, x0 : int(centre_x) + reach + 1]
+        ys, xs = np.nonzero(window == label)
+        if xs.size < 2 * self.min_defect_px:
+            return None
+        points = np.stack([xs + x0, ys + y0], axis=1).astype(np.float64)
+        # The band holds a stroke's anti-aliased, blurred flanks, which answer the line filter too.
+        found = straight_strokes(points, band=self.stroke_width_px + 1.0, min_length=3 * self.min_defect_px)
+        return found or None
 
     def _outline(self, device: DevicePose) -> list[Defect]:
         """Inward runs of the outline against each side's straight line, corners excluded."""
@@ -484,6 +622,68 @@ class DamageChecker:
                         outline_px=tuple((float(x), float(y)) for x, y in frame_quad),
                     )
                 )
+        return defects + self._corners(device, points)
+
+    def _corners(self, device: DevicePose, points: np.ndarray) -> list[Defect]:
+        """Chips at the corners, which the side check leaves out: every corner should follow the
+        same rounding. Its radius is measured on the corners themselves (the second smallest
+        cut-off of the four, so up to two damaged corners cannot inflate it); an outline point
+        deeper inside than that rounded corner puts it there, is missing material."""
+        ppm = self.px_per_mm
+        w, h = device.width_px, device.height_px
+        zone = self.outline_corner_mm * ppm
+        if min(w, h) <= 2 * zone:
+            return []
+        local: list[np.ndarray] = []
+        for flip_x, flip_y in ((False, False), (True, False), (True, True), (False, True)):
+            u = w - points[:, 0] if flip_x else points[:, 0]
+            v = h - points[:, 1] if flip_y else points[:, 1]
+            local.append(np.stack([u, v], axis=1))
+        cutoffs = []
+        for uv in local:
+            in_zone = (uv[:, 0] < zone) & (uv[:, 1] < zone)
+            if np.count_nonzero(in_zone) < 4:
+                return []
+            # Along the diagonal a corner of radius r is cut back by r (sqrt 2 - 1).
+            cutoffs.append(float(np.min(np.hypot(uv[in_zone, 0], uv[in_zone, 1]))))
+        radius = min(sorted(cutoffs)[1] / (math.sqrt(2) - 1), zone)
+        defects: list[Defect] = []
+        for corner_index, uv in enumerate(local):
+            in_zone = (uv[:, 0] < zone) & (uv[:, 1] < zone)
+            u, v = uv[in_zone, 0], uv[in_zone, 1]
+            on_arc = (u < radius) & (v < radius)
+            depth = np.where(on_arc, radius - np.hypot(radius - u, radius - v), np.minimum(u, v))
+            missing = depth > self.outline_min_depth_mm * ppm
+            if not missing.any():
+                continue
+            # The damaged stretch of outline, measured along the contour's own points.
+            extent = np.hypot(np.ptp(u[missing]), np.ptp(v[missing])) / ppm
+            if extent < self.outline_min_length_mm:
+                continue
+            depth_mm = float(depth.max()) / ppm
+            deepest = int(np.argmax(depth))
+            du, dv = u[deepest], v[deepest]
+            cx = w - du if corner_index in (1, 2) else du
+            cy = h - dv if corner_index in (2, 3) else dv
+            kind = "missing_part" if depth_mm >= self.missing_depth_mm or extent >= self.missing_length_mm else "chip"
+            corner_xy = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float64)[corner_index]
+            box = np.array([corner_xy, [cx, cy]])
+            lo, hi = box.min(axis=0) - 4, box.max(axis=0) + 4
+            quad = np.array([[lo[0], lo[1]], [hi[0], lo[1]], [hi[0], hi[1]], [lo[0], hi[1]]])
+            fx, fy = device.to_frame(np.array([[cx, cy]]))[0]
+            defects.append(
+                Defect(
+                    kind=kind,  # type: ignore[arg-type]
+                    x_mm=float(cx) / ppm,
+                    y_mm=float(cy) / ppm,
+                    length_mm=float(extent),
+                    width_mm=depth_mm,
+                    area_mm2=float(depth[missing].sum()) * 2.0 / ppm**2,
+                    confidence=float(np.clip(0.5 + 0.5 * (depth_mm - self.outline_min_depth_mm), 0.5, 1.0)),
+                    frame_px=(float(fx), float(fy)),
+                    outline_px=tuple((float(x), float(y)) for x, y in device.to_frame(quad)),
+                )
+            )
         return defects
 
 
@@ -491,7 +691,8 @@ def compare_with_catalog(
     report: DamageReport, expected_size_mm: tuple[float, float], tolerance_mm: float = 3.0, tolerance_pct: float = 2.0
 ) -> DamageReport:
     """Add a missing part when the measured outline is smaller than the catalog's (either side,
-    beyond the tolerance). Pure; applied after the check, once the unit's identity is known."""
+    beyond the tolerance), an "oversize" finding when it is larger. Pure; applied after the check,
+    once the unit's identity is known."""
     if not report.device_found or report.error:
         return report
     expected = sorted(float(v) for v in expected_size_mm)
@@ -499,18 +700,18 @@ def compare_with_catalog(
         return report
     measured = sorted((report.device_width_mm, report.device_height_mm))
     report = replace(report, expected_size_mm=(expected[1], expected[0]))
-    short = [
-        (e - m, e)
+    mismatch = [
+        (abs(e - m), e, m > e)
         for m, e in zip(measured, expected, strict=True)
-        if e - m > max(tolerance_mm, e * tolerance_pct / 100)
+        if abs(e - m) > max(tolerance_mm, e * tolerance_pct / 100)
     ]
-    if not short:
+    if not mismatch:
         return report
-    shortfall, side = max(short)
+    shortfall, side, larger = max(mismatch)
     corners = report.device_corners_px
     centre = (sum(p[0] for p in corners) / 4, sum(p[1] for p in corners) / 4) if len(corners) == 4 else (0.0, 0.0)
     defect = Defect(
-        kind="missing_part",
+        kind="oversize" if larger else "missing_part",
         x_mm=report.device_width_mm / 2,
         y_mm=report.device_height_mm / 2,
         length_mm=side,
@@ -522,6 +723,138 @@ def compare_with_catalog(
     )
     defects = sorted([*report.defects, defect], key=_defect_order)
     return report.with_defects(defects, damage_score(defects))
+
+
+_STROKE_ANGLES = np.deg2rad(np.arange(0.0, 180.0, 2.0))
+_STROKE_NORMALS = np.stack([-np.sin(_STROKE_ANGLES), np.cos(_STROKE_ANGLES)], axis=1)
+
+
+def straight_strokes(
+    points: np.ndarray, band: float, min_length: float, cover: float = 0.9, max_wobble: float = 1.8
+) -> list[tuple[np.ndarray, np.ndarray, int]]:
+    """Explain a set of pixel centres (N, 2) as one straight stroke or two crossing ones.
+
+    Each stroke is the densest straight band `band` px either side of a line (a coarse Hough vote
+    over 90 directions, refined by a least-squares fit of its pixels) and must be one unbroken run
+    at least `min_length` long. Two strokes must cross, each passing the crossing by a few band
+    widths on both sides (a crack's arms meet at their ends instead), and each must be straight:
+    its centre line drifts by at most `max_wobble` px. Together the strokes must hold
+    `cover` of the points. Returns [(start, end, pixel count), ...], or [] when no such reading fits.
+    Pure geometry, no image access.
+    """
+    every = np.asarray(points, np.float64).reshape(-1, 2)
+    remaining = every
+    total = every.shape[0]
+    if total == 0:
+        return []
+    strokes: list[tuple[np.ndarray, np.ndarray, int]] = []
+    lines: list[tuple[np.ndarray, np.ndarray]] = []
+    for _ in range(2):
+        if remaining.shape[0] < min_length:
+            break
+        centre = remaining.mean(axis=0)
+        projected = (remaining - centre) @ _STROKE_NORMALS.T
+        bins = np.floor(projected / band).astype(np.int64)
+        bins -= bins.min()
+        best_votes, best_angle, best_bin = -1, 0, 0
+        for a in range(_STROKE_NORMALS.shape[0]):
+            votes = np.bincount(bins[:, a])
+            # Two adjacent bins: a stroke straddling a bin edge still counts whole.
+            paired = votes[:-1] + votes[1:] if votes.size > 1 else votes
+            k = int(np.argmax(paired))
+            if int(paired[k]) > best_votes:
+                best_votes, best_angle, best_bin = int(paired[k]), a, k
+        in_band = (bins[:, best_angle] >= best_bin) & (bins[:, best_angle] <= best_bin + 1)
+        chosen = remaining[in_band]
+        if chosen.shape[0] < 2:
+            break
+        # Least-squares refinement: the band's principal axis.
+        mean = chosen.mean(axis=0)
+        _, _, vt = np.linalg.svd(chosen - mean, full_matrices=False)
+        direction = vt[0]
+        normal = np.array([-direction[1], direction[0]])
+        # Extent and continuity over all the points: the first stroke took the crossing's pixels.
+        on_line = np.abs((every - mean) @ normal) <= band
+        along = np.sort((every[on_line] - mean) @ direction)
+        if along.size < 2 or along[-1] - along[0] < min_length or np.max(np.diff(along)) > 2 * band + 1:
+            break
+        strokes.append((mean + along[0] * direction, mean + along[-1] * direction, int(on_line.sum())))
+        lines.append((mean, direction))
+        remaining = remaining[np.abs((remaining - mean) @ normal) > band]
+        if remaining.shape[0] <= (1 - cover) * total:
+            break
+    if not strokes or remaining.shape[0] > (1 - cover) * total:
+        return []
+    if len(strokes) == 2:
+        (p, d), (q, e) = lines
+        matrix = np.array([d, -e]).T
+        if abs(float(np.linalg.det(matrix))) < 0.2:  # nearly parallel: not a crossing
+            return []
+        t, _ = np.linalg.solve(matrix, q - p)
+        crossing = p + t * d
+        for (start, end, _), direction in zip(strokes, (d, e), strict=True):
+            position = float((crossing - start) @ direction)
+            stroke_length = float((end - start) @ direction)
+            if not 3 * band <= position <= stroke_length - 3 * band:
+                return []
+            # A crack's arms cross too, now and then, but they wander: the stroke's centre line,
+            # piece by piece (away from the crossing, where the other stroke's pixels pull it),
+            # drifts by pixels where a scratch's stays within a pixel.
+            if _wobble(every, start, direction, position, band) > max_wobble:
+                return []
+    return strokes
+
+
+def _wobble(points: np.ndarray, start: np.ndarray, direction: np.ndarray, skip_at: float, band: float) -> float:
+    """Peak-to-peak offset (px) of a stroke's centre line, measured in pieces of 2 bands' length."""
+    normal = np.array([-direction[1], direction[0]])
+    offset = (points - start) @ normal
+    along = (points - start) @ direction
+    keep = (np.abs(offset) <= band) & (np.abs(along - skip_at) > 2 * band)
+    pieces = np.floor(along[keep] / (2 * band)).astype(np.int64)
+    if pieces.size == 0:
+        return 0.0
+    pieces -= pieces.min()
+    counts = np.bincount(pieces)
+    sums = np.bincount(pieces, weights=offset[keep])
+    full = counts >= 4
+    if np.count_nonzero(full) < 2:
+        return 0.0
+    means = sums[full] / counts[full]
+    return float(means.max() - means.min())
+
+
+def _camera_homography(matrix: object) -> np.ndarray | None:
+    if matrix is None:
+        return None
+    array = np.asarray(matrix, np.float64)
+    if array.shape != (3, 3) or not np.isfinite(array).all() or abs(float(np.linalg.det(array))) < 1e-12:
+        raise ValueError("camera_homography must be an invertible 3x3 matrix of finite numbers")
+    return array / array[2, 2] if array[2, 2] != 0 else array
+
+
+def _densify(polygon: np.ndarray, step: float) -> np.ndarray:
+    """Points every `step` px along a closed polygon (N, 2), its vertices included."""
+    if polygon.shape[0] == 0:
+        return polygon
+    edges = np.roll(polygon, -1, axis=0) - polygon
+    counts = np.maximum(1, np.ceil(np.hypot(edges[:, 0], edges[:, 1]) / step)).astype(np.int64)
+    owner = np.repeat(np.arange(polygon.shape[0]), counts)
+    # Position of each point within its edge, 0 .. (count - 1) / count.
+    first = np.cumsum(counts) - counts
+    fraction = (np.arange(owner.size) - first[owner]) / counts[owner]
+    return polygon[owner] + fraction[:, None] * edges[owner]
+
+
+def _side_coordinates(points: np.ndarray, side: int, w: float, h: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """(along, inward, side length) of canonical points for side 0 top, 1 right, 2 bottom, 3 left."""
+    if side == 0:
+        return points[:, 0], points[:, 1], w
+    if side == 1:
+        return points[:, 1], w - points[:, 0], h
+    if side == 2:
+        return points[:, 0], h - points[:, 1], w
+    return points[:, 1], points[:, 0], h
 
 
 def _from_side(side: int, along: float, inward: float, w: float, h: float) -> tuple[float, float]:
@@ -540,7 +873,7 @@ def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
 
 
-_KIND_ORDER = {"missing_part": 0, "crack": 1, "chip": 2, "dent": 3, "scratch": 4}
+_KIND_ORDER = {"missing_part": 0, "oversize": 0, "crack": 1, "chip": 2, "dent": 3, "scratch": 4}
 
 
 def _defect_order(d: Defect) -> tuple[int, float]:
@@ -550,8 +883,10 @@ def _defect_order(d: Defect) -> tuple[int, float]:
 def _whole_frame_pose(frame: np.ndarray) -> DevicePose:
     h, w = frame.shape[:2]
     contour = np.array([[[0, 0]], [[w - 1, 0]], [[w - 1, h - 1]], [[0, h - 1]]], np.int32)
+    # Canonical px are the image's own, shifted so the outline (pixel borders) starts at 0.
+    homography = np.array([[1, 0, -0.5], [0, 1, -0.5], [0, 0, 1]], np.float64)
     return DevicePose(0, 0, w, h, ((w - 1) / 2, (h - 1) / 2), 0.0, float(w), float(h), contour,
-                      contour.reshape(-1, 2).astype(np.float64))
+                      contour.reshape(-1, 2).astype(np.float64), homography)
 
 
 def damage_score(defects: list[Defect]) -> float:
@@ -560,7 +895,7 @@ def damage_score(defects: list[Defect]) -> float:
     orders units the way the grades do."""
     scratch_mm = sum(d.length_mm for d in defects if d.kind == "scratch")
     crack_mm = sum(d.length_mm for d in defects if d.kind == "crack")
-    missing = sum(1 for d in defects if d.kind == "missing_part")
+    missing = sum(1 for d in defects if d.kind in ("missing_part", "oversize"))
     dents = sum(1 for d in defects if d.kind in ("dent", "chip"))
     if crack_mm > 0 or missing:
         return 0.8 + 0.2 * (1 - math.exp(-(crack_mm + scratch_mm + 30.0 * missing) / 150.0))

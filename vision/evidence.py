@@ -30,6 +30,7 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "dent": (255, 128, 0),
     "chip": (255, 0, 255),
     "missing_part": (0, 128, 255),
+    "oversize": (0, 128, 255),
 }
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 

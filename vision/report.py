@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-DefectKind = Literal["scratch", "crack", "dent", "chip", "missing_part"]
+DefectKind = Literal["scratch", "crack", "dent", "chip", "missing_part", "oversize"]
 SURFACE_KINDS: frozenset[str] = frozenset({"scratch", "crack"})
-OUTLINE_KINDS: frozenset[str] = frozenset({"dent", "chip", "missing_part"})
+# "oversize": the outline is larger than the catalog's (a swollen battery, a bent housing, something
+# stuck to the unit, or not the catalogued item): like a missing part, the outline does not match.
+OUTLINE_KINDS: frozenset[str] = frozenset({"dent", "chip", "missing_part", "oversize"})
 
 Point = tuple[float, float]
 
@@ -78,7 +80,8 @@ class DamageReport:
 
     @property
     def missing_parts(self) -> list[Defect]:
-        return [d for d in self.defects if d.kind == "missing_part"]
+        """Outlines that do not match the unit: a missing part, or an outline beyond the catalog's."""
+        return [d for d in self.defects if d.kind in ("missing_part", "oversize")]
 
     def to_dict(self) -> dict[str, object]:
         return {

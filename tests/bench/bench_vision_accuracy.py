@@ -54,7 +54,6 @@ def main(argv: list[str] | None = None) -> int:
     args, _ = parser.parse_known_args(argv)
     cv2.setNumThreads(1)
     warm_up()
-    checker = DamageChecker(px_per_mm=PX_PER_MM)
 
     confusion: Counter[tuple[str, str]] = Counter()
     confusion_all: Counter[tuple[str, str]] = Counter()
@@ -69,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     times: list[float] = []
     not_found = 0
     for unit in eval_units(args.units, args.seed, args.blemish_only):
+        # A calibrated station: the checker knows the camera's tilt (the renderer's, per unit).
+        checker = DamageChecker(px_per_mm=PX_PER_MM, camera_homography=unit.scene.camera)
         started = time.perf_counter()
         report = checker.check(unit.frame)
         times.append((time.perf_counter() - started) * 1e3)
