@@ -26,6 +26,7 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.client.base import ModbusBaseClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
+from plc.exits import ExitEvent, ExitTracker
 from plc.positions import PositionTracker
 from plc.register_map import BIT_TABLES, RegisterMap, Table, Value
 from plc.tracking import ArrivalTracker
@@ -133,6 +134,7 @@ class PlcLink:
         require_plc_armed: bool = True,
         write_heartbeat: bool = True,
         positions: PositionTracker | None = None,
+        exits: ExitTracker | None = None,
         record_cycles: int = 0,
     ) -> None:
         register_map.require(REQUIRED_SIGNALS)
@@ -169,6 +171,22 @@ class PlcLink:
         self.require_plc_armed = require_plc_armed and "status_word" in register_map
         self.write_heartbeat = write_heartbeat
         self.positions = positions
+        self.exits = exits
+        # Exit eye signal per lane, for the lanes the exit tracker knows and the map wires.
+        self._exit_eyes: dict[int, str] = {}
+        if exits is not None:
+            for lane in (0, *exits.geometry.diverter_mm):
+                eye = "reject_eye" if lane == 0 else f"divert_eye_{lane}"
+                if eye in register_map:
+                    self._exit_eyes[lane] = eye
+            missing = sorted(set((0, *exits.geometry.diverter_mm)) - set(self._exit_eyes))
+            if missing:
+                # Units of an unwired lane would all be reported as never seen leaving.
+                log.warning("%s: no exit eye mapped for lane(s) %s: exit confirmation off", self.name, missing)
+                self.exits = None
+        # Departure conclusions for the daemon to journal; bounded so a link nobody reads from
+        # cannot grow without limit (the oldest are dropped and counted).
+        self.departures: asyncio.Queue[ExitEvent] = asyncio.Queue(maxsize=4096)
         # (scheduled start, actual start, end) of recent poll cycles, loop clock; for benchmarks.
         self.cycles: collections.deque[tuple[float, float, float]] | None = (
             collections.deque(maxlen=record_cycles) if record_cycles > 0 else None
@@ -196,6 +214,12 @@ class PlcLink:
                 "failsafe_trips",
                 "divert_cancels",
                 "cancel_failed",
+                "departures",
+                "divert_mismatch",
+                "unit_not_seen_leaving",
+                "unmatched_exits",
+                "departures_dropped",
+                "requests_withheld",
             ),
             0,
         )
@@ -223,6 +247,14 @@ class PlcLink:
         self._healthy_since: float | None = None
         self._was_armed = False
         self._closing = False
+        # On a shared medium (an RS-485 bus) every unanswered request stalls the other devices for
+        # a whole timeout. Such a link therefore marks itself `_suspect` after a poll times out:
+        # until a poll succeeds again only the poll loop's own task talks to the device, and it
+        # waits `_failure_pause_s` between attempts so the other devices get the bus in between.
+        self._shared_medium = False
+        self._suspect = False
+        self._poll_task: asyncio.Task[Any] | None = None
+        self._sample_slack_mm = 0.0
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -387,6 +419,10 @@ class PlcLink:
         client = self._client
         if client is None or not client.connected:
             raise _RequestFailed("disconnected", "not connected")
+        if self._suspect and asyncio.current_task() is not self._poll_task:
+            # Not sent at all, so "disconnected": a divert refused here is known not to have landed.
+            self.counters["requests_withheld"] += 1
+            raise _RequestFailed("disconnected", "device not answering; request withheld from the shared bus")
         try:
             # pymodbus enforces timeout_s itself; the outer bound only guards against a
             # library bug leaving the future pending forever.
@@ -459,6 +495,11 @@ class PlcLink:
 
     # -- connection and polling ----------------------------------------------------------------
 
+    def _failure_pause_s(self) -> float:
+        """Gap before re-polling a device that just timed out on a shared bus: long enough for every
+        other device on the bus to be polled at least once before it can cost them another timeout."""
+        return max(self.poll_period_s, 2 * self.timeout_s)
+
     def _backoff(self, attempt: int) -> float:
         # Equal jitter: at least half the exponential delay, so several gateways restarted by
         # the same power blip do not hammer the PLC in lockstep.
@@ -466,6 +507,7 @@ class PlcLink:
         return delay / 2 + random.uniform(0, delay / 2)
 
     async def _connection_loop(self) -> None:
+        self._poll_task = asyncio.current_task()
         attempt = 0
         while True:
             _raise_if_cancelled()
@@ -486,6 +528,8 @@ class PlcLink:
                 self._drop_client()
             # Anything the PLC scanned while we were blind must not be reported as an arrival.
             self.tracker.mark_gap()
+            if self.exits is not None:
+                self.exits.mark_gap()
             self._set_state("offline")
             delay = self._backoff(attempt)
             attempt += 1
@@ -517,9 +561,12 @@ class PlcLink:
             if ok:
                 failed = 0
                 any_ok = True
+                self._suspect = False
                 self._set_state("online")
             else:
                 failed += 1
+                if fatal and self._shared_medium:
+                    self._suspect = True
                 if failed >= self.max_failed_polls:
                     self._set_state("offline")
                     if fatal:
@@ -527,6 +574,8 @@ class PlcLink:
                         # A fresh connection is the only way to find out.
                         log.warning("%s: %d failed polls, reconnecting", self.name, failed)
                         return any_ok
+                if self._suspect:
+                    next_at = loop.time() + self._failure_pause_s() - self.poll_period_s
             next_at += self.poll_period_s
             now = loop.time()
             if next_at < now:
@@ -562,6 +611,11 @@ class PlcLink:
                     log.warning("%s: undecodable %s@%d: %s", self.name, table, address, exc)
         now = time.monotonic()
         self.signals.update(snapshot)
+        # Belt travel since the previous poll: how stale an edge or an arrival seen now may be.
+        speed = snapshot.get("belt_speed_mm_s", self.signals.get("belt_speed_mm_s"))
+        gap_s = now - self.last_poll_at if self.last_poll_at is not None else self.poll_period_s
+        known_speed = isinstance(speed, int | float) and not isinstance(speed, bool) and speed > 0
+        self._sample_slack_mm = float(speed) * gap_s if known_speed else 0.0  # type: ignore[arg-type]
         if snapshot:
             self.last_poll_at = now
         self._observe(snapshot, now)
@@ -597,8 +651,62 @@ class PlcLink:
                     # later than they are, never earlier, which errs towards the reject lane.
                     for item_id in ids:
                         self.positions.on_arrival(item_id, encoder)
+            if ids and self.exits is not None:
+                encoder = snapshot.get("encoder_count")
+                if isinstance(encoder, int) and not isinstance(encoder, bool):
+                    for item_id in ids:
+                        self.exits.on_arrival(item_id, encoder, self._sample_slack_mm)
             for item_id in ids:
                 self.arrivals.put_nowait(Arrival(item_id=item_id, seen_at=now))
+        self._observe_exits(snapshot)
+
+    def _observe_exits(self, snapshot: dict[str, Value]) -> None:
+        exits = self.exits
+        encoder = snapshot.get("encoder_count")
+        if exits is None or not isinstance(encoder, int) or isinstance(encoder, bool):
+            return
+        eyes = {lane: bool(snapshot[name]) for lane, name in self._exit_eyes.items() if name in snapshot}
+        try:
+            events = exits.observe(eyes, encoder, self._sample_slack_mm)
+        except ValueError as exc:
+            self.counters["malformed"] += 1
+            log.warning("%s: exit tracking: %s", self.name, exc)
+            return
+        for event in events:
+            if event.kind == "departed":
+                self.counters["departures"] += 1
+                if not event.confirmed:
+                    self.counters["divert_mismatch"] += 1
+                    log.error(
+                        "%s: unit %s left by lane %s, expected %s",
+                        self.name, event.item_id, event.lane, list(event.expected),
+                    )
+            elif event.kind == "not_seen_leaving":
+                self.counters["unit_not_seen_leaving"] += 1
+                log.error("%s: unit %s was never seen leaving (expected lane %s)",
+                          self.name, event.item_id, list(event.expected))
+            else:
+                self.counters["unmatched_exits"] += 1
+                log.warning("%s: lane %s exit eye saw a unit nobody tracked", self.name, event.lane)
+            if self.departures.full():
+                self.departures.get_nowait()
+                self.counters["departures_dropped"] += 1
+            self.departures.put_nowait(event)
+
+    def _note_divert_outcome(self, item_id: int, lane: int, status: str) -> None:
+        """Tell the exit tracker which lanes the unit may now leave by, from what the PLC answered."""
+        exits = self.exits
+        before = exits.expected(item_id) if exits is not None else None
+        if exits is None or before is None:
+            return
+        if status == "accepted":
+            exits.expect(item_id, frozenset({lane}))
+        elif status == "uncertain":
+            exits.expect(item_id, before | {lane, 0})  # the request or its cancel may have landed
+        elif status == "no_ack":
+            # For lane > 0 a confirmed cancel followed; a lane-0 request has none and may have landed.
+            exits.expect(item_id, frozenset({0}) if lane != 0 else before | {0})
+        # Refusals (too late, not armed, ...) leave the unit on the lane it already had.
 
     async def _sync_sequence(self) -> None:
         """Continue the divert sequence from what the PLC last saw, so a restarted gateway never
@@ -643,6 +751,11 @@ class PlcLink:
 
     async def divert(self, item_id: int, lane: int, timeout_s: float = 0.2) -> DivertResult:
         """Ask the PLC to divert unit `item_id` into `lane` and wait for its acknowledgement."""
+        result = await self._divert(item_id, lane, timeout_s)
+        self._note_divert_outcome(item_id, lane, result.status)
+        return result
+
+    async def _divert(self, item_id: int, lane: int, timeout_s: float) -> DivertResult:
         if not isinstance(item_id, int) or not 1 <= item_id <= 0xFFFF:
             return DivertResult("unknown_item", 0)
         if not isinstance(lane, int) or not 0 <= lane <= 0xFFFF:

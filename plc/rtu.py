@@ -4,15 +4,19 @@ An RS-485 bus has one master and one serial port, so every link on it shares one
 client (`RtuBus`). pymodbus serialises requests on a client, so the links' poll loops interleave on
 the wire without extra locking. A dead device answers nothing, which costs the bus one request
 timeout per attempt; its link therefore probes with a single short read and backs off between
-probes instead of polling it every cycle, so the live devices keep their poll rate.
+probes instead of polling it every cycle, so the live devices keep their poll rate. A device that
+dies mid-run is not retried back to back either: after its first timed-out poll only its poll loop
+may use the bus (heartbeat writes and diverts are withheld) and it waits 2 x timeout between polls,
+so it costs the others one timeout at a time. `RtuBus.history` records what each request cost.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient
@@ -48,8 +52,22 @@ class RtuBus:
         self.timeout_s = timeout_s
         self.name = name
         self.opens = 0
+        self.users = 0
+        # (device id, outcome) of the latest requests that went on the wire, oldest first: what
+        # each device cost the bus, for diagnostics and tests (outcome: "ok" or a failure kind).
+        self.history: collections.deque[tuple[int, str]] = collections.deque(maxlen=4096)
         self._client: AsyncModbusSerialClient | None = None
         self._lock = asyncio.Lock()
+
+    def attach(self) -> None:
+        """A link starts using the bus (see `detach`)."""
+        self.users += 1
+
+    def detach(self) -> None:
+        """A link stopped using the bus; the last one out closes the port."""
+        self.users = max(0, self.users - 1)
+        if self.users == 0:
+            self.close()
 
     @property
     def client(self) -> AsyncModbusSerialClient | None:
@@ -104,13 +122,31 @@ class RtuPlcLink(PlcLink):
         super().__init__(bus.port, 0, register_map, **kwargs)
         self.bus = bus
         self.owns_bus = owns_bus
+        self._shared_medium = True
+
+    async def _request(self, call: Any) -> Any:
+        device_id = self.register_map.device_id
+        try:
+            reply = await super()._request(call)
+        except _RequestFailed as exc:
+            if exc.kind != "disconnected":  # "disconnected" never reached the wire
+                self.bus.history.append((device_id, exc.kind))
+            raise
+        self.bus.history.append((device_id, "ok"))
+        return reply
+
+    async def __aenter__(self) -> Self:
+        if self.owns_bus:
+            self.bus.attach()
+        return await super().__aenter__()
 
     async def __aexit__(self, *exc_info: Any) -> None:
         try:
             await super().__aexit__(*exc_info)
         finally:
             if self.owns_bus:
-                self.bus.close()
+                # Shared by every link the factory put on this port: the last one out closes it.
+                self.bus.detach()
 
     @property
     def endpoint(self) -> str:

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Final, Literal, Self
+from typing import Any, Final, Literal, Self
 
 from pymodbus import FramerType
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
@@ -191,6 +191,7 @@ class SimulatedConveyor:
         self.gateway_timeout_s = gateway_timeout_s
         self.armed = False
         self.replies_suppressed = 0
+        self._request_device: int | None = None
 
         self.on_scan: Callable[[int, object], None] | None = None
         self.on_exit: Callable[[int, object, int], None] | None = None
@@ -198,10 +199,16 @@ class SimulatedConveyor:
         self.freeze_heartbeat = False
         self.jammed = False
         self.estop = False
+        # Faults: a diverter whose paddle does not fire (its units ride on to the belt end), and an
+        # exit eye that never sees anything (dirty lens, cut wire).
+        self.stuck_diverters: set[int] = set()
+        self.blind_exit_eyes: set[int] = set()
 
         self._tables = _Tables(self.register_map)
         self._belt: list[_Unit] = []  # ordered downstream first
         self._infeed_queue: collections.deque[_Unit] = collections.deque()
+        # Units sliding out through a lane exit: [lane, travel left before they clear its eye].
+        self._leaving: list[list[float]] = []
         self._recent_exits: collections.OrderedDict[int, int] = collections.OrderedDict()
         self._last_track_id = 0
         self._item_counter = 0
@@ -261,6 +268,7 @@ class SimulatedConveyor:
                 baudrate=self.baudrate,
                 parity=self.parity,
                 trace_packet=self._rtu_only_own_id,
+                trace_pdu=self._note_request_device,
             )
             await serial.serve_forever(background=True)
             self._server = serial
@@ -286,6 +294,13 @@ class SimulatedConveyor:
             return b""
         return packet
 
+    def _note_request_device(self, sending: bool, pdu: Any) -> Any:
+        # Requests arrive one at a time on a bus (the master waits for each reply or its timeout),
+        # so the id of the last request received is the one the action hook is handling.
+        if not sending:
+            self._request_device = getattr(pdu, "dev_id", None)
+        return pdu
+
     async def stop_server(self) -> None:
         """Stop serving and drop client connections (the belt keeps running)."""
         server, self._server = self._server, None
@@ -303,6 +318,9 @@ class SimulatedConveyor:
     ) -> None:
         table = _FC_TABLE.get(function_code)
         if table is None:
+            return
+        if self.transport == "rtu" and self._request_device != self.register_map.device_id:
+            # Addressed to another drop on the bus: a real PLC ignores it, writes included.
             return
         if set_values:
             self._tables.apply_write(table, address, set_values)
@@ -428,15 +446,18 @@ class SimulatedConveyor:
 
     def _move(self, dx: float) -> None:
         self._travel_mm += dx
+        for exiting in self._leaving:
+            exiting[1] -= dx
+        self._leaving = [e for e in self._leaving if e[1] > 0]
         leaving: list[tuple[_Unit, int]] = []
         for unit in self._belt:
             before = unit.front_mm
             unit.front_mm += dx
             if unit.track_id is None and before < self.scan_point_mm <= unit.front_mm:
                 self._assign_id(unit)
-            target = self.diverter_mm(unit.lane)
-            if unit.front_mm >= target:
-                leaving.append((unit, unit.lane))
+            lane = 0 if unit.lane in self.stuck_diverters else unit.lane
+            if unit.front_mm >= self.diverter_mm(lane):
+                leaving.append((unit, lane))
         for unit, lane in leaving:
             self._belt.remove(unit)
             self._exit(unit, lane)
@@ -454,6 +475,9 @@ class SimulatedConveyor:
                 log.exception("on_scan callback failed")
 
     def _exit(self, unit: _Unit, lane: int) -> None:
+        # The lane exit eye sits where the unit leaves the belt; it stays blocked while the unit's
+        # length passes it (the chute moves at belt speed).
+        self._leaving.append([lane, unit.length_mm])
         if lane == 0:
             self._rejected = (self._rejected + 1) & 0xFFFF
         else:
@@ -475,10 +499,10 @@ class SimulatedConveyor:
         t.set("infeed_eye", any(u.covers(0.0) for u in self._belt))
         t.set("scan_eye", any(u.covers(self.scan_point_mm) for u in self._belt))
         t.set("jam_eye", self.jammed or any(u.covers(self.jam_eye_mm) for u in self._belt))
+        blocked = {int(lane) for lane, _ in self._leaving} - self.blind_exit_eyes
         for k in range(1, self.lanes + 1):
-            pos = self.diverter_mm(k)
-            t.set(f"divert_eye_{k}", any(u.covers(pos) for u in self._belt))
-        t.set("reject_eye", any(u.covers(self.belt_end_mm) for u in self._belt))
+            t.set(f"divert_eye_{k}", k in blocked)
+        t.set("reject_eye", 0 in blocked)
         t.set("belt_running", running)
         t.set("estop_healthy", not self.estop)
         t.set(

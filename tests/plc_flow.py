@@ -27,12 +27,19 @@ class FlowReport:
     physical: dict[int, int] = field(default_factory=dict)  # track id -> lane it left by
 
     def wrong_lane(self) -> list[tuple[int, str, int, int]]:
-        """Units in a lane nobody decided on: a diverted unit not in its lane, or a unit the
-        controller never got an accepted divert for outside the reject lane."""
+        """Units in a lane nobody decided on: a diverted unit not in its lane, a unit the controller
+        never got an accepted divert for outside the reject lane, or an uncertain one outside both
+        of its candidate lanes."""
         bad = []
         for tid, lane in self.physical.items():
             status = self.status.get(tid, "never_seen")
-            ok = lane == self.intended[tid] if status == "accepted" else lane == 0
+            if status == "accepted":
+                ok = lane == self.intended[tid]
+            elif status == "uncertain":
+                # The controller says so (lane_unknown, quarantined): either candidate is the truth.
+                ok = lane in (self.intended[tid], 0)
+            else:
+                ok = lane == 0
             if not ok:
                 bad.append((tid, status, self.intended.get(tid, -1), lane))
         return bad

@@ -8,15 +8,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import os
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
+from edge.config import PlcSettings, load_station
+from edge.yamlconf import ConfigError
 from plc.client import PlcLink
+from plc.factory import BusConflict, build_links
 from plc.register_map import default_map
 from plc.rtu import RtuBus, RtuPlcLink
 from simulator.conveyor import SimulatedConveyor
 from simulator.rtu_bus import RtuBusSim
+from tests.conftest import CONFIG
 from tests.plc_flow import run_flow, until
 
 SPEED = 3000.0
@@ -164,3 +173,115 @@ async def test_rtu_link_is_a_plclink(transport: str) -> None:
         await asyncio.sleep(0.3)  # the port does not exist: retried, never a crash
         assert link.state == "connecting" and (await link.divert(1, 1)).status == "link_down"
     assert bus.opens == 0 and transport == "rtu"
+
+
+def _rtu_settings(port: str, device_id: int, **serial: object) -> PlcSettings:
+    return PlcSettings.model_validate(
+        {
+            "transport": "rtu",
+            "device_id": device_id,
+            "timeout_s": 0.05,
+            "serial": {"port": port, "baudrate": 19200, "parity": PTY_PARITY, **serial},
+        }
+    )
+
+
+async def test_configured_devices_on_one_port_share_one_bus(tmp_path: Path) -> None:
+    """Two PLC devices configured on one RS-485 port (one named by a symlink to the same pty) get
+    one serial client between them; the port closes only when the last of them stops."""
+    async with RtuBusSim() as wire, _conveyor(wire, 1) as sim1, _conveyor(wire, 2) as sim2:
+        alias = str(tmp_path / "ttyRS485")  # as a /dev/serial/by-id/... name would be
+        os.symlink(wire.master_path, alias)
+        try:
+            links = build_links({"infeed": _rtu_settings(wire.master_path, 1), "sorter": _rtu_settings(alias, 2)})
+            infeed, sorter = links["infeed"], links["sorter"]
+            assert isinstance(infeed, RtuPlcLink) and isinstance(sorter, RtuPlcLink)
+            assert infeed.bus is sorter.bus
+            async with infeed, sorter:
+                await infeed.wait_armed(3)
+                await sorter.wait_armed(3)
+                sim1.induct(120.0, "a")
+                sim2.induct(120.0, "b")
+                first = await asyncio.wait_for(infeed.arrivals.get(), 3)
+                second = await asyncio.wait_for(sorter.arrivals.get(), 3)
+                assert (await infeed.divert(first.item_id, 1)).status == "accepted"
+                assert (await sorter.divert(second.item_id, 3)).status == "accepted"
+                await until(lambda: 1 in sim1.results and 1 in sim2.results, what="units off both belts")
+                assert (sim1.results[1], sim2.results[1]) == (1, 3)
+                assert infeed.bus.opens == 1 and infeed.bus.users == 2
+            assert infeed.bus.users == 0 and infeed.bus.client is None
+        finally:
+            os.unlink(alias)
+
+
+@pytest.mark.parametrize(
+    ("second", "problem"),
+    [
+        ({"device_id": 2, "serial": {"baudrate": 9600}}, "must match"),
+        ({"device_id": 1, "serial": {}}, "device id 1"),
+    ],
+)
+def test_mismatched_devices_on_one_port_are_a_config_error_with_line(
+    tmp_path: Path, second: dict[str, Any], problem: str
+) -> None:
+    data = yaml.safe_load((CONFIG / "station.example.yaml").read_text())
+    data["grading_policy"] = str(CONFIG / "grading.yaml")
+    data["catalog"] = str(CONFIG / "catalog.csv")
+    data["plc"] = {"transport": "rtu", "device_id": 1, "serial": {"port": "/dev/ttyUSB0", "baudrate": 19200}}
+    data["plc_devices"] = {
+        "sorter": {"transport": "rtu", "device_id": second["device_id"],
+                   "serial": {"port": "/dev/ttyUSB0", "baudrate": 19200, **second["serial"]}},
+    }
+    path = tmp_path / "station.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    with pytest.raises(ConfigError) as caught:
+        load_station(path)
+    lines = path.read_text().splitlines()
+    devices_at = next(i for i, text in enumerate(lines, 1) if text.startswith("plc_devices:"))
+    serial_line = next(i for i, text in enumerate(lines, 1) if i > devices_at and "serial:" in text)
+    [message] = caught.value.problems
+    assert message.startswith(f"{path}:{serial_line}: plc_devices.sorter.serial:") and problem in message
+
+
+def test_build_links_refuses_mismatched_line_settings() -> None:
+    with pytest.raises(BusConflict, match="parity"):
+        build_links({"a": _rtu_settings("/dev/ttyUSB7", 1), "b": _rtu_settings("/dev/ttyUSB7", 2, parity="E")})
+
+
+async def test_device_dying_mid_run_costs_the_others_one_timeout_at_a_time() -> None:
+    """Device 3 stops answering mid-run. Read from the bus' own request record: between any two
+    requests device 3 left unanswered, both live devices completed whole poll cycles, and device 3
+    went offline and was then only probed (never polled every cycle, never retried back to back)."""
+    async with (
+        RtuBusSim() as wire,
+        _conveyor(wire, 1) as sim1,
+        _conveyor(wire, 2) as sim2,
+        _conveyor(wire, 3) as sim3,
+    ):
+        bus = RtuBus(wire.master_path, parity=PTY_PARITY, timeout_s=0.05)
+        try:
+            async with _rtu_link(bus, 1) as l1, _rtu_link(bus, 2) as l2, _rtu_link(bus, 3) as l3:
+                for link in (l1, l2, l3):
+                    await link.wait_armed(3)
+                trips_before = (l1.counters["failsafe_trips"], l2.counters["failsafe_trips"])
+                bus.history.clear()
+                await sim3.stop_server()
+                await until(lambda: l3.state == "offline", timeout_s=3, what="device 3 offline")
+                await until(
+                    lambda: sum(1 for d, o in bus.history if d == 3 and o != "ok") >= 6,
+                    timeout_s=5, what="device 3 probed after going offline",
+                )
+                history = list(bus.history)
+                # the live lines never noticed
+                assert (l1.counters["failsafe_trips"], l2.counters["failsafe_trips"]) == trips_before
+                assert l1.armed and l2.armed
+                assert sim1.armed and sim2.armed
+        finally:
+            bus.close()
+    failures = [i for i, (device, outcome) in enumerate(history) if device == 3 and outcome != "ok"]
+    assert all(history[i][1] == "timeouts" for i in failures)
+    for before, after in itertools.pairwise(failures):
+        answered = [device for device, outcome in history[before + 1 : after] if outcome == "ok"]
+        # a poll cycle is two reads (discrete inputs, input registers): at least one whole cycle each
+        assert answered.count(1) >= 2 and answered.count(2) >= 2, (before, after, history[before : after + 1])
+    assert l3.counters["timeouts"] >= 3
