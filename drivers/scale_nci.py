@@ -1,19 +1,24 @@
-"""NCI / Avery Weigh-Tronix SCP-01 ("NCI standard", 3825/7600 family): decoding (pure) and driver.
+"""NCI / Avery Weigh-Tronix SCP-01 ("NCI standard", 3825/7600/7800 family): decoding (pure) and driver.
 
-Follows Weigh-Tronix document 8408-14788-01, "SCP-01 Serial Communications Protocol":
+Follows the NCI standard protocol (Avery Weigh-Tronix control document SCP-01), as reproduced in
+the scales' manuals (NCI 7800 User's Manual "NCI Serial Communications Protocol"; Avery
+Weigh-Tronix 7821 User Instructions section 6.3; ZM400 Service Manual section 7.3; Brecknell
+3700LP "NCI Protocol"):
 
-    W<CR>  ->  <LF>xxxx.xxuu<CR><LF>hh...<CR><ETX>     weight, units, status
+    W<CR>  ->  <LF>xxxx.xxuu<CR><LF>hh...<CR><ETX>     weight, units (lb kg oz g, lower case), status
                <LF>xxlb<SP>xx.xoz<CR><LF>hh...<CR><ETX> pound-ounce weight
                <LF>ccccccc<CR><LF>hh...<CR><ETX>       display text other than a weight
+    H<CR>  ->  as W, at ten times the resolution
+    U<CR>  ->  as W, after switching to the next unit of measure
     S<CR>  ->  <LF>hh...<CR><ETX>                       status only
     Z<CR>  ->  <LF>hh...<CR><ETX>                       zero, answered with the status
-    other  ->  <LF>?<CR><ETX>
+    other  ->  <LF>?<CR><ETX>  (some indicators: <CR>?<LF>)
 
-Status bytes (bit 4 and bit 5 always 1, bit 7 parity):
+Status bytes (bits 4 and 5 always 1, bit 7 parity, bit 6 "another byte follows" from byte 2 on):
 byte 1: bit 0 motion, bit 1 at zero, bit 2 RAM error, bit 3 EEPROM error;
-byte 2: bit 0 under capacity, bit 1 over capacity, bit 2 ROM error, bit 3 faulty calibration,
-        bit 6 another byte follows;
-byte 3 (optional): bits 0-1 range, bit 2 net weight, bit 3 initial zero error, bit 6 byte follows.
+byte 2: bit 0 under capacity, bit 1 over capacity, bit 2 ROM error, bit 3 faulty calibration;
+byte 3 (optional): bits 0-1 range, bit 2 net weight, bit 3 initial zero error;
+byte 4 (optional): bit 0 weight changed, bit 1 zero seen, bit 2 metric (1) / English (0).
 The SCP-02 variant puts an "S" before the status bytes; it is accepted too.
 """
 
@@ -79,8 +84,8 @@ def _status(field: bytes) -> NciStatus | str:
     if field[:1] == b"S" and len(field) >= 3:
         field = field[1:]  # SCP-02 style "S" prefix
     status = bytes(b & 0x7F for b in field)  # bit 7 is parity by definition of these bytes
-    if not 2 <= len(status) <= 3:
-        return f"expected 2 or 3 status bytes, got {len(status)}"
+    if not 2 <= len(status) <= 4:
+        return f"expected 2 to 4 status bytes, got {len(status)}"
     if any(b & 0x30 != 0x30 for b in status):
         return "status byte without its fixed bits 4 and 5"
     return NciStatus(status)
@@ -136,10 +141,12 @@ class NciDecoder:
     def __init__(self) -> None:
         self._buf = bytearray()
         self._in_message = False
+        self._outside = bytearray(2)
 
     def reset(self) -> None:
         self._buf.clear()
         self._in_message = False
+        self._outside = bytearray(2)
 
     def feed(self, data: bytes, now: float) -> list[Decoded]:
         out: list[Decoded] = []
@@ -147,19 +154,32 @@ class NciDecoder:
         for byte in data:
             if not self._in_message:
                 if byte == LF:
+                    if self._outside == b"\r?":
+                        # The "<CR>?<LF>" form of "unrecognised command". Its LF is also taken as a
+                        # possible message start: the resync below drops it if a real LF follows.
+                        junk = max(0, junk - 2)
+                        out.append(ScaleNotice("unrecognised_command", now, "scale did not recognise the command",
+                                               b"\r?\n"))
                     self._in_message = True
                     self._buf = bytearray(b"\n")
                 else:
                     junk += 1
+                    self._outside = self._outside[1:] + bytes([byte])
+                continue
+            if byte == LF and CR not in self._buf:
+                # A first line never holds an LF before its CR: what came before was not a message.
+                junk += len(self._buf) - 1
+                self._buf = bytearray(b"\n")
                 continue
             self._buf.append(byte)
             if byte == ETX:
                 out.append(decode_message(bytes(self._buf), now))
                 self._in_message = False
+                self._outside = bytearray(2)
             elif len(self._buf) > MAX_MESSAGE:
                 out.append(ScaleFault(f"message longer than {MAX_MESSAGE} bytes", now, bytes(self._buf[:32])))
                 self._in_message = False
-        if junk:
+        if junk > 0:
             out.append(ScaleFault(f"{junk} byte(s) outside any message", now, b""))
         return out
 
@@ -174,11 +194,12 @@ def encode_nci_status(
     return bytes([b1, b2 | 0x40, 0x30 | (0x04 if net else 0)])
 
 
-def encode_nci_weight(value: float, unit: str = "lb", decimals: int = 2, **status: bool) -> bytes:
-    """The reply to W, as the scale sends it: weight right-aligned in the display's width."""
+def encode_nci_weight(value: float, unit: str = "lb", decimals: int = 2, **status: bool | None) -> bytes:
+    """The reply to W (and H, U), as the scale sends it: weight right-aligned in the display's width,
+    then the unit in lower case as the manuals print it ("lb", "kg", "oz", "g")."""
     over, under = status.get("over", False), status.get("under", False)
     text = ("^" if over else "_") * 7 if over or under else f"{value:7.{decimals}f}"
-    body = text.encode("ascii") + unit.upper().encode("ascii")
+    body = text.encode("ascii") + unit.lower().encode("ascii")
     return b"\n" + body + b"\r\n" + encode_nci_status(**status) + b"\r\x03"
 
 
@@ -192,3 +213,8 @@ class NciScale(StreamScale):
     async def zero(self) -> None:
         """Zero the scale ("Z"); the answer is a status message, counted in `counts`."""
         self.write(b"Z\r")
+
+    async def change_units(self) -> None:
+        """Step the scale to its next unit of measure ("U"). The answer is a weight in the new unit;
+        weights are normalised to grams whatever the unit, so grading is unaffected."""
+        self.write(b"U\r")

@@ -56,7 +56,8 @@ class ScaleSample:
     """One weight frame as the scale meant it.
 
     `fault` is None for a usable weight, "overload"/"underload" for a range fault, or a message for
-    a scale-side error (RAM/ROM/calibration, not zeroed since power-up). `grams` is None with a fault.
+    a scale-side error (RAM/ROM/calibration, not zeroed since power-up) or for a display that is not
+    a weight at all (piece counts, percentages). `grams` is None with a fault.
     """
 
     received_at: float
@@ -67,6 +68,8 @@ class ScaleSample:
     net: bool = False
     fault: str | None = None
     raw: bytes = b""
+    # Display division (increment) in `unit`, when the protocol says it (Toledo SWA count-by).
+    division: float | None = None
 
     @property
     def usable(self) -> bool:

@@ -43,5 +43,5 @@ def open_scale(settings: ScaleSettings, *, name: str = "scale", **overrides: Any
     if settings.protocol == "nci":
         return NciScale(serial, poll_interval_s=settings.poll_interval_s, **common)
     if settings.protocol == "ad":
-        return AdScale(serial, **common)
+        return AdScale(serial, polled=settings.polled, poll_interval_s=settings.poll_interval_s, **common)
     raise ValueError(f"unknown scale protocol {settings.protocol!r}")

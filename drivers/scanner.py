@@ -41,11 +41,13 @@ __all__ = [
     "TRIGGER_ON",
     "DuplicateFilter",
     "FramingError",
+    "GarbageRead",
     "IdleFramer",
     "NoRead",
     "ScanRead",
     "ScannerFramer",
     "SerialScanner",
+    "implausible",
     "symbology_for_aim",
 ]
 
@@ -164,6 +166,75 @@ def _decode(data: bytes) -> str:
         return data.decode("latin-1")
 
 
+@dataclass(frozen=True, slots=True)
+class GarbageRead(FramingError):
+    """A complete line that no scanner would send for a label: noise framed as a read (wrong baud
+    rate, a floating line, a cable half in). Counted and alarmed, never given to identity."""
+
+
+# What each symbology can carry, by AIM code character. Linear symbologies have small character
+# sets, which is what makes noise easy to tell from a read.
+_DIGITS = frozenset(b"0123456789")
+_CODE39 = frozenset(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ -.$/+%")
+_CODABAR = frozenset(b"0123456789-$:/.+ABCDEabcdeTN*")
+# Separators of GS1 element strings and ISO/IEC 15434 envelopes (EOT, FS, GS, RS, US); the framer
+# has already taken CR/LF.
+_SEPARATORS = frozenset(b"\x04\x1c\x1d\x1e\x1f")
+_PRINTABLE = frozenset(range(0x20, 0x7F)) | _SEPARATORS
+_CHARSETS: dict[str, frozenset[int]] = {"E": _DIGITS, "I": _DIGITS, "F": _CODABAR}
+# 2D symbologies may carry UTF-8 text (and so may a scanner without AIM identifiers).
+_UNICODE_CAPABLE = frozenset("dQzL")
+
+
+def _gtin_check_ok(digits: str) -> bool:
+    total = sum(int(d) * (3 if i % 2 == 0 else 1) for i, d in enumerate(reversed(digits[:-1])))
+    return (10 - total % 10) % 10 == int(digits[-1])
+
+
+def implausible(aim: str, body: bytes, min_length: int = 1) -> str | None:
+    """Why `body` (AIM prefix removed) cannot be a read of symbology `aim`; None when it can. Pure."""
+    if len(body) < min_length:
+        return f"{len(body)} byte(s), shorter than any label here ({min_length})"
+    code = aim[1] if len(aim) == 3 else ""
+    modifier = aim[2] if len(aim) == 3 else ""
+    charset = _CHARSETS.get(code)
+    if code == "A" and modifier in "0123":
+        charset = _CODE39  # Code 39 without full ASCII
+    if charset is not None:
+        bad = next((b for b in body if b not in charset), None)
+        if bad is not None:
+            return f"byte {bad:#04x} cannot be encoded in {symbology_for_aim(aim)}"
+        if code == "E" and modifier in "03" and len(body) >= 12:
+            gtin = body[:13].decode("ascii") if modifier == "3" else body.decode("ascii")
+            if len(gtin) in (12, 13) and not _gtin_check_ok(gtin):
+                return f"EAN/UPC check digit wrong in {gtin}"
+        if code == "E" and modifier == "4" and (len(body) != 8 or not _gtin_check_ok(body.decode("ascii"))):
+            return "not a valid EAN-8 (8 digits with a check digit)"
+        return None
+    high = sum(1 for b in body if b >= 0x80)
+    if high:
+        # Code 128 reaches Latin-1 through FNC4 and 2D codes carry UTF-8, but a label is mostly
+        # ASCII; a line mostly of bit-7 bytes is what a UART at the wrong speed produces.
+        # Valid multi-byte UTF-8 is itself strong evidence: wrong-baud bytes almost never form it.
+        if code and code not in _UNICODE_CAPABLE and code != "C":
+            return f"bytes with bit 7 set cannot be encoded in {symbology_for_aim(aim)}"
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            if any(0x80 <= b < 0xA0 for b in body):
+                return "C1 control bytes (0x80-0x9f) in a read: wrong baud rate or noise"
+            if len(body) >= 4 and high * 2 > len(body):
+                return f"{high} of {len(body)} bytes have bit 7 set: wrong baud rate or noise"
+            text = body.decode("latin-1")
+        if not all(ch.isprintable() or ord(ch) in _SEPARATORS for ch in text):
+            return "unprintable characters: wrong baud rate or noise"
+        return None
+    bad = next((b for b in body if b not in _PRINTABLE), None)
+    if bad is not None:
+        return f"control byte {bad:#04x} in a read: wrong baud rate or noise"
+    return None
+
+
 class IdleFramer:
     """Frames a stream without terminators: a pause of `timeout_s` between bytes ends a read.
 
@@ -262,6 +333,9 @@ class ScannerFramer:
         no_read_messages: Iterable[str] = ("NR", "NOREAD", "NO READ"),
         intercharacter_timeout_s: float = 0.05,
         banner_patterns: Iterable[str] = (),
+        *,
+        aim_required: bool = False,
+        min_length: int = 1,
     ) -> None:
         if suffix not in SUFFIX_BYTES:
             raise ValueError(f"suffix must be one of {sorted(SUFFIX_BYTES)}, not {suffix!r}")
@@ -273,6 +347,9 @@ class ScannerFramer:
         # Power-up banners and firmware announcements: whole lines that are never barcode data.
         self._banners = [re.compile(p) for p in banner_patterns]
         self.banners_dropped = 0
+        # Plausibility gate: a scanner set to send AIM identifiers sends one with every read.
+        self.aim_required = aim_required
+        self.min_length = max(1, min_length)
 
     def reset(self) -> None:
         self._lines.reset()
@@ -300,9 +377,25 @@ class ScannerFramer:
                 out.append(item)
             else:
                 event = self.parse_line(item, now)
-                if event is not None:
+                if isinstance(event, GarbageRead):
+                    out.extend(self._salvage(item, event, now))
+                elif event is not None:
                     out.append(event)
         return out
+
+    def _salvage(self, line: bytes, garbage: GarbageRead, now: float) -> list[ScanRead | NoRead | FramingError]:
+        """A good read glued behind noise (the line end was lost in the noise, as after a burst at
+        the wrong baud rate): the first AIM identifier from which the rest of the line is a plausible
+        read marks where the read begins (the first, so an identifier-like text inside the read is
+        not mistaken for the start). Without AIM identifiers there is no such mark: all garbage."""
+        for start in range(1, len(line) - 3):
+            if line[start] != 0x5D or not _is_aim_prefix(line[start:]):
+                continue
+            tail = self.parse_line(line[start:], now)
+            if isinstance(tail, ScanRead | NoRead):
+                return [GarbageRead(f"{garbage.message} (a read followed it)", now, bytes(line[:min(start, 64)])),
+                        tail]
+        return [garbage]
 
     def parse_line(self, line: bytes, now: float) -> ScanRead | NoRead | FramingError | None:
         """One complete line (terminator removed) to an event; None for a blank line."""
@@ -328,6 +421,11 @@ class ScannerFramer:
             return NoRead(received_at=now, raw=bytes(line))
         if not text:
             return FramingError(f"AIM identifier {aim} without data", received_at=now, raw=bytes(line))
+        if self.aim_required and not aim:
+            return GarbageRead("garbage: no AIM identifier, which this scanner always sends", now, bytes(line[:64]))
+        why = implausible(aim, body, self.min_length)
+        if why is not None:
+            return GarbageRead(f"garbage: {why}", now, bytes(line[:64]))
         symbology = symbology_for_aim(aim)
         return ScanRead(text=text, aim=aim, symbology=symbology, received_at=now, raw=bytes(line))
 
@@ -355,6 +453,8 @@ class SerialScanner(SerialDevice):
         no_read_messages: Iterable[str] = ("NR", "NOREAD", "NO READ"),
         intercharacter_timeout_s: float = 0.05,
         banner_patterns: Iterable[str] = (),
+        aim_required: bool = False,
+        min_length: int = 1,
         duplicate_window_s: float = 0.0,
         trigger_window_s: float = 0.3,
         queue_size: int = 256,
@@ -365,6 +465,7 @@ class SerialScanner(SerialDevice):
         self.framer = ScannerFramer(
             suffix=suffix, max_line=max_line, no_read_messages=no_read_messages,
             intercharacter_timeout_s=intercharacter_timeout_s, banner_patterns=banner_patterns,
+            aim_required=aim_required, min_length=min_length,
         )
         self.duplicates = DuplicateFilter(duplicate_window_s)
         self.trigger_window_s = trigger_window_s
@@ -428,6 +529,10 @@ class SerialScanner(SerialDevice):
 
     def _deliver(self, events: list[ScanRead | NoRead | FramingError]) -> None:
         for event in events:
+            if isinstance(event, GarbageRead):
+                self.errors["garbage"] += 1
+                _log.warning("%s: %s (starts %r)", self.name, event.message, event.raw[:32])
+                continue
             if isinstance(event, FramingError):
                 self.errors["framing"] += 1
                 _log.warning("%s: %s (starts %r)", self.name, event.message, event.raw)

@@ -21,6 +21,7 @@ from typing import Any, TextIO
 
 import serial
 
+from drivers.scale_ad import POLL_COMMAND as AD_POLL_COMMAND
 from drivers.scale_ad import AdDecoder
 from drivers.scale_nci import NciDecoder
 from drivers.scale_sics import SicsReply, WeightReading, parse_sics_line
@@ -92,6 +93,10 @@ def diagnose(kind: str, protocol: str | None, capture: Capture, settings: Serial
             "ad": "is the balance in stream mode (or does it need a print key press)?",
         }[protocol or kind]
         return f"no bytes at all from {port} in {waited_s:.1f} s: check cable and power; {hint}"
+    not_weights = [m for m in capture.faults if m.startswith("not a weight")]
+    if kind == "scale" and not_weights:
+        return (f"{port} sends well-formed {protocol} frames, but no weights: {not_weights[0]}; "
+                f"switch the scale to weighing mode (grams, kilograms, pounds or ounces)")
     raw = bytes(capture.raw)
     high = sum(1 for b in raw if b & 0x80) / len(raw)
     masked = bytes(b & 0x7F for b in raw)
@@ -217,8 +222,8 @@ async def run_probe(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
                 record, text, good = _scale_record(item, t0)
             if good:
                 capture.valid += 1
-            elif record["kind"] == "error":
-                capture.faults[record["error"]] += 1
+            elif record["kind"] in ("error", "fault"):
+                capture.faults[record.get("error") or record["fault"]] += 1
             seen += 1 if good else 0
             _emit(out, args.json, record, text)
 
@@ -230,6 +235,8 @@ async def run_probe(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
             if now >= end:
                 break
             poll = _POLLS.get(protocol or "") if kind == "scale" else None
+            if kind == "scale" and protocol == "ad" and getattr(args, "poll", False):
+                poll = AD_POLL_COMMAND
             if poll and now >= next_poll and link.state == "online":
                 with contextlib.suppress(PortUnavailable):
                     link.write(poll)
@@ -298,4 +305,6 @@ def add_device_probes(sub: Any) -> None:
     _serial_options(scale)
     scale.add_argument("--protocol", choices=SCALE_PROTOCOLS, required=True)
     scale.add_argument("--checksum", action="store_true", help="toledo: frames end with a checksum byte")
+    scale.add_argument("--poll", action="store_true",
+                       help="ad: the balance is in command mode; ask for each weight with Q")
     scale.set_defaults(func=cmd_probe, device="scale")

@@ -7,18 +7,21 @@ field after "S S " / "S D ", then a space and the unit, e.g. b"S S     123.45 g\
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Callable
 
 from drivers.scale_sics import UNIT_GRAMS
-from drivers.serial_port import FramingError, LineFramer
-from simulator.pty_device import PtyDevice
-from simulator.scales import scramble
+from simulator.scales import CommandedScale
 
 CRLF = b"\r\n"
 
 
-class SimulatedScale(PtyDevice):
+class SimulatedScale(CommandedScale):
+    """Load, faults (unplug, garbage, wrong baud, unstable, over/underload) and the command-line
+    plumbing come from `CommandedScale`, shared with the NCI and A&D simulators."""
+
+    bad_command_reply = b"ES" + CRLF
+    max_command = 128
+
     def __init__(
         self,
         link_path: str | None = None,
@@ -30,74 +33,26 @@ class SimulatedScale(PtyDevice):
         model: str = "WMS404C-L/10",
         stable_timeout_s: float = 1.0,
     ) -> None:
-        super().__init__(link_path)
-        if unit not in UNIT_GRAMS:
-            raise ValueError(f"unit must be one of {sorted(UNIT_GRAMS)}")
-        self.unit = unit
-        self.decimals = decimals
+        super().__init__(link_path, unit=unit, decimals=decimals)
         self.capacity_g = capacity_g
         self.serial_number = serial_number
         self.model = model
         # How long "S" (send stable) waits for stability before giving up with "S I", as real
         # balances do after their internal stability timeout.
         self.stable_timeout_s = stable_timeout_s
-        # When set, commands are swallowed without a reply (a scale hung or in a menu).
-        self.mute = False
-        # When set, replies arrive as a receiver at the wrong baud rate sees them.
-        self.wrong_baud = False
-        self._rng = random.Random(1)
-        self.commands: list[str] = []
-        self._load_g = 0.0
         self._zero_g = 0.0
         self._tare_g = 0.0
-        self._settled_at = 0.0
-        self._range_fault: str | None = None
-        self._framer = LineFramer(128)
         self._timers: list[asyncio.TimerHandle] = []
-
-    # -- scenario control -------------------------------------------------------------------------
-
-    def set_load(self, grams: float, settle_s: float = 0.0) -> None:
-        """Put `grams` on the pan; it reads as dynamic for `settle_s` (float('inf'): never settles)."""
-        self._load_g = grams
-        self._range_fault = None
-        self._settled_at = self._now() + settle_s
-
-    def overload(self) -> None:
-        self._range_fault = "+"
-
-    def unplug(self) -> None:
-        self.close()
-
-    def replug(self) -> None:
-        self.open()
-
-    def send_garbage(self, count: int = 64) -> bytes:
-        data = bytes(self._rng.randrange(256) for _ in range(count))
-        if self.is_open:
-            self.write(data)
-        return data
-
-    def underload(self) -> None:
-        self._range_fault = "-"
 
     @property
     def net_g(self) -> float:
         return self._load_g - self._zero_g - self._tare_g
 
-    @property
-    def stable(self) -> bool:
-        return self._now() >= self._settled_at
-
     # -- protocol ---------------------------------------------------------------------------------
-
-    def _now(self) -> float:
-        loop = self._loop
-        return loop.time() if loop is not None else asyncio.get_running_loop().time()
 
     def _fault(self) -> str | None:
         if self._range_fault is not None:
-            return self._range_fault
+            return {"over": "+", "under": "-"}[self._range_fault]
         if self._load_g > self.capacity_g:
             return "+"
         if self._load_g < 0:
@@ -120,24 +75,13 @@ class SimulatedScale(PtyDevice):
         self._timers.clear()
 
     def _reply(self, line: bytes) -> None:
-        if self.is_open:
-            self.write(scramble(line, self._rng) if self.wrong_baud else line)
+        self.transmit(line)
 
     def _later(self, delay: float, callback: Callable[..., object], *args: object) -> None:
         if self._loop is not None and self.is_open:
             self._timers.append(self._loop.call_later(delay, callback, *args))
 
-    def data_received(self, data: bytes) -> None:
-        for line in self._framer.feed(data, self._now()):
-            if isinstance(line, FramingError):
-                self._reply(b"ES" + CRLF)
-                continue
-            self.handle_command(line.decode("ascii", errors="replace").strip())
-
     def handle_command(self, command: str) -> None:
-        self.commands.append(command)
-        if self.mute:
-            return
         if command in ("@", "SIR", "S", "SI", "Z", "T"):
             # A new weighing command supersedes a repeating or waiting one, as on a real balance.
             self._cancel_pending()

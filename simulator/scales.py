@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from typing import Literal
 
 from drivers.scale_ad import encode_ad
 from drivers.scale_nci import encode_nci_status, encode_nci_weight
@@ -113,6 +114,36 @@ class _FaultyScale(PtyDevice):
         self.frames_sent += 1
 
 
+class CommandedScale(_FaultyScale):
+    """A scale that answers commands, one per line (CR, LF or CR LF): the reply plumbing shared by
+    the MT-SICS, NCI and polled A&D simulators. Subclasses answer in `handle_command`; a line too
+    long or garbled gets `bad_command_reply`. With `mute` commands are recorded but not answered
+    (a scale hung or in its setup menu)."""
+
+    bad_command_reply = b""
+    max_command = 32
+
+    def __init__(self, link_path: str | None = None, **kwargs: object) -> None:
+        super().__init__(link_path, **kwargs)  # type: ignore[arg-type]
+        self.commands: list[str] = []
+        self.mute = False
+        self._framer = LineFramer(self.max_command)
+
+    def data_received(self, data: bytes) -> None:
+        for line in self._framer.feed(data, self._now()):
+            if isinstance(line, FramingError):
+                if not self.mute:
+                    self.transmit(self.bad_command_reply)
+                continue
+            command = line.decode("ascii", errors="replace").strip()
+            self.commands.append(command)
+            if not self.mute:
+                self.handle_command(command)
+
+    def handle_command(self, command: str) -> None:
+        raise NotImplementedError
+
+
 class _StreamingScale(_FaultyScale):
     """Sends a frame every `interval_s` while open, as a terminal in continuous mode does."""
 
@@ -166,34 +197,62 @@ class SimulatedToledoScale(_StreamingScale):
                              checksum=self.checksum)
 
 
-class SimulatedAdScale(_StreamingScale):
-    """An A&D balance in stream mode (or a CAS indicator when `gross_net` is "GS"/"NT")."""
+class SimulatedAdScale(_StreamingScale, CommandedScale):
+    """An A&D balance in stream mode (or a CAS indicator when `gross_net` is "GS"/"NT").
 
-    def __init__(self, link_path: str | None = None, *, gross_net: str | None = None, **kwargs: object) -> None:
+    With `polled=True` it is in command mode: silent until asked, it answers Q, SI (weight now) and
+    S (weight once stable) with one line, and EC,E01 to anything else. `mode` "count" or "percent"
+    makes it show pieces or percent, as a balance switched to those modes does.
+    """
+
+    def __init__(self, link_path: str | None = None, *, gross_net: str | None = None, polled: bool = False,
+                 **kwargs: object) -> None:
         kwargs.setdefault("unit", "g")
         kwargs.setdefault("decimals", 2)
         super().__init__(link_path, **kwargs)  # type: ignore[arg-type]
         self.gross_net = gross_net
+        self.polled = polled
+        self.mode: Literal["weigh", "count", "percent"] = "weigh"
+
+    bad_command_reply = b"EC,E04\r\n"
+
+    def _schedule(self) -> None:
+        if not self.polled:
+            super()._schedule()
 
     def frame(self) -> bytes:
         if self._range_fault is not None:
             return encode_ad(0.0, over=self._range_fault == "over", under=self._range_fault == "under",
                              gross_net=self.gross_net)
+        if self.mode == "count":
+            pieces = round(self._load_g / 2.5)  # a 2.5 g sample piece
+            return encode_ad(pieces, unit="PC", decimals=0, header="QT" if self.stable else "US")
+        if self.mode == "percent":
+            return encode_ad(self._load_g / 10.0, unit="%", decimals=1, stable=self.stable)
         return encode_ad(self.shown_value(), unit=self.unit, decimals=self.decimals, stable=self.stable,
                          gross_net=self.gross_net)
 
+    def handle_command(self, command: str) -> None:
+        if command in ("Q", "SI", "S"):
+            self.transmit(self.frame())
+        else:
+            self.transmit(b"EC,E01\r\n")
 
-class SimulatedNciScale(_FaultyScale):
-    """An SCP-01 scale: answers W, S and Z (each ended by CR), "?" to anything else."""
+
+# Units an SCP-01 scale steps through on "U", with the decimals its display shows in each.
+_NCI_UNITS = {"lb": 2, "kg": 3, "oz": 1, "g": 0}
+
+
+class SimulatedNciScale(CommandedScale):
+    """An SCP-01 scale: answers W, H, U, S and Z (each ended by CR), "?" to anything else."""
+
+    bad_command_reply = b"\n?\r\x03"
 
     def __init__(self, link_path: str | None = None, **kwargs: object) -> None:
         kwargs.setdefault("unit", "lb")
         kwargs.setdefault("decimals", 2)
         super().__init__(link_path, **kwargs)  # type: ignore[arg-type]
-        self.commands: list[str] = []
-        self.mute = False
         self._zero_g = 0.0
-        self._framer = LineFramer(32)
 
     def _status(self) -> dict[str, bool]:
         return {
@@ -203,29 +262,32 @@ class SimulatedNciScale(_FaultyScale):
             "under": self._range_fault == "under",
         }
 
-    def data_received(self, data: bytes) -> None:
-        for line in self._framer.feed(data, self._now()):
-            if isinstance(line, FramingError):
-                self.transmit(b"\n?\r\x03")
-                continue
-            command = line.decode("ascii", errors="replace").strip()
-            self.commands.append(command)
-            if self.mute:
-                continue
-            if command == "W":
-                self.transmit(encode_nci_weight(self.shown_value() - self._zero_g / UNIT_GRAMS[self.unit],
-                                                unit=self.unit, decimals=self.decimals, **self._status()))
-            elif command == "S":
-                self.transmit(b"\n" + encode_nci_status(**self._status()) + b"\r\x03")
-            elif command == "Z":
-                if self.stable and self._range_fault is None:
-                    self._zero_g = self._load_g
-                self.transmit(b"\n" + encode_nci_status(**self._status()) + b"\r\x03")
-            else:
-                self.transmit(b"\n?\r\x03")
+    def handle_command(self, command: str) -> None:
+        if command == "U":
+            # Next unit of measure, then the weight in it (as "W").
+            units = list(_NCI_UNITS)
+            self.unit = units[(units.index(self.unit) + 1) % len(units)] if self.unit in units else units[0]
+            self.decimals = _NCI_UNITS[self.unit]
+            command = "W"
+        if command in ("W", "H"):
+            # "H": the same reply at ten times the resolution (one more decimal).
+            extra = 1 if command == "H" else 0
+            value = round(self.shown_value() - self._zero_g / UNIT_GRAMS[self.unit], self.decimals + extra)
+            self.transmit(encode_nci_weight(value, unit=self.unit, decimals=self.decimals + extra,
+                                            **self._status()))
+        elif command == "S":
+            self.transmit(b"\n" + encode_nci_status(**self._status()) + b"\r\x03")
+        elif command == "Z":
+            if self.stable and self._range_fault is None:
+                self._zero_g = self._load_g
+            self.transmit(b"\n" + encode_nci_status(**self._status()) + b"\r\x03")
+        else:
+            self.transmit(b"\n?\r\x03")
 
 
-def simulated_scale_for(protocol: str, link_path: str | None = None, *, checksum: bool = False) -> PtyDevice:
+def simulated_scale_for(
+    protocol: str, link_path: str | None = None, *, checksum: bool = False, polled: bool = False
+) -> PtyDevice:
     """The simulated scale speaking `protocol` (a station file's scale.protocol)."""
     if protocol == "sics":
         from simulator.scale import SimulatedScale
@@ -236,5 +298,5 @@ def simulated_scale_for(protocol: str, link_path: str | None = None, *, checksum
     if protocol == "nci":
         return SimulatedNciScale(link_path, unit="kg", decimals=3)
     if protocol == "ad":
-        return SimulatedAdScale(link_path)
+        return SimulatedAdScale(link_path, polled=polled)
     raise ValueError(f"no simulated scale for protocol {protocol!r}")

@@ -68,8 +68,15 @@ class SimulatedScanner(PtyDevice):
             super().write(data)
         return data
 
-    def present(self, text: str | None, aim: str = "]C1") -> None:
-        """Put a label in front of a triggered scanner; None is a unit it cannot read."""
+    def present(self, text: str | None, aim: str = "]C1", *, replace: bool = False) -> None:
+        """Put a label in front of a triggered scanner; None is a unit it cannot read.
+
+        Labels queue up for successive triggers; with `replace` the new unit takes the place of
+        whatever was still in front of the scanner (a unit whose trigger never came has moved on,
+        so a late trigger must not read it).
+        """
+        if replace:
+            self._presented.clear()
         self._presented.append(None if text is None else (text, aim))
 
     def data_received(self, data: bytes) -> None:

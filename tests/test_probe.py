@@ -17,7 +17,7 @@ from edge.cli import build_parser
 from edge.probe import run_probe
 from simulator.pty_device import PtyDevice
 from simulator.scale import SimulatedScale
-from simulator.scales import SimulatedNciScale
+from simulator.scales import SimulatedAdScale, SimulatedNciScale
 from simulator.scanner import SimulatedScanner
 
 # Toledo standard continuous output, 2.500 kg gross stable (SWA 0x2D: decimal code 5), then in motion.
@@ -88,11 +88,54 @@ async def test_wrong_protocol_names_the_right_one(tmp_path: Path) -> None:
 
 
 async def test_parity_mismatch_is_explained(tmp_path: Path) -> None:
-    link = str(tmp_path / "toledo")
-    async with streaming(link, [_seven_e_one(TOLEDO)]):
-        code, records = await probe("scale", "--port", link, "--protocol", "toledo", "--timeout", "0.5")
+    link = str(tmp_path / "ad")
+    async with streaming(link, [_seven_e_one(AD)]):
+        code, records = await probe("scale", "--port", link, "--protocol", "ad", "--timeout", "0.5")
     assert code == 1
     assert "--bytesize 7 --parity E" in records[-1]["diagnosis"]
+
+
+async def test_toledo_7e1_terminal_on_an_8n1_port_still_reads(tmp_path: Path) -> None:
+    # The Toledo format is 7-bit by definition: bit 7 is parity, checked and dropped.
+    link = str(tmp_path / "toledo")
+    async with streaming(link, [_seven_e_one(TOLEDO)]):
+        code, records = await probe("scale", "--port", link, "--protocol", "toledo", "--count", "2")
+    assert code == 0
+    assert [r["grams"] for r in records if r["kind"] == "weight"] == [pytest.approx(2500.0)] * 2
+
+
+# A&D EK-i manual, "Data format", counting data example: a balance left in counting mode.
+AD_COUNTING = b"QT,+00012345 PC\r\n"
+# NCI 7800 manual, "Standard Commands": reply to W, 12.50 lb stable, gross, two status bytes.
+NCI_REPLY = b"\n0012.50lb\r\n00\r\x03"
+
+
+async def test_counting_mode_is_named_not_weighed(tmp_path: Path) -> None:
+    link = str(tmp_path / "ad")
+    async with streaming(link, [AD_COUNTING]):
+        code, records = await probe("scale", "--port", link, "--protocol", "ad", "--timeout", "0.5")
+    assert code == 1
+    assert not any(r["kind"] == "weight" for r in records)
+    assert any(r["kind"] == "fault" and "counting" in r["fault"] for r in records)
+    assert "weighing mode" in records[-1]["diagnosis"]
+
+
+async def test_nci_manual_reply_through_a_pty(tmp_path: Path) -> None:
+    link = str(tmp_path / "nci")
+    async with streaming(link, [NCI_REPLY], interval_s=0.05):
+        code, records = await probe("scale", "--port", link, "--protocol", "nci", "--count", "2")
+    assert code == 0
+    assert [r["grams"] for r in records if r["kind"] == "weight"] == [pytest.approx(12.5 * 453.59237)] * 2
+
+
+async def test_ad_balance_in_command_mode_is_polled_with_q(tmp_path: Path) -> None:
+    link = str(tmp_path / "ad")
+    async with SimulatedAdScale(link_path=link, polled=True) as balance:
+        balance.set_load(187.25)
+        code, records = await probe("scale", "--port", link, "--protocol", "ad", "--poll", "--count", "2")
+    assert code == 0
+    assert [r["grams"] for r in records if r["kind"] == "weight"] == [pytest.approx(187.25)] * 2
+    assert balance.commands and set(balance.commands) == {"Q"}
 
 
 async def test_silence_is_explained(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from drivers.scanner import (
     ScannerFramer,
     ScanRead,
     SerialScanner,
+    implausible,
     symbology_for_aim,
 )
 from simulator.scanner import SimulatedScanner
@@ -150,16 +151,44 @@ def test_arbitrary_bytes_never_raise_and_chunking_does_not_matter(data: bytes, c
 
 
 _TEXT = st.text(
-    alphabet=st.characters(codec="utf-8", exclude_characters="\r\n\x00\x02\x03").filter(lambda c: c != "\x1d")
-    | st.just("\x1d"),
+    alphabet=st.characters(codec="utf-8", categories=["L", "N", "P", "S"]) | st.sampled_from(" \x1d"),
     min_size=1,
     max_size=60,
 ).filter(lambda t: t.strip(" \t") and t.strip().upper() not in {"NR", "NOREAD", "NO READ"})
 
 
+def _gtin(body: str) -> str:
+    total = sum(int(d) * (3 if i % 2 == 0 else 1) for i, d in enumerate(reversed(body)))
+    return body + str((10 - total % 10) % 10)
+
+
+def _plausible_read(aim: str) -> st.SearchStrategy[tuple[str, str]]:
+    """Text that symbology `aim` can carry: what a real scanner sends behind that identifier."""
+    digits = st.text(alphabet="0123456789", min_size=1, max_size=30)
+    if aim in ("]E0", "]E3"):
+        text = st.text(alphabet="0123456789", min_size=12, max_size=12).map(_gtin)
+    elif aim == "]E4":
+        text = st.text(alphabet="0123456789", min_size=7, max_size=7).map(_gtin)
+    elif aim[1] in "EI":
+        text = digits
+    elif aim in ("]A0", "]A1", "]A3"):
+        text = st.text(alphabet="0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ-.$/+%", min_size=1, max_size=30)
+    elif aim[1] == "F":
+        text = st.text(alphabet="0123456789-$:/.+", min_size=1, max_size=30)
+    elif aim[1] in "dQzL":
+        text = _TEXT
+    else:
+        text = st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E) | st.just("\x1d"),
+                       min_size=1, max_size=60)
+    return text.filter(lambda t: t.strip().upper() not in {"NR", "NOREAD", "NO READ"}).map(lambda t: (aim, t))
+
+
+_READ = st.sampled_from(sorted(AIM_SYMBOLOGIES)).flatmap(_plausible_read)
+
+
 @settings(max_examples=300, deadline=None)
 @given(
-    frames=st.lists(st.tuples(st.sampled_from(sorted(AIM_SYMBOLOGIES)), _TEXT), min_size=1, max_size=15),
+    frames=st.lists(_READ, min_size=1, max_size=15),
     noise=st.lists(st.sampled_from([b"", b"\x00", b"\xff", b"\r\n", b"\n", b"\r"]), min_size=15, max_size=15),
     suffix=st.sampled_from([b"\r\n", b"\r", b"\n"]),
     cuts=st.lists(st.integers(min_value=0, max_value=5000), max_size=40),
@@ -293,3 +322,94 @@ async def test_queue_overflow_drops_oldest(tmp_path: Path) -> None:
         texts = [scanner.events.get_nowait().text for _ in range(2)]  # type: ignore[union-attr]
         assert texts == ["R2", "R3"]
         assert scanner.errors["overflow"] == 2
+
+
+# -- plausibility gate: noise framed as a read never reaches identity ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("aim", "body", "reason"),
+    [
+        ("]E0", b"4006381333932", "check digit"),  # EAN-13 with its last digit off by one
+        ("]E0", b"40063813339A1", "cannot be encoded"),
+        ("]E4", b"9638507", "EAN-8"),
+        ("]I0", b"12 34", "cannot be encoded"),
+        ("]A0", b"abc-123", "cannot be encoded"),  # lower case needs Code 39 full ASCII (]A4)
+        ("]C1", b"0109\x80\x81\xf0\xfe", "C1 control"),
+        ("]C0", b"\xf0\xe0\xfe\xf0\xe0x", "bit 7"),
+        ("]E0", b"\xe0\xf0", "cannot be encoded"),
+        ("", b"AB\x07CD", "control byte"),
+        ("]Q1", b"\xf0\x80\x80", "wrong baud"),  # a UTF-8 lead byte without its sequence
+        ("]Q1", "\u0085x".encode(), "unprintable"),  # valid UTF-8 of a control character
+    ],
+)
+def test_implausible_reads_are_named(aim: str, body: bytes, reason: str) -> None:
+    why = implausible(aim, body)
+    assert why is not None and reason in why
+
+
+@pytest.mark.parametrize(
+    ("aim", "body"),
+    [
+        ("]E0", b"4006381333931"),
+        ("]E4", b"96385074"),
+        ("]C1", b"010950600013435221ABC\x1d10LOT7"),
+        ("]d2", b"\x1e\x1d01095060001343522112345"),
+        ("]Q1", "étiquette".encode()),
+        ("]C0", b"\xe9"),  # Latin-1 through FNC4
+        ("]A4", b"abc-123"),
+        ("", b"RMA-1234567"),
+    ],
+)
+def test_plausible_reads_pass(aim: str, body: bytes) -> None:
+    assert implausible(aim, body) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    data=st.binary(min_size=1, max_size=200),
+    aim=st.sampled_from(["]E0", "]E4", "]I0", "]A0", "]F0", "]C1", "]d2", "]Q1", "]L0", "]z0", "]e0", "]X0"]),
+)
+def test_gate_lets_no_forbidden_byte_through(data: bytes, aim: str) -> None:
+    events = ScannerFramer().feed(aim.encode() + data + b"\r\n", 0.0)
+    for event in events:
+        if isinstance(event, ScanRead) and event.aim == aim:
+            body = event.raw[3:]
+            assert all(0x20 <= b < 0x7F or b in b"\x04\x1c\x1d\x1e\x1f" for b in body) or aim[1] in "CdQzLX"
+            assert not any(0x80 <= b < 0xA0 for b in body) or aim[1] in "dQzL"
+
+
+def test_read_glued_behind_noise_is_salvaged_from_its_aim_identifier() -> None:
+    noise = b"\xf0\x80\xfe\xe0]C\xf0\x91\x80"
+    events = ScannerFramer(min_length=4).feed(noise + b"]C1010950600013435221ABC\r\n", 1.0)
+    assert [type(e).__name__ for e in events] == ["GarbageRead", "ScanRead"]
+    assert events[1].text == "010950600013435221ABC" and events[1].aim == "]C1"
+
+
+@pytest.mark.parametrize("seed", [11, 12, 13, 14])
+async def test_wrong_baud_bursts_mixed_with_reads_feed_identity_only_real_reads(tmp_path: Path, seed: int) -> None:
+    link = str(tmp_path / "scanner")
+    labels = [f"01095060001343522{n:04d}" for n in range(40)]
+    sent: list[str] = []
+    async with (
+        SimulatedScanner(link_path=link, seed=seed) as sim,
+        SerialScanner(link, aim_required=True, min_length=4) as scanner,
+    ):
+        await scanner.wait_for_state("online", 2.0)
+        for index, label in enumerate(labels):
+            # Every fourth and fifth read goes out while the line runs at the wrong speed.
+            sim.wrong_baud = index % 5 in (3, 4)
+            sim.emit_read(label, aim="]C1")
+            if not sim.wrong_baud:
+                sent.append(label)
+            await asyncio.sleep(0.01)
+        sim.wrong_baud = False
+        sim.emit_read("END-OF-TEST", aim="]C0")
+        got: list[str] = []
+        deadline = asyncio.get_running_loop().time() + 5.0
+        while "END-OF-TEST" not in got and asyncio.get_running_loop().time() < deadline:
+            async with asyncio.timeout(5.0):
+                got.append((await scanner.events.get()).text)  # type: ignore[union-attr]
+    assert got[:-1] == sent  # every read sent at the right speed, in order, and nothing else
+    assert scanner.errors["garbage"] >= 1
+    assert scanner.counts["read"] == len(sent) + 1

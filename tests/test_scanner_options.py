@@ -4,6 +4,7 @@ no-read texts, Honeywell host trigger, and unplug/replug and wrong-baud faults o
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -245,3 +246,44 @@ async def test_wrong_baud_invents_no_reads(tmp_path: Path) -> None:
         assert "GOOD" in reads
         assert not any(t.startswith("LABEL") for t in reads)
         assert scanner.state == "online"
+
+
+async def test_triggered_read_goes_to_the_unit_that_triggered_it() -> None:
+    # A late answer to an earlier trigger is never taken by the next unit, and a read that arrives
+    # close to the next unit's photo-eye edge still belongs to the trigger that caused it.
+    from edge.reads import ReadMatcher
+
+    reads: ReadMatcher[ScanRead] = ReadMatcher(before_s=0.25, after_s=0.3)
+    now = time.monotonic()
+    await reads.note_arrival(now - 0.05)
+    await reads.add(ScanRead("STALE", "]C1", "GS1-128", now - 0.01, b""))  # before this trigger
+    await reads.note_arrival(now + 0.02)  # the next unit's edge, nearer to the read below
+    await reads.add(ScanRead("MINE", "]C1", "GS1-128", now + 0.03, b""))
+    assert (await reads.claim_triggered(now)).text == "MINE"  # type: ignore[union-attr]
+    assert reads.counters["unmatched_events"] == 1
+    assert await reads.claim_triggered(time.monotonic()) is None  # nothing answered: a no-read
+    assert reads.counters["units_without_event"] == 1
+    # The pipeline does not trigger for a unit once the next one is at the eye (it would read that).
+    assert reads.later_arrival_seen(now - 0.05) and not reads.later_arrival_seen(now + 0.02)
+
+
+async def test_garbage_counter_raises_then_clears_the_device_garbage_alarm(tmp_path: Path) -> None:
+    from edge.alarms import Alarms
+    from edge.contract import Envelope, Topics
+    from edge.daemon import GarbageWatch
+    from edge.journal import Journal
+
+    async with Journal(tmp_path / "j.db") as journal:
+        alarms = Alarms(journal, Envelope("edge-t"), Topics("returns/v1", "s", "l"))
+        watch = GarbageWatch(quiet_s=5.0)
+        await watch.check(alarms, "scanner", 0, 0.0)
+        assert not alarms.active
+        await watch.check(alarms, "scanner", 3, 1.0)  # three garbage lines since the last look
+        assert ("device_garbage", "scanner") in alarms.active
+        await watch.check(alarms, "scanner", 5, 2.0)
+        assert alarms.active[("device_garbage", "scanner")].count == 2
+        await watch.check(alarms, "scanner", 5, 4.0)  # quiet, but not for long enough
+        assert ("device_garbage", "scanner") in alarms.active
+        await watch.check(alarms, "scanner", 5, 7.5)
+        assert ("device_garbage", "scanner") not in alarms.active
+        assert alarms.raised_total["device_garbage"] == 2
