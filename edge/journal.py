@@ -28,7 +28,7 @@ CREATE TABLE IF NOT EXISTS units (
     decision_id  TEXT UNIQUE NOT NULL,
     item_id      INTEGER,
     decided_at   REAL NOT NULL,
-    state        TEXT NOT NULL,      -- decided, diverted, divert_failed, complete
+    state        TEXT NOT NULL,      -- decided, diverted, divert_failed, complete, lane_unknown, expired
     lane         INTEGER,
     cell         TEXT,
     grade        TEXT,
@@ -51,7 +51,7 @@ CREATE TABLE IF NOT EXISTS orders (
     cell         TEXT NOT NULL,
     topic        TEXT NOT NULL,
     payload      BLOB NOT NULL,
-    state        TEXT NOT NULL,      -- QUEUED, ACCEPTED, RUNNING, FINISHED, FAILED
+    state        TEXT NOT NULL,      -- QUEUED, ACCEPTED, RUNNING, FINISHED, FAILED, EXPIRED
     sent_count   INTEGER NOT NULL DEFAULT 0,
     queued_at    REAL NOT NULL,
     updated_at   REAL NOT NULL,
@@ -76,7 +76,11 @@ CREATE TABLE IF NOT EXISTS meta (
 
 FINAL_CELL_STATES = ("FINISHED", "FAILED")
 SEQ_BLOCK = 1_000_000
-STATE_RANK = {"QUEUED": 0, "ACCEPTED": 1, "RUNNING": 2, "FINISHED": 3, "FAILED": 3}
+# EXPIRED (no answer within the order expiry, no longer re-sent) ranks with RUNNING: a late FINISHED
+# or FAILED still completes the decision, a late ACCEPTED does not reopen it.
+STATE_RANK = {"QUEUED": 0, "ACCEPTED": 1, "RUNNING": 2, "EXPIRED": 2, "FINISHED": 3, "FAILED": 3}
+# Orders still waiting for their cell; the first term matches the orders_open partial index.
+OPEN_ORDER = "state NOT IN ('FINISHED', 'FAILED') AND state != 'EXPIRED'"
 RUNNING_FACTOR = 3  # accepted/running orders are re-sent after this many order timeouts
 
 
@@ -97,6 +101,15 @@ class Publication:
     payload: bytes
     qos: int = 1
     retain: bool = False
+
+
+@dataclass(frozen=True)
+class ExpiredOrder:
+    decision_id: str
+    unit_id: str
+    cell: str
+    sent_count: int
+    waited_s: float
 
 
 @dataclass(frozen=True)
@@ -139,6 +152,10 @@ class Journal:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
+            if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
+                # Only takes effect before the first table exists: lets retention hand pruned pages
+                # back to the file system (files from before this are converted by reclaim_space).
+                db.execute("PRAGMA auto_vacuum=INCREMENTAL")
             db.execute("PRAGMA journal_mode=WAL")
             # FULL: a commit is on disk before we command the diverter, even across a power cut.
             db.execute("PRAGMA synchronous=FULL")
@@ -169,6 +186,34 @@ class Journal:
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
         await self._call(run)
+
+    async def reclaim_space(self, max_pages: int = 4096, vacuum_free_fraction: float = 0.25) -> int:
+        """Give free pages back to the file system after pruning; returns how many pages went.
+
+        With incremental auto-vacuum, at most `max_pages` per call, so the journal thread (and the
+        decisions waiting on it) is never held for long. A file created without it is converted by
+        one full VACUUM, only when at least `vacuum_free_fraction` of it is free: that pass holds
+        the journal for as long as rewriting the file takes, once in the file's life.
+        """
+
+        def run() -> int:
+            db = self._db
+            if db is None:
+                raise JournalError("journal is closed")
+            before = db.execute("PRAGMA page_count").fetchone()[0]
+            free = db.execute("PRAGMA freelist_count").fetchone()[0]
+            if free == 0:
+                return 0
+            if db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:
+                # executescript steps the pragma to completion: execute() would free a single page.
+                db.executescript(f"PRAGMA incremental_vacuum({int(max_pages)});")
+            elif free >= before * vacuum_free_fraction:
+                db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+                db.execute("VACUUM")
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            return before - db.execute("PRAGMA page_count").fetchone()[0]
+
+        return await self._call(run)
 
     async def transact(self, body: Callable[[sqlite3.Connection], T]) -> T:
         """Run `body` in one IMMEDIATE transaction on the journal thread (for maintenance modules)."""
@@ -364,8 +409,7 @@ class Journal:
 
         def body(db: sqlite3.Connection) -> int:
             rows = db.execute(
-                "SELECT decision_id, cell, topic, payload, updated_at, state FROM orders"
-                " WHERE state NOT IN ('FINISHED', 'FAILED')"
+                f"SELECT decision_id, cell, topic, payload, updated_at, state FROM orders WHERE {OPEN_ORDER}"
             ).fetchall()
             due = [
                 r for r in rows
@@ -389,15 +433,41 @@ class Journal:
             self.outbox_changed.set()
         return count
 
+    async def expire_unanswered_orders(self, expiry_s: dict[str, float], default_s: float) -> list[ExpiredOrder]:
+        """Stop re-sending orders their cell has not finished within its expiry (counted from the
+        first send): the order becomes EXPIRED and its unit `expired`, both final, with an audit event.
+        A person has to see to the unit; a late FINISHED or FAILED from the cell is still applied."""
+        now = time.time()
+
+        def body(db: sqlite3.Connection) -> list[ExpiredOrder]:
+            rows = db.execute(
+                f"SELECT decision_id, unit_id, cell, sent_count, queued_at, state FROM orders WHERE {OPEN_ORDER}"
+            ).fetchall()
+            expired = [
+                ExpiredOrder(r[0], r[1], r[2], r[3], now - r[4]) for r in rows
+                if now - r[4] >= expiry_s.get(r[2], default_s)
+            ]
+            for order in expired:
+                reason = (f"no FINISHED or FAILED from {order.cell} within {order.waited_s:.0f} s "
+                          f"({order.sent_count} send(s)): no longer re-sent")
+                db.execute("UPDATE orders SET state='EXPIRED', updated_at=?, reason=? WHERE decision_id=?",
+                           (now, reason, order.decision_id))
+                db.execute("UPDATE units SET state='expired' WHERE unit_id=?", (order.unit_id,))
+                db.execute(
+                    "INSERT INTO events(unit_id, at, kind, data) VALUES (?,?,?,?)",
+                    (order.unit_id, now, "order_expired", json.dumps({"cell": order.cell, "reason": reason})),
+                )
+            return expired
+
+        return await self._call(self._transaction, body)
+
     # -- figures and audit -------------------------------------------------------------------------
 
     async def depths(self) -> dict[str, int]:
         def query() -> dict[str, int]:
             assert self._db is not None
             outbox = self._db.execute("SELECT count(*) FROM outbox WHERE sent_at IS NULL").fetchone()[0]
-            open_orders = self._db.execute(
-                "SELECT count(*) FROM orders WHERE state NOT IN ('FINISHED','FAILED')"
-            ).fetchone()[0]
+            open_orders = self._db.execute(f"SELECT count(*) FROM orders WHERE {OPEN_ORDER}").fetchone()[0]
             return {"outbox": outbox, "open_orders": open_orders}
 
         return await self._call(query)

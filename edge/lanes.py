@@ -73,7 +73,10 @@ class LaneGuard:
 
 
 class LaneRouter:
-    """LaneGuard plus alarms: lane_full raised/cleared per lane; cell_offline is the daemon's."""
+    """LaneGuard plus alarms, one active alarm per lane and outage: lane_full (raised when a unit
+    overflows, cleared when the cell reports room) and lane_unavailable (raised when a unit is turned
+    away because the lane's cell is not ONLINE, cleared when it is back); further units turned away
+    meanwhile only count into the active alarm. cell_offline is the daemon's."""
 
     def __init__(self, guard: LaneGuard, alarms: Alarms) -> None:
         self.guard = guard
@@ -91,11 +94,22 @@ class LaneRouter:
             await self.alarms.raise_("lane_full", f"lane {lane} ({name}) is full: units go to lane {routed}",
                                      subject=f"lane-{lane}")
         else:
-            await self.alarms.event("lane_unavailable", reason, subject=f"lane-{lane}")
+            await self.alarms.raise_("lane_unavailable", f"lane {lane} ({name}) out of service: {why}: units go "
+                                     f"to the reject/manual lane {routed}", subject=f"lane-{lane}")
         return dataclasses.replace(verdict, disposition="quarantine", reasons=(*verdict.reasons, reason)), routed
 
     async def on_connection(self, cell: str, state: str) -> None:
         self.guard.on_connection(cell, state)
+        if state != "ONLINE":
+            return
+        for lane, lane_cell in sorted(self.guard.cell_of_lane.items()):
+            active = self.alarms.active.get(("lane_unavailable", f"lane-{lane}"))
+            if lane_cell == cell and active is not None:
+                await self.alarms.clear(
+                    "lane_unavailable", subject=f"lane-{lane}",
+                    message=f"lane {lane} back in service: {cell} is ONLINE; {active.count} unit(s) went to the "
+                    "reject/manual lane meanwhile",
+                )
 
     async def on_capacity(self, cell: str, decision_id: str, lane_capacity: int | None) -> None:
         lane = self.guard.on_capacity(cell, decision_id, lane_capacity)

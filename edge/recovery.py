@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -123,21 +124,17 @@ async def announce_unseen_units(
 ) -> int:
     """Give every unit that passed while no controller ran its decision: it had no divert, so the
     PLC sent it to the belt end, the reject lane. The reject lane's cell gets an order as usual."""
-    import uuid
-
-    from edge.journal import OrderToSend
-
     if plc_item is None or plc_item == 0:
         return 0
 
-    def newest(db: sqlite3.Connection) -> tuple[Any, Any, set[int]]:
+    def newest(db: sqlite3.Connection) -> tuple[Any, Any]:
         row = db.execute("SELECT item_id, decided_at FROM units ORDER BY decided_at DESC LIMIT 1").fetchone()
-        recent = db.execute("SELECT item_id FROM units ORDER BY decided_at DESC LIMIT ?", (MAX_UNSEEN * 2,))
-        return (row[0], row[1], {r[0] for r in recent}) if row else (None, None, set())
+        return (row[0], row[1]) if row else (None, None)
 
-    last_item, last_at, known = await journal.transact(newest)
+    last_item, last_at = await journal.transact(newest)
     if last_item is None:
         return 0
+    known = await _recently_decided_items(journal)
     ids = unseen_item_ids(int(last_item), float(last_at), plc_item, known, now)
     if ids is None:
         await alarms.event(
@@ -146,6 +143,30 @@ async def announce_unseen_units(
             severity="warning",
         )
         return 0
+    return await decide_passed_units(journal, envelope, topics, alarms, config, ids, UNSEEN_REASON)
+
+
+async def _recently_decided_items(journal: Journal) -> set[int]:
+    def query(db: sqlite3.Connection) -> set[int]:
+        rows = db.execute("SELECT item_id FROM units ORDER BY decided_at DESC LIMIT ?", (MAX_UNSEEN * 2,))
+        return {r[0] for r in rows}
+
+    return await journal.transact(query)
+
+
+async def decide_passed_units(
+    journal: Journal, envelope: Envelope, topics: Topics, alarms: Alarms, config: Any, item_ids: list[int],
+    reason: str,
+) -> int:
+    """Decide units that passed the scan point with no divert, so the PLC sent them to the belt end:
+    reject lane, an order to the reject lane's cell, one `units_unseen` alarm for the batch. Ids that
+    already have a recent decision are skipped, so a unit is never decided twice."""
+    import uuid
+
+    from edge.journal import OrderToSend
+
+    known = await _recently_decided_items(journal)
+    ids = [item_id for item_id in item_ids if item_id not in known]
     reject = config.lane(config.reject_lane)
     for item_id in ids:
         unit_id, decision_id = f"U{uuid.uuid4().hex[:16]}", str(uuid.uuid4())
@@ -153,10 +174,10 @@ async def announce_unseen_units(
             "unit_id": unit_id, "decision_id": decision_id, "item_id": item_id,
             "identity": {k: None for k in ("barcode", "symbology", "gtin", "serial", "imei", "rma", "sku", "model")},
             "weight_g": None, "expected_weight_g": None, "weight_tolerance_g": None,
-            "vision": {"error": f"not inspected: {UNSEEN_REASON}"},
+            "vision": {"error": f"not inspected: {reason}"},
             "grade": None, "disposition": "quarantine", "r2_category": None, "needs_sanitization": True,
             "lane": reject.id, "lane_name": reject.name, "cell": reject.cell,
-            "reasons": [f"{UNSEEN_REASON}: no divert, the PLC sent it to the reject lane"],
+            "reasons": [f"{reason}: no divert, the PLC sent it to the reject lane"],
             "divert": {"status": "not_requested", "intended_lane": reject.id},
             "latency_ms": None,
         }
@@ -173,12 +194,67 @@ async def announce_unseen_units(
                                 encode(order_payload))
         await journal.record_outcome(
             unit_id, "diverted", decision, [Publication(topics.decisions, encode(decision), qos=1)], order,
-            [("announced", {"reason": UNSEEN_REASON})],
+            [("announced", {"reason": reason})],
         )
     if ids:
         await alarms.event(
-            "units_unseen", f"{len(ids)} unit(s) passed the scan point while the controller was down "
-            f"(PLC items {ids[0]}..{ids[-1]}): sent to the reject lane", severity="warning",
+            "units_unseen", f"{len(ids)} unit(s) {reason} (PLC items {ids[0]}..{ids[-1]}): sent to the reject lane",
+            severity="warning",
         )
-        log.warning("announced %d unit(s) that passed while the controller was down", len(ids))
+        log.warning("announced %d unit(s) that %s", len(ids), reason)
     return len(ids)
+
+
+MISSED_REASON = "passed the scan point while the PLC link was down"
+
+
+@dataclass
+class MissedArrivals:
+    """Which PLC item ids passed the scan point without being reported as arrivals (pure).
+
+    The PLC link reports arrivals in id order and only counts the ids it skipped (link down, or a
+    burst too old to divert): those units had no divert, so they rode to the reject lane and still
+    need their decision. `frontier` is the newest id accounted for, by an arrival or as missed.
+    A jump larger than `max_gap`, or a PLC restart (the link's resync counter moved), re-anchors
+    the frontier instead: the ids in between are not believable as units.
+    """
+
+    max_gap: int = MAX_UNSEEN
+    frontier: int | None = None
+    resyncs: int = 0
+    unbelievable: int = 0
+
+    def _between(self, upto: int, resyncs: int, inclusive: bool) -> list[int]:
+        from plc.tracking import forward_distance, next_id
+
+        if self.frontier is None or resyncs != self.resyncs:
+            self.frontier, self.resyncs = upto, resyncs
+            return []
+        distance = forward_distance(self.frontier, upto) if self.frontier else upto
+        if distance == 0:
+            return []
+        if distance > self.max_gap:
+            self.unbelievable += 1
+            self.frontier = upto
+            return []
+        ids, item = [], self.frontier
+        for _ in range(distance if inclusive else distance - 1):
+            item = next_id(item)
+            ids.append(item)
+        self.frontier = upto
+        return ids
+
+    def on_arrival(self, item_id: int, resyncs: int = 0) -> list[int]:
+        """An arrival the pipeline will decide; returns the ids skipped just before it."""
+        return self._between(item_id, resyncs, inclusive=False)
+
+    def on_sample(self, plc_item: int | None, resyncs: int = 0) -> list[int]:
+        """The link's latest scan_item_id, sampled when every reported arrival has been taken:
+        every id up to it that was not an arrival was missed."""
+        if plc_item is None or (plc_item == 0 and self.frontier is None):
+            return []
+        if plc_item == 0:
+            # The PLC restarted and scanned nothing yet: its next ids start again at 1.
+            self.frontier, self.resyncs = 0, resyncs
+            return []
+        return self._between(plc_item, resyncs, inclusive=True)

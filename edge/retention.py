@@ -1,27 +1,35 @@
 """Journal retention: keep the decision journal bounded without ever dropping open work.
 
-Only units whose story is over are pruned: state `complete` (their cell said FINISHED or FAILED)
-or `lane_unknown` (recovered after a crash, handed to a person), with no unsent outbox message.
+Only units whose story is over are pruned: state `complete` (their cell said FINISHED or FAILED),
+`lane_unknown` (recovered after a crash, handed to a person) or `expired` (the cell never finished
+the order within its expiry, handed to a person).
 A unit with an open order is kept however old it is, because deleting it would lose a decision.
 Pruned: units older than `retention_days`, then the oldest beyond `max_units`, with their audit
-events and orders; outbox rows already acknowledged by the broker go after a day. SQLite reuses
-the freed pages, so the file stops growing once retention is reached; the WAL is truncated after
-each pass.
+events, orders and evidence images; outbox rows already acknowledged by the broker go after a day.
+Freed pages go back to the file system (incremental auto-vacuum, a bounded number per pass) and
+the WAL is truncated, so the file shrinks after a burst, not only stops growing.
+
+Evidence images whose unit is no longer in the journal and that are older than the retention age
+(a crash between writing the image and the decision, a journal replaced by hand) go too; images of
+units still in the journal are kept however old, like the units themselves.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from edge.journal import Journal
 
 log = logging.getLogger("edge.retention")
 
-FINISHED_UNIT_STATES = ("complete", "lane_unknown")
+FINISHED_UNIT_STATES = ("complete", "lane_unknown", "expired")
 SENT_OUTBOX_KEEP_S = 86400.0
 BATCH = 5000
 
@@ -32,6 +40,8 @@ class Pruned:
     events: int
     orders: int
     outbox: int
+    # Evidence images named by the pruned decisions, deleted once the prune is committed.
+    evidence: list[str] = field(default_factory=list)
 
 
 def prune(db: sqlite3.Connection, *, retention_days: float, max_units: int, now: float | None = None) -> Pruned:
@@ -51,30 +61,129 @@ def prune(db: sqlite3.Connection, *, retention_days: float, max_units: int, now:
             (*FINISHED_UNIT_STATES, cutoff, min(excess, BATCH)),
         )]
     events = orders = 0
+    evidence: list[str] = []
     for unit_id in old:
+        row = db.execute("SELECT decision FROM units WHERE unit_id=?", (unit_id,)).fetchone()
+        image = _evidence_of(row[0]) if row else None
+        if image:
+            evidence.append(image)
         events += db.execute("DELETE FROM events WHERE unit_id=?", (unit_id,)).rowcount
         orders += db.execute("DELETE FROM orders WHERE unit_id=?", (unit_id,)).rowcount
         db.execute("DELETE FROM units WHERE unit_id=?", (unit_id,))
     outbox = db.execute(
         "DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ?", (now - SENT_OUTBOX_KEEP_S,)
     ).rowcount
-    return Pruned(len(old), events, orders, outbox)
+    return Pruned(len(old), events, orders, outbox, evidence)
 
 
-async def prune_once(journal: Journal, *, retention_days: float, max_units: int) -> Pruned:
+def _evidence_of(decision_json: str) -> str | None:
+    try:
+        image = (json.loads(decision_json).get("vision") or {}).get("evidence")
+    except (ValueError, AttributeError):
+        return None
+    return image if isinstance(image, str) else None
+
+
+def delete_evidence(evidence_dir: Path, images: list[str]) -> int:
+    """Delete the pruned units' images; only files inside `evidence_dir`, whatever a path says."""
+    root = evidence_dir.resolve()
+    deleted = 0
+    for image in images:
+        path = Path(image).resolve()
+        if not path.is_relative_to(root) or path == root:
+            log.warning("evidence path %s is outside %s: not deleted", image, root)
+            continue
+        try:
+            path.unlink()
+            deleted += 1
+        except FileNotFoundError:
+            pass  # never written (dropped under load) or already gone
+        except OSError as exc:
+            log.warning("cannot delete evidence image %s: %s", path, exc)
+    return deleted
+
+
+def old_evidence_files(evidence_dir: Path, older_than: float) -> dict[str, list[Path]]:
+    """Images (and stale temporary files) last written before `older_than`, by unit id; day folders
+    left empty are removed on the way."""
+    found: dict[str, list[Path]] = {}
+    if not evidence_dir.is_dir():
+        return found
+    for day in sorted(p for p in evidence_dir.iterdir() if p.is_dir() and not p.is_symlink()):
+        entries = list(day.iterdir())
+        for path in entries:
+            if not path.is_file() or path.is_symlink():
+                continue
+            # Temporary files are named .<unit>.jpg.<thread>.tmp while being written.
+            unit_id = path.name.split(".")[1] if path.name.startswith(".") else path.stem
+            with contextlib.suppress(OSError):
+                if path.stat().st_mtime < older_than:
+                    found.setdefault(unit_id, []).append(path)
+        if not entries:
+            with contextlib.suppress(OSError):
+                day.rmdir()
+    return found
+
+
+def delete_files(paths: list[Path]) -> int:
+    deleted = 0
+    for path in paths:
+        try:
+            path.unlink()
+            deleted += 1
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("cannot delete evidence image %s: %s", path, exc)
+    return deleted
+
+
+async def sweep_orphan_evidence(journal: Journal, evidence_dir: Path, older_than: float) -> int:
+    """Delete old images whose unit is not in the journal (any more, or ever)."""
+    candidates = await asyncio.to_thread(old_evidence_files, evidence_dir, older_than)
+    if not candidates:
+        return 0
+    unit_ids = list(candidates)
+
+    def known(db: sqlite3.Connection) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(unit_ids), 500):
+            chunk = unit_ids[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            found.update(r[0] for r in db.execute(f"SELECT unit_id FROM units WHERE unit_id IN ({marks})", chunk))
+        return found
+
+    kept = await journal.transact(known)
+    orphans = [path for unit_id, paths in candidates.items() for path in paths
+               if unit_id not in kept or path.suffix != ".jpg"]
+    return await asyncio.to_thread(delete_files, orphans)
+
+
+async def prune_once(
+    journal: Journal, *, retention_days: float, max_units: int, evidence_dir: Path | None = None,
+) -> Pruned:
     result = await journal.transact(lambda db: prune(db, retention_days=retention_days, max_units=max_units))
+    images = 0
+    if evidence_dir is not None:
+        images = await asyncio.to_thread(delete_evidence, evidence_dir, result.evidence)
+        images += await sweep_orphan_evidence(journal, evidence_dir, time.time() - retention_days * 86400.0)
     if result.units or result.outbox:
-        await journal.checkpoint()
-        log.info("journal retention: pruned %d unit(s), %d event(s), %d order(s), %d sent message(s)",
-                 result.units, result.events, result.orders, result.outbox)
+        reclaimed = await journal.reclaim_space()
+        log.info("journal retention: pruned %d unit(s), %d event(s), %d order(s), %d sent message(s), %d evidence "
+                 "image(s); %d page(s) given back", result.units, result.events, result.orders, result.outbox,
+                 images, reclaimed)
+    elif images:
+        log.info("journal retention: deleted %d orphan evidence image(s)", images)
     return result
 
 
-async def retention_loop(journal: Journal, *, retention_days: float, max_units: int, interval_s: float) -> None:
+async def retention_loop(
+    journal: Journal, *, retention_days: float, max_units: int, interval_s: float, evidence_dir: Path | None = None,
+) -> None:
     while True:
         try:
-            await prune_once(journal, retention_days=retention_days, max_units=max_units)
-        except sqlite3.Error as exc:
+            await prune_once(journal, retention_days=retention_days, max_units=max_units, evidence_dir=evidence_dir)
+        except (sqlite3.Error, OSError) as exc:
             # Retention is housekeeping: a failed pass must not take the controller down.
             log.error("journal retention pass failed: %s", exc)
         await asyncio.sleep(interval_s)

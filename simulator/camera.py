@@ -83,6 +83,10 @@ class SimulatedCamera:
         rng = np.random.default_rng([self._seed, 1_000_000 + unit_key])
         self._prepared[unit_key] = asyncio.ensure_future(asyncio.to_thread(self._render_png, appearance, rng))
 
+    async def wait_prepared(self) -> None:
+        """Until every frame prepared so far is rendered."""
+        await asyncio.gather(*self._prepared.values())
+
     async def capture(self, trigger_id: int, appearance: Appearance, unit_key: int | None = None) -> np.ndarray:
         """Store the frame for this trigger (prepared earlier, or rendered now); returns the BGR frame."""
         prepared = self._prepared.pop(unit_key, None) if unit_key is not None else None

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -27,6 +28,68 @@ import yaml
 
 from .asyncapi_contract import assert_all_conform
 from .conftest import CONFIG, REPO, Mosquitto
+
+
+class TcpCutter:
+    """A TCP relay between the daemon and the simulated PLC that a test can cut and restore, like a
+    pulled network cable: cut closes every relayed connection and refuses new ones."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.listener.getsockname()[1])
+        self.open = threading.Event()
+        self.open.set()
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True, name="tcp-cutter").start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if not self.open.is_set():
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(self.target, timeout=2)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._sockets += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        self.open.clear()
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def restore(self) -> None:
+        self.open.set()
+
+    def close(self) -> None:
+        self.cut()
+        self.listener.close()
 
 
 class PersistentRecorder:
@@ -76,7 +139,8 @@ class Verdict:
 
 class LineRun:
     def __init__(self, tmp_path: Path, broker: Mosquitto, *, units: int, rate: float,
-                 cells: list[dict] | None = None, linger: float = 30.0, order_timeout_s: float = 2.0) -> None:
+                 cells: list[dict] | None = None, linger: float = 30.0, order_timeout_s: float = 2.0,
+                 faults: dict[str, float] | None = None) -> None:
         self.tmp = tmp_path
         self.broker = broker
         self.units = units
@@ -91,6 +155,8 @@ class LineRun:
         scenario.update(station=str(tmp_path / "station.yaml"), units=units, rate_per_s=rate, seed=99)
         if cells is not None:
             scenario["cells"] = cells
+        if faults is not None:
+            scenario["faults"] = faults
         (tmp_path / "scenario.yaml").write_text(yaml.safe_dump(scenario))
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.linger = linger
@@ -98,6 +164,8 @@ class LineRun:
         self.daemon_starts = 0
         self.sim: subprocess.Popen[bytes] | None = None
         self.recorder = PersistentRecorder(broker.host, broker.port)
+        self.station_file: Path | None = None
+        self.plc_cutter: TcpCutter | None = None
 
     # -- processes ----------------------------------------------------------------------------
 
@@ -110,11 +178,28 @@ class LineRun:
         )
         wait_for(lambda: (self.run_dir / "station.yaml").exists(), 30, "the simulator's station file")
 
+    def cut_plc_link_through(self) -> TcpCutter:
+        """Route the daemon's Modbus connection through a relay the test can cut (before start_daemon)."""
+        station = self.daemon_station()
+        self.plc_cutter = TcpCutter(station["plc"]["host"], int(station["plc"]["port"]))
+        station["plc"].update(host="127.0.0.1", port=self.plc_cutter.port)
+        self.set_daemon_station(station)
+        return self.plc_cutter
+
+    def daemon_station(self) -> dict[str, Any]:
+        """The station file the daemon will start with (the simulator's, unless changed)."""
+        return yaml.safe_load((self.station_file or self.run_dir / "station.yaml").read_text())
+
+    def set_daemon_station(self, station: dict[str, Any]) -> None:
+        self.station_file = self.tmp / "station.daemon.yaml"
+        self.station_file.write_text(yaml.safe_dump(station))
+
     def start_daemon(self, wait_ready: bool = True) -> None:
         self.daemon_starts += 1
         log_path = self.tmp / f"daemon-{self.daemon_starts}.log"
+        station_file = self.station_file or self.run_dir / "station.yaml"
         self.daemon = subprocess.Popen(
-            [sys.executable, "-m", "edge", "run", "--config", str(self.run_dir / "station.yaml")],
+            [sys.executable, "-m", "edge", "run", "--config", str(station_file)],
             stdout=log_path.open("wb"), stderr=subprocess.STDOUT, cwd=REPO, env=self.env,
         )
         if wait_ready:
@@ -136,7 +221,7 @@ class LineRun:
         wait_for(lambda: self.sim.poll() is not None, timeout, "the simulator to run all units")
         assert self.sim.returncode == 0, (self.tmp / "sim.log").read_text()[-3000:]
         assert self.daemon is not None and self.daemon.poll() is None, self.daemon_log()[-3000:]
-        wait_for(self._journal_settled, 30, "every order to be answered in the journal")
+        wait_for(self.journal_settled, 30, "every order to be answered in the journal")
         # Published is not yet delivered: give the recorder's session time to catch up (verify
         # then checks what it got).
         with contextlib.suppress(AssertionError):
@@ -153,11 +238,11 @@ class LineRun:
         finally:
             db.close()
 
-    def _journal_settled(self) -> bool:
+    def journal_settled(self) -> bool:
         db = sqlite3.connect(self.run_dir / "journal.db")
         try:
             open_units = db.execute(
-                "SELECT count(*) FROM units WHERE state NOT IN ('complete', 'lane_unknown')").fetchone()[0]
+                "SELECT count(*) FROM units WHERE state NOT IN ('complete', 'lane_unknown', 'expired')").fetchone()[0]
             unsent = db.execute("SELECT count(*) FROM outbox WHERE sent_at IS NULL").fetchone()[0]
         except sqlite3.Error:
             return False
@@ -167,6 +252,8 @@ class LineRun:
 
     def close(self) -> None:
         self.recorder.stop()
+        if self.plc_cutter is not None:
+            self.plc_cutter.close()
         for process in (self.sim, self.daemon):
             if process is not None and process.poll() is None:
                 process.kill()

@@ -13,6 +13,7 @@ import random
 import sqlite3
 import time
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -101,7 +102,11 @@ def test_cell_goes_offline_and_comes_back_and_a_cell_answers_twice(mosquitto: Mo
     alarms = run.recorder.json_on("/alarms")
     assert any(a["code"] == "cell_offline" and a["state"] == "raised" and a["subject"] == "cell-a" for a in alarms)
     assert any(a["code"] == "cell_offline" and a["state"] == "cleared" and a["subject"] == "cell-a" for a in alarms)
-    assert any(a["code"] == "lane_unavailable" for a in alarms)
+    # one lane_unavailable per lane for the whole outage, cleared when cell-a was back
+    unavailable = Counter((a["state"], a["subject"]) for a in alarms if a["code"] == "lane_unavailable")
+    raised = {subject for state, subject in unavailable if state == "raised"}
+    assert raised and raised <= {"lane-1", "lane-2"} and set(unavailable.values()) == {1}, unavailable
+    assert {subject for state, subject in unavailable if state == "cleared"} == raised
     # cell-b said everything twice; the journal applied each answer once
     states_b = [m for t, p, _ in run.recorder.messages if t.endswith("/cells/cell-b/state") for m in [json.loads(p)]]
     per = Counter((m["decision_id"], m["state"]) for m in states_b)
@@ -111,3 +116,80 @@ def test_cell_goes_offline_and_comes_back_and_a_cell_answers_twice(mosquitto: Mo
         (u, json.loads(d)["state"]) for u, d in db.execute("SELECT unit_id, data FROM events WHERE kind='cell_state'")
     )
     assert set(applied.values()) == {1}
+
+
+def test_plc_link_cut_and_restored_with_units_flowing(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    run = LineRun(tmp_path, mosquitto, units=36, rate=4.0, linger=30)
+    try:
+        run.start_sim()
+        cutter = run.cut_plc_link_through()
+        run.start_daemon()
+        wait_for(lambda: _inducted(run) >= 8, 60, "units on the belt")
+        cutter.cut()
+        time.sleep(2.5)  # about ten units pass the scan point while the controller is blind
+        cutter.restore()
+        run.finish()
+        verdict = run.verify()
+    finally:
+        run.close()
+    # every unit that passed has exactly one decision, and verify() checked each published lane
+    # against the lane the unit physically left by
+    assert verdict.decisions == verdict.units == 36, verdict
+    decisions = run.recorder.json_on("/units/decisions")
+    missed = [d for d in decisions if any("while the PLC link was down" in r for r in d["reasons"])]
+    assert len(missed) >= 3, [d["reasons"] for d in decisions]
+    assert all(d["lane"] == 0 and d["cell"] == "cell-q" and d["divert"]["status"] == "not_requested"
+               for d in missed)
+    alarms = run.recorder.json_on("/alarms")
+    assert any(a["code"] == "units_unseen" and "PLC link was down" in a["message"] for a in alarms)
+    assert "arrivals missed" in run.daemon_log()
+
+
+def test_orders_to_a_cell_that_never_answers_expire_once(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    from edge.audit import unit_rows
+    from edge.journal import read_unit_history
+
+    # Plenty of unreadable or wrong units, so plenty go to the reject lane.
+    run = LineRun(tmp_path, mosquitto, units=16, rate=4.0, linger=8, order_timeout_s=0.5,
+                  faults={"no_read": 0.3, "wrong_weight": 0.1, "unknown_gtin": 0.1})
+    try:
+        run.start_sim()
+        # The daemon's reject lane is served by cell-z, which no simulated cell plays: nobody answers.
+        station = run.daemon_station()
+        station["lanes"] = [{**lane, "cell": "cell-z"} if lane["id"] == 0 else lane for lane in station["lanes"]]
+        station["cells"].append({"id": "cell-z", "order_timeout_s": 0.5, "order_expiry_s": 3.0})
+        run.set_daemon_station(station)
+        run.start_daemon()
+        assert run.sim is not None
+        wait_for(lambda: run.sim.poll() is not None and run.journal_settled(), 120, "every order answered or expired")
+        time.sleep(0.5)  # let the recorder catch up
+        expired_orders_seen = Counter(
+            json.loads(p)["decision_id"] for t, p, _ in run.recorder.messages if t.endswith("/cells/cell-z/orders"))
+        time.sleep(2.5)  # re-sends (every 0.5 s) would have come by now
+        run.finish()
+    finally:
+        run.close()
+    decisions = run.recorder.json_on("/units/decisions")
+    to_z = {d["decision_id"]: d for d in decisions if d["cell"] == "cell-z"}
+    assert to_z, "the scenario sends some units to the reject lane"
+    # re-sent while it could still be answered, then no more
+    assert all(expired_orders_seen[k] >= 2 for k in to_z), expired_orders_seen
+    after = Counter(json.loads(p)["decision_id"] for t, p, _ in run.recorder.messages
+                    if t.endswith("/cells/cell-z/orders"))
+    assert after == expired_orders_seen
+    # one critical alarm per expired order, naming it
+    unanswered = [a for a in run.recorder.json_on("/alarms") if a["code"] == "order_unanswered"]
+    assert sorted(k for a in unanswered for k in to_z if k in a["message"]) == sorted(to_z)
+    assert all(a["severity"] == "critical" and a["subject"] == "cell-z" for a in unanswered)
+    assert len(unanswered) == len(to_z)
+    # visible in the audit trail and the WMS export
+    journal = run.run_dir / "journal.db"
+    for decision in to_z.values():
+        history = read_unit_history(journal, decision["unit_id"])
+        assert history is not None and history["state"] == "expired"
+        assert history["order"]["state"] == "EXPIRED" and "no longer re-sent" in history["order"]["reason"]
+        assert any(e["kind"] == "order_expired" for e in history["events"])
+    rows = {r["decision_id"]: r for r in unit_rows(journal, datetime.fromtimestamp(0, UTC))}
+    assert {rows[k]["state"] for k in to_z} == {"expired"} and {rows[k]["order_state"] for k in to_z} == {"EXPIRED"}
+    other = [r for k, r in rows.items() if k not in to_z]
+    assert other and all(r["state"] == "complete" for r in other)

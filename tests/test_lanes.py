@@ -87,3 +87,26 @@ def test_router_quarantines_with_a_reason_and_raises_then_clears_lane_full(tmp_p
     alarms = asyncio.run(scenario())
     assert [(a["code"], a["state"], a["subject"]) for a in alarms] == [
         ("lane_full", "raised", "lane-1"), ("lane_full", "cleared", "lane-1")]
+
+
+def test_a_cell_outage_is_one_lane_unavailable_alarm_per_lane_cleared_when_the_cell_is_back(tmp_path: Path) -> None:
+    async def scenario() -> list[dict]:
+        async with Journal(tmp_path / "j.db") as journal:
+            alarms = Alarms(journal, Envelope("edge-t"), Topics("returns/v1", "s", "l"))
+            router = LaneRouter(_guard(), alarms)
+            verdict = Verdict("A", "restock", ("grade A",), "R2 reuse", True)
+            await router.on_connection("cell-a", "CONNECTIONBROKEN")
+            for n in range(7):  # a long outage: many units turned away from lanes 1 and 2
+                moved, lane = await router.route(verdict, 1 + n % 2, f"d{n}")
+                assert lane == 0 and "cell-a is CONNECTIONBROKEN" in moved.reasons[-1]
+            await router.on_connection("cell-b", "ONLINE")  # another cell: nothing to clear
+            await router.on_connection("cell-a", "ONLINE")
+            assert (await router.route(verdict, 1, "d9"))[1] == 1
+            await router.on_connection("cell-a", "ONLINE")  # said twice (retained + live): cleared once
+            return [json.loads(m.payload) for m in await journal.unsent()]
+
+    alarms = asyncio.run(scenario())
+    assert [(a["code"], a["state"], a["subject"]) for a in alarms] == [
+        ("lane_unavailable", "raised", "lane-1"), ("lane_unavailable", "raised", "lane-2"),
+        ("lane_unavailable", "cleared", "lane-1"), ("lane_unavailable", "cleared", "lane-2")]
+    assert "4 unit(s)" in alarms[2]["message"] and "3 unit(s)" in alarms[3]["message"]

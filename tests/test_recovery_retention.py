@@ -8,6 +8,9 @@ import sqlite3
 import time
 from pathlib import Path
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from edge.alarms import Alarms
 from edge.contract import Envelope, Topics
 from edge.journal import Journal, OrderToSend, Publication
@@ -126,3 +129,116 @@ def test_unseen_ids_between_the_journal_and_the_plc() -> None:
     assert unseen_item_ids(10, now - 5, 10 + MAX_UNSEEN + 1, set(), now) is None  # a PLC restart, not units
     assert unseen_item_ids(10, now - 7200, 12, set(), now) is None  # too old to believe
     assert unseen_item_ids(10, now - 5, 0, set(), now) is None
+
+
+def test_missed_arrivals_are_the_ids_the_link_skipped() -> None:
+    from edge.recovery import MissedArrivals
+
+    missed = MissedArrivals(max_gap=100)
+    assert missed.on_sample(10) == []  # anchors at the counter first seen
+    assert missed.on_arrival(11) == []
+    assert missed.on_arrival(14) == [12, 13]  # a burst too old to report: 12 and 13 were counted only
+    assert missed.on_sample(14) == []
+    assert missed.on_sample(17) == [15, 16, 17]  # link was down: nothing reported up to 17
+    assert missed.on_arrival(18) == []
+    assert missed.on_sample(65535 - 1) == [] and missed.unbelievable == 1  # re-anchored, not announced
+    assert missed.on_arrival(65535) == [] and missed.on_arrival(2) == [1]  # the ring wraps past 65535
+    assert missed.on_arrival(5, resyncs=1) == []  # the PLC restarted: its new ids say nothing
+    assert missed.on_sample(0, resyncs=2) == [] and missed.on_arrival(1, resyncs=2) == []
+
+
+@given(steps=st.lists(st.tuples(st.booleans(), st.integers(1, 0xFFFF), st.integers(0, 3)), max_size=60))
+def test_missed_arrivals_never_repeat_an_id_between_resyncs(steps: list[tuple[bool, int, int]]) -> None:
+    """Whatever the counter does, an id announced as missed was neither an arrival nor announced
+    before, unless the counter jumped back (a re-anchor, raised as its own alarm) or the PLC restarted."""
+    from edge.recovery import MissedArrivals
+
+    missed = MissedArrivals(max_gap=300)
+    accounted: set[int] = set()
+    resyncs = 0
+    for is_arrival, value, bump in steps:
+        if bump == 3:
+            resyncs += 1
+            accounted.clear()
+        ids = missed.on_arrival(value, resyncs) if is_arrival else missed.on_sample(value, resyncs)
+        assert len(ids) <= 300 and all(1 <= i <= 0xFFFF for i in ids) and value not in ids[:-1]
+        assert missed.unbelievable or not set(ids) & accounted, (ids, sorted(accounted))
+        accounted.update(ids)
+        if is_arrival:
+            accounted.add(value)
+
+
+async def _fill_and_prune(path: Path, units: int, keep: int) -> tuple[int, int]:
+    async with Journal(path) as journal:
+        for n in range(units):
+            await _unit(journal, f"S{n}", finished=True)
+        await journal.mark_sent([m.seq for m in await journal.unsent(100_000)])
+        await journal.checkpoint()
+        full = path.stat().st_size
+        # A few passes, as the retention loop would make: each gives back a bounded number of pages.
+        for _ in range(4):
+            await prune_once(journal, retention_days=30, max_units=keep)
+    return full, path.stat().st_size
+
+
+def test_retention_gives_pruned_pages_back_so_the_file_shrinks(tmp_path: Path) -> None:
+    full, pruned = asyncio.run(_fill_and_prune(tmp_path / "j.db", units=600, keep=100))
+    assert pruned < full * 0.5, (full, pruned)
+    db = sqlite3.connect(tmp_path / "j.db")
+    assert db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # incremental, set before the first table
+    assert db.execute("SELECT count(*) FROM units").fetchone()[0] == 100
+
+
+def test_a_journal_made_without_auto_vacuum_is_converted_once_and_shrinks(tmp_path: Path) -> None:
+    from edge.journal import SCHEMA
+
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.executescript(SCHEMA)  # as journals were created before auto-vacuum was set
+    db.close()
+    full, pruned = asyncio.run(_fill_and_prune(path, units=600, keep=100))
+    assert pruned < full * 0.5, (full, pruned)
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_retention_deletes_evidence_of_pruned_units_and_old_orphans_only(tmp_path: Path) -> None:
+    import os
+
+    evidence = tmp_path / "evidence"
+    day = evidence / "20260101"
+    day.mkdir(parents=True)
+    outside = tmp_path / "not-evidence.jpg"
+    outside.write_bytes(b"keep")
+
+    def image(name: str, age_days: float = 0.0) -> Path:
+        path = day / name
+        path.write_bytes(b"\xff\xd8jpeg")
+        moment = time.time() - age_days * 86400
+        os.utime(path, (moment, moment))
+        return path
+
+    async def run() -> None:
+        async with Journal(tmp_path / "j.db") as journal:
+            for n, finished in enumerate((True, True, False)):
+                unit = f"E{n}"
+                decision = {**_decision(unit), "vision": {"evidence": str(image(f"{unit}.jpg", age_days=40))}}
+                await journal.record_decision(unit, f"d-{unit}", n, decision, [])
+                order = OrderToSend(f"d-{unit}", unit, "cell-a", "t/o", b"{}")
+                await journal.record_outcome(unit, "diverted", decision, [], order, [])
+                if finished:
+                    await journal.record_cell_state(f"d-{unit}", "cell-a", "FINISHED", None)
+            # a hostile or stale journal entry must never delete outside the evidence folder
+            bad = {**_decision("E9"), "vision": {"evidence": str(outside)}}
+            await journal.record_decision("E9", "d-E9", 9, bad, [])
+            await journal.record_outcome("E9", "complete", bad, [], None, [])
+            await journal.transact(lambda db: db.execute("UPDATE units SET decided_at = decided_at - 40 * 86400"))
+            await prune_once(journal, retention_days=30, max_units=1000, evidence_dir=evidence)
+
+    image("U-orphan-old.jpg", age_days=31)
+    image("U-orphan-new.jpg", age_days=1)  # perhaps its decision is being written right now
+    image(".U-crashed.jpg.1234.tmp", age_days=31)
+    asyncio.run(run())
+    assert sorted(p.name for p in day.iterdir()) == ["E2.jpg", "U-orphan-new.jpg"]  # E2's order is open
+    assert outside.read_bytes() == b"keep"

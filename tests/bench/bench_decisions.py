@@ -6,7 +6,15 @@
    to core 0 with taskset), vision included; p50/p99 of photo-eye -> divert ack (the decision's
    latency_ms) and of photo-eye -> order seen on the broker, against the 50 ms budget.
 
-Run: .venv/bin/python tests/bench/bench_decisions.py [--decisions N] [--units N]
+The simulator renders every unit's frame before it starts inducting (--lookahead) and runs the
+belt at 6 m/s (--belt-speed): the scenario's mix of phones, tablets and laptops averages 215 mm
+plus the belt's 50 mm gap, so 3 m/s fits only ~11 units/s and 5 m/s ~19; rendering frames live
+would starve the simulator's core at 20 units/s.
+The daemon's CPU use (idle and per unit, from /proc) and each step's own share of the latency are
+printed, to see whether the daemon or its surroundings set the tail.
+
+Run: .venv/bin/python -m tests.bench decisions   or
+     .venv/bin/python tests/bench/bench_decisions.py [--decisions N] [--units N] [--rate R] [--skip-durable]
 """
 
 from __future__ import annotations
@@ -70,15 +78,24 @@ async def durable_rate(broker: Mosquitto, workdir: Path, count: int) -> None:
             while (await journal.depths())["outbox"]:
                 await asyncio.sleep(0.005)
             total = time.perf_counter() - started
-    print(f"durable decisions: {count} in {total:.2f} s = {count / total:.0f} decisions/s "
+    print(f"durable decisions (core 0, broker unpinned): {count} in {total:.2f} s = {count / total:.0f} decisions/s "
           f"(journal alone {count / journaled:.0f}/s; 2 commits + 2 QoS 1 messages with PUBACK per decision)")
 
 
-def latency_at_rate(broker: Mosquitto, workdir: Path, units: int, rate: float) -> None:
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads) a running process has used, from /proc."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def latency_at_rate(
+    broker: Mosquitto, workdir: Path, units: int, rate: float, belt_speed: float, lookahead: int
+) -> None:
     run_dir = workdir / "run"
     scenario = yaml.safe_load((CONFIG / "scenario.demo.yaml").read_text())
     scenario.update(station=str(CONFIG / "station.sim.yaml"), units=units, rate_per_s=rate, seed=20,
-                    belt_speed_mm_s=3000)
+                    belt_speed_mm_s=belt_speed, camera_lookahead_units=lookahead)
     (workdir / "scenario.yaml").write_text(yaml.safe_dump(scenario))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     pin = shutil.which("taskset")
@@ -96,7 +113,15 @@ def latency_at_rate(broker: Mosquitto, workdir: Path, units: int, rate: float) -
                                    str(run_dir / "station.yaml")],
                                   stdout=(workdir / "daemon.log").open("wb"), stderr=subprocess.STDOUT, cwd=REPO,
                                   env=env)
+        wait_for(lambda: "READY" in (workdir / "daemon.log").read_text(errors="replace"), 120, "the daemon")
+        idle_before = cpu_s(daemon.pid)
+        time.sleep(3.0)
+        idle_s = cpu_s(daemon.pid) - idle_before
+        wait_for(lambda: "sim: inducted unit 1/" in (workdir / "sim.log").read_text(errors="replace"), 120, "units")
+        busy_before, busy_at = cpu_s(daemon.pid), time.monotonic()
         wait_for(lambda: sim.poll() is not None, 300, "the simulator")
+        busy_cpu_s = cpu_s(daemon.pid) - busy_before
+        busy_s = time.monotonic() - busy_at
         time.sleep(1.0)
     finally:
         for process in (daemon, sim):
@@ -126,9 +151,29 @@ def latency_at_rate(broker: Mosquitto, workdir: Path, units: int, rate: float) -
     for d in decisions:
         for stage, ms in (d.get("timings_ms") or {}).items():
             stages.setdefault(stage, []).append(ms)
+    # Each step's own share: the three observations run at once from the photo-eye, then grading,
+    # the journal commit (fsync) and the divert (PLC mailbox write + ack) follow one another.
+    steps: dict[str, list[float]] = {}
+    for d in decisions:
+        t = d.get("timings_ms") or {}
+        if all(k in t for k in ("identify", "weigh", "inspect", "grade", "journal", "divert")):
+            observed = max(t["identify"], t["weigh"], t["inspect"])
+            for name, ms in (("observe", observed), ("grade", t["grade"] - observed),
+                             ("journal", t["journal"] - t["grade"]), ("divert", t["divert"] - t["journal"])):
+                steps.setdefault(name, []).append(ms)
+    if steps:
+        print("  each step's own time: "
+              + ", ".join(f"{k} p50 {statistics.median(v):.1f} / p99 {pct(v, 0.99):.1f} ms" for k, v in steps.items()))
+    checks = [d["vision"]["elapsed_ms"] for d in decisions if isinstance((d.get("vision") or {}).get("elapsed_ms"),
+                                                                          int | float)]
+    if checks:
+        stages["damage check alone"] = checks
     if stages:
         print("  where the time goes (photo-eye -> end of stage): "
               + ", ".join(f"{k} p50 {statistics.median(v):.1f} / p99 {pct(v, 0.99):.1f} ms" for k, v in stages.items()))
+    units_done = max(1, len(decisions))
+    print(f"  daemon CPU: idle {idle_s / 3.0 * 100:.0f}% of its core; during the run {busy_cpu_s / busy_s * 100:.0f}% "
+          f"of its core, {busy_cpu_s * 1000 / units_done:.1f} ms CPU per unit")
     for name, values in (("photo-eye -> divert ack", divert), ("photo-eye -> order built", published)):
         if values:
             p50, p99 = statistics.median(values), pct(values, 0.99)
@@ -141,6 +186,10 @@ def main() -> int:
     parser.add_argument("--decisions", type=int, default=1000)
     parser.add_argument("--units", type=int, default=200)
     parser.add_argument("--rate", type=float, default=20.0)
+    parser.add_argument("--belt-speed", type=float, default=6000.0)
+    parser.add_argument("--lookahead", type=int, default=None,
+                        help="frames the simulator renders before inducting (default: all of them)")
+    parser.add_argument("--skip-durable", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-decisions-") as tmp:
         workdir = Path(tmp)
@@ -148,8 +197,16 @@ def main() -> int:
         broker = Mosquitto(workdir / "broker")
         broker.start()
         try:
-            asyncio.run(durable_rate(broker, workdir, args.decisions))
-            latency_at_rate(broker, workdir, args.units, args.rate)
+            if not args.skip_durable:
+                # On one core, like the daemon: threads started from here (the journal's) inherit it.
+                everywhere = os.sched_getaffinity(0)
+                os.sched_setaffinity(0, {0})
+                try:
+                    asyncio.run(durable_rate(broker, workdir, args.decisions))
+                finally:
+                    os.sched_setaffinity(0, everywhere)
+            latency_at_rate(broker, workdir, args.units, args.rate, args.belt_speed,
+                            args.units if args.lookahead is None else args.lookahead)
         finally:
             broker.stop()
     return 0
