@@ -6,7 +6,7 @@ UNITS ?= 40
 BROKER ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint venv mosquitto clean
+.PHONY: demo test bench lint venv mosquitto zbar clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,13 +22,17 @@ demo: $(STAMP)
 mosquitto:
 	@./scripts/ensure-mosquitto.sh
 
-test: $(STAMP) mosquitto
+# pyzbar (the optional barcode backend, tested and benchmarked) needs the system libzbar.
+zbar:
+	@./scripts/ensure-zbar.sh
+
+test: $(STAMP) mosquitto zbar
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check edge drivers vision plc simulator tests
 
-bench: $(STAMP) mosquitto
+bench: $(STAMP) mosquitto zbar
 	$(BIN)/python -m tests.bench
 
 clean:

@@ -67,7 +67,24 @@ class _NoReads:
         return None
 
 
-async def _run_unit(tmp_path: Path, frame: np.ndarray) -> dict[str, Any]:
+@dataclass
+class _Read:
+    text: str
+    symbology: str = "GS1 DataMatrix"
+
+
+class _OneRead:
+    """The scanner read the unit's label (what it read is not what these tests are about)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.counters: dict[str, int] = {}
+
+    async def claim(self, seen_at: float) -> Any:
+        return _Read(self.text)
+
+
+async def _run_unit(tmp_path: Path, frame: np.ndarray, reads: Any = None) -> dict[str, Any]:
     config = load_station(ROOT / "config" / "station.sim.yaml")
     config = config.model_copy(update={
         "journal": config.journal.model_copy(update={"path": tmp_path / "j.db", "evidence_dir": tmp_path / "ev"}),
@@ -80,7 +97,7 @@ async def _run_unit(tmp_path: Path, frame: np.ndarray) -> dict[str, Any]:
             pipeline = Pipeline(
                 config=config, policy=load_policy(config.grading_policy), catalog=Catalog.load(config.catalog),
                 journal=journal, envelope=envelope, topics=topics, alarms=Alarms(journal, envelope, topics),
-                reads=_NoReads(), scale=_Scale(), camera=_Camera(frame), checker=DamageChecker(px_per_mm=3.0),
+                reads=reads or _NoReads(), scale=_Scale(), camera=_Camera(frame), checker=DamageChecker(px_per_mm=3.0),
                 vision_executor=pool, plc=_Plc(),
             )
             await pipeline.handle(Arrival(item_id=7, seen_at=asyncio.get_running_loop().time()))
@@ -130,3 +147,17 @@ def test_no_read_and_no_label_is_quarantined(tmp_path: Path) -> None:
 def test_outline_damage_grades_the_unit(tmp_path: Path, outline: list[OutlineSpec], grade: str) -> None:
     history = asyncio.run(_run_unit(tmp_path, _frame(outline=outline, defects=[])))
     assert history["decision"]["grade"] == grade, history["decision"]["reasons"]
+
+
+def test_frame_without_a_unit_is_quarantined_with_the_reason(tmp_path: Path) -> None:
+    """A frame of patterned background only (the photo-eye fired on something else, or the camera
+    looked at the wrong place): never a grade, never an exception; counted, and the reason kept."""
+    rng = np.random.default_rng(8)
+    weave = cv2.GaussianBlur(rng.normal(0, 40, (720, 1280)).astype(np.float32), (0, 0), 3)
+    frame = np.clip(np.stack([140 + weave, 130 + weave, 120 + weave], axis=2), 0, 255).astype(np.uint8)
+    history = asyncio.run(_run_unit(tmp_path, frame, _OneRead(f"(01){GTIN}(21)NODEV001")))
+    decision = history["decision"]
+    assert decision["identity"]["sku"] == "PH-IP13-128-MID"
+    assert decision["disposition"] == "quarantine" and decision["grade"] is None
+    assert any(reason.startswith("vision failed:") for reason in decision["reasons"]), decision["reasons"]
+    assert history["errors"].get("vision:no_device", 0) + history["errors"].get("vision:error", 0) == 1

@@ -1,10 +1,23 @@
 """`edge inspect IMAGE... [--json] [--evidence DIR]`: the whole damage check on photographs.
 
-For an engineer trying the check on pictures from a phone or a bench camera: each image is located
-(unit on a belt, or a close-up where the unit fills the picture), inspected, graded with the
-default cosmetic policy, and searched for barcodes. Without a calibration (`--px-per-mm`) the
-scale is estimated from the unit's long side (`--assume-length-mm`, a typical phone by default),
-so the millimetres are estimates and the report says so.
+For an engineer trying the check on pictures from a phone or a bench camera. Each image is
+decoded (any resolution, EXIF orientation applied, 16-bit, grey and alpha images converted) and
+brought to camera-frame size, then the unit is located:
+
+1. on a uniform background (a belt, a sheet of paper) by its colour difference from it, with the
+   full outline check (dents, chips, missing parts);
+2. otherwise as the largest plausible phone, tablet or laptop outline in the photo (a convex,
+   nearly rectangular four-sided shape; `vision.photo`), rectified by the homography from its
+   corners. Its outline is not known to the pixel there, so dents and chips are not assessed;
+3. with `--whole-image`, the entire picture is the unit's surface (close-ups of a screen).
+
+When none applies the report says "no device found" (grade null) instead of grading the
+background. Millimetres come from `--px-per-mm` or a `--calibration` file; without one they are
+estimated from the catalog model whose outline has the unit's aspect ratio, and failing that
+from `--assume-length-mm`; the report's `scale_source` says which.
+
+Exit status: 0 every image inspected; 3 a unit was not found in at least one image (the others
+were inspected); 1 at least one image could not be read or inspected; 2 bad options.
 """
 
 from __future__ import annotations
@@ -18,22 +31,39 @@ from typing import Any
 import cv2
 import numpy as np
 
-DEFAULT_POLICY = Path(__file__).resolve().parents[1] / "config" / "grading.yaml"
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_POLICY = ROOT / "config" / "grading.yaml"
+DEFAULT_CATALOG = ROOT / "config" / "catalog.csv"
 MAX_SIDE_PX = 1280  # photos are brought to camera-frame size: the thresholds are tuned for it
-MAX_PIXELS = 100_000_000  # refuse decompression bombs before decoding
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_DEVICE = 0, 1, 2, 3
+# Belt-located units must still look like a unit: a blob of texture on a patterned background
+# is not one (looser than the photo outline search: a unit with a missing part is less square).
+_BELT_MIN_ASPECT, _BELT_MAX_ASPECT, _BELT_MIN_FILL = 1.15, 2.8, 0.8
 
 
 def add_parser(sub: Any) -> None:
-    parser = sub.add_parser("inspect", help="run the damage check and barcode read on image files")
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, ...)")
+    parser = sub.add_parser(
+        "inspect", help="run the damage check and barcode read on image files",
+        description="Exit status: 0 all inspected, 3 no device found in an image, 1 an image unreadable, 2 usage.",
+    )
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, TIFF, ...)")
     parser.add_argument("--json", action="store_true", help="print one JSON array with a report per image")
     parser.add_argument("--evidence", metavar="DIR", default=None, help="write an evidence JPEG per image here")
-    parser.add_argument("--px-per-mm", type=float, default=None,
-                        help="calibration of the original image; default: estimated from the unit's size")
+    scale = parser.add_mutually_exclusive_group()
+    scale.add_argument("--px-per-mm", type=float, default=None,
+                       help="calibration of the original image; default: estimated from the unit's outline")
+    scale.add_argument("--calibration", metavar="FILE", default=None,
+                       help="YAML/JSON file with px_per_mm and optional camera_homography (as in the station "
+                            "file's vision: section), for the camera's full-resolution frames")
+    parser.add_argument("--catalog", default=str(DEFAULT_CATALOG),
+                        help="catalog whose outlines give the estimated scale (default: config/catalog.csv)")
     parser.add_argument("--assume-length-mm", type=float, default=150.0,
-                        help="long side of the unit, for the estimated calibration (default 150, a phone)")
+                        help="long side of the unit when no calibration is given and no catalog outline matches "
+                             "(default 150, a phone)")
     parser.add_argument("--expected-size", type=float, nargs=2, metavar=("LENGTH_MM", "WIDTH_MM"), default=None,
-                        help="catalog outline: a smaller measured unit has a missing part (needs --px-per-mm)")
+                        help="catalog outline: a smaller measured unit has a missing part (needs a calibration)")
+    parser.add_argument("--whole-image", action="store_true",
+                        help="the unit fills the picture (a close-up of a screen): inspect all of it")
     parser.add_argument("--barcode-backend", choices=("zxing", "pyzbar", "off"), default="zxing")
     parser.add_argument("--policy", default=str(DEFAULT_POLICY), help="grading policy (default: config/grading.yaml)")
     parser.set_defaults(func=cmd_inspect)
@@ -48,10 +78,22 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         policy = load_policy(args.policy)
     except (ConfigError, OSError) as exc:
         print(f"edge inspect: policy {args.policy}: {exc}", file=sys.stderr)
-        return 2
-    if args.px_per_mm is not None and not args.px_per_mm > 0:
-        print("edge inspect: --px-per-mm must be positive", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    if args.px_per_mm is not None and not 0 < args.px_per_mm < 1e4:
+        print("edge inspect: --px-per-mm must be a positive number", file=sys.stderr)
+        return EXIT_USAGE
+    if not 0 < args.assume_length_mm < 1e4:
+        print("edge inspect: --assume-length-mm must be a positive number", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        calibration = _calibration(args)
+        sizes = _catalog_sizes(args.catalog)
+    except ConfigError as exc:
+        print(f"edge inspect: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.expected_size and calibration is None:
+        print("edge inspect: --expected-size is ignored without --px-per-mm or --calibration "
+              "(an estimated scale cannot show a size mismatch)", file=sys.stderr)
     reader = None
     barcode_note = None
     if args.barcode_backend != "off":
@@ -62,104 +104,178 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             print(f"edge inspect: barcodes not read: {exc}", file=sys.stderr)
     evidence_dir = Path(args.evidence) if args.evidence else None
     reports = []
-    failed = False
+    failed = missing = False
     for name in args.images:
-        report = inspect_image(Path(name), policy, args, reader, evidence_dir)
+        try:
+            report = inspect_image(Path(name), policy, args, reader, evidence_dir, calibration, sizes)
+        except Exception as exc:  # one bad image must not cost the reports of the others
+            report = {"image": name, "error": f"inspection failed: {type(exc).__name__}: {exc}"}
         if barcode_note and "error" not in report:
             report["barcode_error"] = barcode_note
         failed |= "error" in report
+        missing |= report.get("device_found") is False
         reports.append(report)
         if not args.json:
             print(_text(report))
     if args.json:
         print(json.dumps(reports, indent=2))
-    return 1 if failed else 0
+    return EXIT_FAILED if failed else EXIT_NO_DEVICE if missing else EXIT_OK
 
 
-def _load(path: Path) -> np.ndarray:
-    data = np.fromfile(path, np.uint8)
-    if data.size == 0:
-        raise ValueError("empty file")
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if image is None:
-        raise ValueError("not an image OpenCV can decode")
-    if image.shape[0] * image.shape[1] > MAX_PIXELS:
-        raise ValueError(f"image too large ({image.shape[1]}x{image.shape[0]})")
-    return image
+def _calibration(args: argparse.Namespace) -> tuple[float, np.ndarray | None, str] | None:
+    """(px per mm, camera homography or None, where from) of the original image, or None."""
+    from edge.config import CameraCalibration
+    from edge.yamlconf import load_yaml, validate
+
+    if args.px_per_mm is not None:
+        return float(args.px_per_mm), None, "given (--px-per-mm)"
+    if args.calibration is None:
+        return None
+    loaded = validate(CameraCalibration, load_yaml(args.calibration))
+    homography = np.array(loaded.camera_homography, np.float64) if loaded.camera_homography else None
+    return loaded.px_per_mm, homography, f"given ({args.calibration})"
+
+
+def _catalog_sizes(path: str) -> list[tuple[str, float, float]]:
+    from edge.catalog import Catalog
+
+    return [(f"{item.sku} {item.model}", item.length_mm, item.width_mm) for item in Catalog.load(path).items]
 
 
 def inspect_image(
-    path: Path, policy: Any, args: argparse.Namespace, reader: Any, evidence_dir: Path | None
+    path: Path,
+    policy: Any,
+    args: argparse.Namespace,
+    reader: Any,
+    evidence_dir: Path | None,
+    calibration: tuple[float, np.ndarray | None, str] | None = None,
+    sizes: list[tuple[str, float, float]] | None = None,
 ) -> dict[str, Any]:
     from edge.grading import DamageSummary, cosmetic_grade
-    from vision.damage import DamageChecker, compare_with_catalog
+    from vision.damage import DamageChecker, compare_with_catalog, pose_from_quad
     from vision.evidence import draw_evidence, encode_jpeg, write_atomically
+    from vision.photo import PhotoError, catalog_scale, find_outline, fit_within, load_photo
+    from vision.report import DamageReport
 
     result: dict[str, Any] = {"image": str(path)}
     try:
-        original = _load(path)
-    except (OSError, ValueError, cv2.error) as exc:
+        original = load_photo(path)
+    except PhotoError as exc:
         result["error"] = f"cannot read image: {exc}"
         return result
-    scale = min(1.0, MAX_SIDE_PX / max(original.shape[:2]))
-    image = cv2.resize(original, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else original
+    image, scale = fit_within(original, MAX_SIDE_PX)
+    result["image_size_px"] = [original.shape[1], original.shape[0]]
+    homography = None
+    if calibration is not None and calibration[1] is not None:
+        # The calibration describes the original frame; the working copy is that frame scaled.
+        to_work = np.diag([scale, scale, 1.0])
+        homography = to_work @ calibration[1] @ np.linalg.inv(to_work)
+    given_ppm = calibration[0] * scale if calibration is not None else None
 
-    # Locate first (needs no calibration), then calibrate from the unit when not given.
-    probe = DamageChecker(px_per_mm=1.0, min_device_mm=max(image.shape[:2]) * 0.08)
-    pose = probe.locate(image)
-    mode = "unit located" if pose is not None else "whole image"
+    pose, located_by = None, "whole image"
+    if not args.whole_image:
+        probe_ppm = given_ppm or 1.0
+        probe = DamageChecker(px_per_mm=probe_ppm, min_device_mm=max(image.shape[:2]) * 0.08 / probe_ppm,
+                              camera_homography=homography)
+        pose, located_by = probe.locate(image), "uniform background"
+        if pose is not None and not _plausible_unit(pose):
+            pose = None
+        if pose is None:
+            outline = find_outline(image)
+            if outline is not None:
+                try:
+                    pose = pose_from_quad(outline.corners, image.shape, camera_homography=homography)
+                    located_by = f"photo outline ({outline.method}); dents and chips not assessed"
+                except ValueError:  # a degenerate outline (or calibration) is no unit
+                    pose = None
+        if pose is None:
+            located_by = "no device found"
+
     long_px = max(pose.width_px, pose.height_px) if pose is not None else float(max(image.shape[:2]))
-    if args.px_per_mm is not None:
-        px_per_mm, calibration = args.px_per_mm * scale, "given"
+    short_px = min(pose.width_px, pose.height_px) if pose is not None else float(min(image.shape[:2]))
+    match = catalog_scale(long_px, short_px, sizes or []) if pose is not None and given_ppm is None else None
+    if given_ppm is not None:
+        px_per_mm, scale_source, calibration_text = given_ppm, "given", calibration[2]  # type: ignore[index]
+    elif match is not None:
+        name, long_mm, short_mm, px_per_mm = match
+        scale_source = "catalog"
+        calibration_text = f"estimated: outline matches {name} ({long_mm:g} x {short_mm:g} mm)"
     else:
-        px_per_mm, calibration = long_px / args.assume_length_mm, f"estimated (long side = {args.assume_length_mm} mm)"
-    checker = DamageChecker(px_per_mm=px_per_mm)
-    report = checker.check(image, whole_frame=pose is None)
-    if not report.device_found and report.error is None:
-        report = checker.check(image, whole_frame=True)
-        mode = "whole image"
-    if args.expected_size and args.px_per_mm is not None:
-        report = compare_with_catalog(report, tuple(args.expected_size))
-    summary = DamageSummary(
-        scratch_lengths_mm=tuple(d.length_mm for d in report.scratches),
-        crack_count=len(report.cracks),
-        damage_score=report.damage_score,
-        dent_count=len(report.dents),
-        missing_part_count=len(report.missing_parts),
-    )
-    grade, reason = cosmetic_grade(summary, policy) if report.error is None else (None, report.error)
+        px_per_mm, scale_source = long_px / args.assume_length_mm, "assumed"
+        calibration_text = (f"assumed: long side = {args.assume_length_mm:g} mm (no calibration, no catalog "
+                            "outline matched): sizes are rough")
+
+    if pose is None and not args.whole_image:
+        report = DamageReport(False, 0.0, 0.0)
+        grade, reason = None, ("no device found: no phone, tablet or laptop outline in the picture "
+                               "(for a close-up of a surface use --whole-image)")
+    else:
+        checker = DamageChecker(px_per_mm=px_per_mm, camera_homography=homography)
+        report = checker.check(image, whole_frame=args.whole_image, pose=pose)
+        if args.expected_size and scale_source == "given":
+            report = compare_with_catalog(report, tuple(args.expected_size))
+        if report.error is not None:
+            grade, reason = None, report.error
+        elif not report.device_found:
+            grade, reason = None, "no device found"
+        else:
+            summary = DamageSummary(
+                scratch_lengths_mm=tuple(d.length_mm for d in report.scratches),
+                crack_count=len(report.cracks),
+                damage_score=report.damage_score,
+                dent_count=len(report.dents),
+                missing_part_count=len(report.missing_parts),
+            )
+            grade, reason = cosmetic_grade(summary, policy)
     barcodes = []
     if reader is not None:
         # The original resolution: printed modules are often too fine for the downscaled copy.
         barcodes = [b.to_dict() for b in reader.read(original)]
     result.update(
-        mode=mode,
-        calibration=calibration,
+        device_found=report.device_found,
+        mode=located_by,
+        calibration=calibration_text,
+        scale_source=scale_source,
         px_per_mm=round(px_per_mm / scale, 3),
+        device_size_px=[round(long_px / scale, 1), round(short_px / scale, 1)] if report.device_found else None,
         vision=report.to_dict(),
         grade=grade,
         grade_reason=reason,
         barcodes=barcodes,
     )
+    if report.error is not None:
+        result["error"] = f"inspection failed: {report.error}"
     if evidence_dir is not None:
         target = evidence_dir / f"{path.stem}.evidence.jpg"
         try:
-            write_atomically(target, encode_jpeg(draw_evidence(image, report, grade, path.name)))
+            write_atomically(target, encode_jpeg(draw_evidence(image, report, grade, f"{path.name}: {located_by}")))
             result["evidence"] = str(target)
         except (OSError, ValueError, cv2.error) as exc:
             result["evidence_error"] = str(exc)
     return result
 
 
+def _plausible_unit(pose: Any) -> bool:
+    """A belt-located outline that could be a unit: its aspect ratio and how much of its rectangle
+    it fills (texture on a patterned background forms ragged blobs)."""
+    long_side, short_side = max(pose.width_px, pose.height_px), min(pose.width_px, pose.height_px)
+    if short_side <= 0 or not _BELT_MIN_ASPECT <= long_side / short_side <= _BELT_MAX_ASPECT:
+        return False
+    return float(cv2.contourArea(pose.contour)) >= _BELT_MIN_FILL * long_side * short_side
+
+
 def _text(report: dict[str, Any]) -> str:
-    if "error" in report:
+    if "vision" not in report:
         return f"{report['image']}: ERROR {report['error']}"
     vision = report["vision"]
-    lines = [
-        f"{report['image']}: grade {report['grade']} ({report['grade_reason']})",
-        f"  {report['mode']}, {vision['device_width_mm']} x {vision['device_height_mm']} mm, "
-        f"calibration {report['calibration']}, damage score {vision['damage_score']}",
-    ]
+    if not report["device_found"]:
+        lines = [f"{report['image']}: NO DEVICE FOUND ({report['grade_reason']})"]
+    else:
+        lines = [
+            f"{report['image']}: grade {report['grade']} ({report['grade_reason']})",
+            f"  located by {report['mode']}, {vision['device_width_mm']} x {vision['device_height_mm']} mm",
+            f"  scale {report['px_per_mm']} px/mm, {report['calibration']}; damage score {vision['damage_score']}",
+        ]
     for defect in vision["defects"]:
         lines.append(
             f"  {defect['kind']:12s} at ({defect['x_mm']}, {defect['y_mm']}) mm  length {defect['length_mm']} mm  "
@@ -169,4 +285,6 @@ def _text(report: dict[str, Any]) -> str:
         lines.append(f"  barcode {code['symbology']} {code['aim']}: {code['text']!r}")
     if "evidence" in report:
         lines.append(f"  evidence {report['evidence']}")
+    if "error" in report:
+        lines.append(f"  ERROR {report['error']}")
     return "\n".join(lines)
