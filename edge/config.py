@@ -6,6 +6,7 @@ silently ignored setting. Cross-field rules live in model validators.
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -121,6 +122,14 @@ class ScannerSettings(StrictModel):
         default_factory=list,
         description="Regular expressions of lines to drop as power-up banners (searched in the whole line).",
     )
+    aim_required: bool = Field(
+        False,
+        description="The scanner is set to prefix every read with its AIM identifier: a line without one is "
+        "garbage (noise, wrong baud rate), counted and alarmed, never used as an identity.",
+    )
+    min_length: int = Field(
+        4, ge=1, le=64, description="Reads shorter than this are garbage (no label on this line is that short)."
+    )
     host_trigger: bool = Field(
         False, description="Trigger a read (Honeywell SYN T CR) when a unit reaches the scan photo-eye."
     )
@@ -169,8 +178,13 @@ class ScaleSettings(StrictModel):
     stability_tolerance_g: float = Field(
         0.0, ge=0, description="toledo/nci/ad: largest change in grams still counted as unchanged."
     )
-    poll_interval_s: float = Field(0.05, gt=0, le=5, description="nci: period of the W (weight) request.")
+    poll_interval_s: float = Field(
+        0.05, gt=0, le=5, description="nci, and ad when polled: period of the W / Q weight request."
+    )
     checksum: bool = Field(False, description="toledo: frames end with a checksum byte after CR.")
+    polled: bool = Field(
+        False, description="ad: the balance is in command mode; ask for each weight with Q instead of stream mode."
+    )
 
 
 class PlcSerialSettings(StrictModel):
@@ -186,6 +200,12 @@ class PlcTrackingSettings(StrictModel):
     scan_point_mm: float = Field(ge=0, description="Scan photo-eye position along the belt, in mm.")
     diverter_mm: dict[int, float] = Field(description="Diverter position per lane id (lane 0 has none), in mm.")
     margin_mm: float = Field(50.0, ge=0, description="Refuse a divert unless the unit is this far upstream.")
+    belt_end_mm: float | None = Field(
+        None, gt=0, description="Belt end (reject_eye) position in mm; set it to confirm exits by the lane eyes."
+    )
+    exit_window_mm: float = Field(
+        100.0, gt=0, description="How far from its lane's exit a unit may be when the exit eye trips, in mm."
+    )
 
 
 class PlcSettings(StrictModel):
@@ -239,8 +259,44 @@ class CameraSettings(StrictModel):
     timeout_s: float = Field(0.5, gt=0, le=10, description="How long to wait for a triggered frame.")
 
 
-class VisionSettings(StrictModel):
-    px_per_mm: float = Field(3.0, gt=0, le=100, description="Camera calibration: pixels per millimetre.")
+Homography = tuple[tuple[float, float, float], tuple[float, float, float], tuple[float, float, float]]
+
+
+class CameraCalibration(StrictModel):
+    """The camera's calibration; also the whole content of an `edge inspect --calibration` file."""
+
+    px_per_mm: float = Field(
+        3.0, gt=0, le=100,
+        description="Pixels per millimetre on the belt plane (with camera_homography: of the plane it maps from).",
+    )
+    camera_homography: Homography | None = Field(
+        None,
+        description="Camera tilt: 3x3 matrix (three rows of three) mapping belt-plane px at px_per_mm to camera "
+        "frame px, for a camera not looking straight down. With it sizes and positions are measured on the belt "
+        "plane, so both ends of a tilted view are in true mm; without it the frame is taken as the plane.",
+    )
+
+    @field_validator("camera_homography")
+    @classmethod
+    def _invertible(cls, value: Homography | None) -> Homography | None:
+        if value is None:
+            return value
+        if not all(math.isfinite(v) for row in value for v in row):
+            raise ValueError("every entry must be a finite number")
+        import numpy as np
+
+        scale = max(abs(v) for row in value for v in row)
+        if scale == 0:
+            raise ValueError("matrix is not invertible")
+        # A homography means the same at any scale: kept with its largest entry 1 (no overflow in
+        # what follows), and invertible means well-conditioned, a test independent of the scale.
+        normalised = tuple(tuple(v / scale for v in row) for row in value)
+        if not float(np.linalg.cond(np.array(normalised))) < 1e12:  # vision.damage.MAX_HOMOGRAPHY_CONDITION
+            raise ValueError("matrix is not invertible")
+        return normalised  # type: ignore[return-value]
+
+
+class VisionSettings(CameraCalibration):
     cache_dir: Path | None = Field(None, description="Numba kernel cache directory (NUMBA_CACHE_DIR).")
     workers: int = Field(1, ge=1, le=8, description="Vision worker threads.")
     barcode_backend: Literal["zxing", "pyzbar", "off"] = Field(
@@ -259,6 +315,11 @@ class LaneSettings(StrictModel):
 class CellSettings(StrictModel):
     id: TopicId = Field(description="Robot cell id, used in its topics.")
     order_timeout_s: float = Field(5.0, gt=0, le=3600, description="Re-send an unanswered order after this.")
+    order_expiry_s: float = Field(
+        900.0, gt=0, le=7 * 86400,
+        description="Stop re-sending an order the cell has not finished this long after the first send: the "
+        "decision is marked expired and a critical order_unanswered alarm asks a person to see to the unit.",
+    )
 
 
 class JournalSettings(StrictModel):
@@ -304,6 +365,11 @@ class StationConfig(StrictModel):
     scanner: ScannerSettings = Field(description="Serial barcode scanner at the scan point.")
     scale: ScaleSettings = Field(description="Serial scale at the scan point.")
     plc: PlcSettings = Field(description="Conveyor PLC.")
+    plc_devices: dict[str, PlcSettings] = Field(
+        default_factory=dict,
+        description="Further PLC devices by name, watched for telemetry and device alarms; RTU devices on the"
+        " same serial port share one bus and must agree on its line settings.",
+    )
     camera: CameraSettings = Field(description="Camera at the scan point.")
     vision: VisionSettings = Field(default_factory=VisionSettings, description="Damage check.")
     lanes: list[LaneSettings] = Field(description="Sort lanes; lane 0 is the reject/manual lane.")
@@ -358,6 +424,23 @@ def _resolve(base: Path, path: Path) -> Path:
     return path if path.is_absolute() else (base / path).resolve()
 
 
+def _check_shared_buses(path: Path | str, loaded: Any, config: StationConfig) -> None:
+    """RTU devices naming one serial port share one bus: its line settings and device ids must agree."""
+    from plc.factory import BusConflict, BusPool
+
+    pool = BusPool()
+    devices: list[tuple[tuple[str, ...], PlcSettings]] = [(("plc",), config.plc)]
+    devices += [(("plc_devices", name), settings) for name, settings in config.plc_devices.items()]
+    for loc, settings in devices:
+        if settings.transport != "rtu":
+            continue
+        try:
+            pool.bus_for(settings, ".".join(loc))
+        except BusConflict as exc:
+            line = loaded.line_of((*loc, "serial"))
+            raise ConfigError(path, [f"{path}:{line}: {'.'.join(loc)}.serial: {exc}"]) from exc
+
+
 def load_station(path: Path | str) -> StationConfig:
     """Load and validate a station file, resolving its relative file paths against it."""
     loaded = load_yaml(path)
@@ -376,6 +459,7 @@ def load_station(path: Path | str) -> StationConfig:
             "journal": journal,
         }
     )
+    _check_shared_buses(path, loaded, config)
     for field, file in (("grading_policy", config.grading_policy), ("catalog", config.catalog)):
         if not file.is_file():
             line = loaded.line_of((field,))

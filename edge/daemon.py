@@ -24,6 +24,7 @@ from edge.alarms import Alarms
 from edge.catalog import Catalog
 from edge.config import StationConfig
 from edge.contract import ContractError, Envelope, Topics, parse_cell_state, utc_timestamp
+from edge.departures import departures_loop
 from edge.journal import Journal
 from edge.lanes import LaneGuard, LaneRouter
 from edge.metrics import Metrics, MetricsError, error_counters
@@ -31,7 +32,13 @@ from edge.mqtt import MqttLink
 from edge.pipeline import Arrival, Pipeline
 from edge.policy import GradingPolicy
 from edge.reads import ReadMatcher
-from edge.recovery import announce_unseen_units, recover_undiverted
+from edge.recovery import (
+    MISSED_REASON,
+    MissedArrivals,
+    announce_unseen_units,
+    decide_passed_units,
+    recover_undiverted,
+)
 from edge.retention import retention_loop
 from edge.secrets import mqtt_tls_factory
 from edge.watchdog import sampler, watchdog_interval_s, watchdog_loop
@@ -69,6 +76,9 @@ class Controller:
         self.inducting = True
         self._unit_tasks: set[asyncio.Task[None]] = set()
         self.loop_failures: Counter[str] = Counter()
+        # PLC item ids that passed the scan point unreported (link down): decided by _decide_missed.
+        self.missed = MissedArrivals()
+        self._missed_ids: list[int] = []
 
     def request_stop(self) -> None:
         if not self.stop_requested.is_set():
@@ -82,7 +92,7 @@ class Controller:
         from drivers.camera import HttpTriggerCamera
         from drivers.scales import open_scale
         from drivers.scanner import SerialScanner
-        from plc.factory import build_link as build_plc_link
+        from plc.factory import build_links as build_plc_links
         from vision.damage import DamageChecker, warm_up
 
         began = time.monotonic()
@@ -108,11 +118,15 @@ class Controller:
                     max_line=cfg.scanner.max_line, no_read_messages=cfg.scanner.no_read_messages,
                     intercharacter_timeout_s=cfg.scanner.intercharacter_timeout_s,
                     banner_patterns=cfg.scanner.banner_patterns,
+                    aim_required=cfg.scanner.aim_required, min_length=cfg.scanner.min_length,
                     duplicate_window_s=cfg.scanner.duplicate_window_s, trigger_window_s=cfg.scanner.read_after_s,
                 )
             )
             scale = await stack.enter_async_context(open_scale(cfg.scale))
-            plc = await stack.enter_async_context(build_plc_link(cfg.plc))
+            # One pool for all PLC devices, so the ones on one RS-485 port share its bus.
+            plc_links = build_plc_links({"plc": cfg.plc, **cfg.plc_devices})
+            plc = await stack.enter_async_context(plc_links.pop("plc"))
+            plc_devices = {name: await stack.enter_async_context(link) for name, link in plc_links.items()}
             try:
                 # Announcing ONLINE before diverts are armed would send the first units to reject.
                 # A PLC that is not there yet must not keep the controller from starting, though.
@@ -122,10 +136,11 @@ class Controller:
             if plc.state == "online":
                 # Units that slipped past while no controller ran rode to the reject lane: say so.
                 # Only up to the first value seen: later ids are live arrivals, decided as usual.
+                self.missed.frontier = plc.tracker.baseline
                 await announce_unseen_units(journal, envelope, self.topics, alarms, cfg, plc.tracker.baseline,
                                             time.time())
             camera = HttpTriggerCamera(cfg.camera.url, timeout_s=cfg.camera.timeout_s)
-            checker = DamageChecker(px_per_mm=cfg.vision.px_per_mm)
+            checker = DamageChecker(px_per_mm=cfg.vision.px_per_mm, camera_homography=cfg.vision.camera_homography)
             reads: ReadMatcher[Any] = ReadMatcher(
                 cfg.scanner.read_before_s, cfg.scanner.read_after_s,
                 arrival_lag_s=cfg.plc.poll_period_s * 2 + 0.01,
@@ -161,6 +176,7 @@ class Controller:
             stack.callback(vision_executor.shutdown, wait=True)
             self._parts = {
                 "journal": journal, "alarms": alarms, "scanner": scanner, "scale": scale, "plc": plc,
+                "plc_devices": plc_devices,
                 "pipeline": pipeline, "mqtt": mqtt, "reads": reads, "envelope": envelope,
             }
             log.info("READY: controller %s on %s (version %s)", cfg.controller_id, self.topics.root, __version__)
@@ -174,13 +190,20 @@ class Controller:
                     group.create_task(self._supervised("status", self._status_loop), name="status")
                     group.create_task(self._supervised("order-resend", lambda: self._resend_orders(journal)),
                                       name="order-resend")
+                    group.create_task(self._supervised("missed-units", lambda: self._decide_missed(plc)),
+                                      name="missed-units")
                     group.create_task(
                         retention_loop(journal, retention_days=cfg.journal.retention_days,
-                                       max_units=cfg.journal.max_units, interval_s=cfg.journal.prune_interval_s),
+                                       max_units=cfg.journal.max_units, interval_s=cfg.journal.prune_interval_s,
+                                       evidence_dir=cfg.journal.evidence_dir),
                         name="journal-retention",
                     )
                     group.create_task(self._supervised("device-watch", lambda: self._watch_devices(alarms)),
                                       name="device-watch")
+                    group.create_task(
+                        self._supervised("departures", lambda: departures_loop(plc, journal, alarms)),
+                        name="departures",
+                    )
                     watchdog_s = watchdog_interval_s()
                     if watchdog_s is not None:
                         group.create_task(
@@ -249,6 +272,8 @@ class Controller:
     async def _induct(self, plc: Any, pipeline: Pipeline) -> None:
         while not self.stop_requested.is_set():
             arrival = await plc.arrivals.get()
+            # Accounted before any await: _decide_missed relies on it once the queue is empty.
+            self._missed_ids += self.missed.on_arrival(arrival.item_id, plc.tracker.resyncs)
             if self.stop_requested.is_set():
                 break
             await pipeline.reads.note_arrival(arrival.seen_at)
@@ -256,6 +281,37 @@ class Controller:
                                        name=f"unit-{arrival.item_id}")
             self._unit_tasks.add(task)
             task.add_done_callback(self._unit_tasks.discard)
+
+    async def _decide_missed(self, plc: Any) -> None:
+        """Units the PLC link skipped (scanned while the link was down) rode to the reject lane with
+        no divert: give each its reject-lane decision and order, as at start-up."""
+        parts = self._parts
+        # The link never reports a jump beyond this as arrivals (it resyncs): neither do we.
+        self.missed.max_gap = getattr(plc.tracker, "max_jump", self.missed.max_gap)
+        unbelievable = 0
+        while True:
+            await asyncio.sleep(0.1)
+            if self.missed.frontier is None and plc.tracker.baseline is not None and not self._missed_ids:
+                # The PLC was not reachable at start: units that passed while no controller ran are
+                # announced once its counter is first seen (anchored first, so arrivals count on).
+                self.missed.frontier = plc.tracker.baseline
+                await announce_unseen_units(parts["journal"], parts["envelope"], self.topics, parts["alarms"],
+                                            self.config, plc.tracker.baseline, time.time())
+            if plc.arrivals.empty():
+                self._missed_ids += self.missed.on_sample(plc.tracker.last, plc.tracker.resyncs)
+            if self.missed.unbelievable != unbelievable:
+                unbelievable = self.missed.unbelievable
+                await parts["alarms"].event(
+                    "units_unseen", f"PLC scan counter jumped by more than {self.missed.max_gap}: units that "
+                    "passed meanwhile are not announced; check the reject lane", severity="warning",
+                )
+            if self._missed_ids:
+                ids = list(self._missed_ids)
+                # Dropped only once decided: after a failure the loop restarts and retries them (ids
+                # decided before the failure are skipped as already known).
+                await decide_passed_units(parts["journal"], parts["envelope"], self.topics, parts["alarms"],
+                                          self.config, ids, MISSED_REASON)
+                del self._missed_ids[:len(ids)]
 
     def _on_connect(self, journal: Journal):
         async def resend_after_reconnect() -> None:
@@ -266,11 +322,21 @@ class Controller:
 
     async def _resend_orders(self, journal: Journal) -> None:
         timeouts = {cell.id: cell.order_timeout_s for cell in self.config.cells}
+        expiries = {cell.id: cell.order_expiry_s for cell in self.config.cells}
         mqtt: MqttLink = self._parts["mqtt"]
+        alarms: Alarms = self._parts["alarms"]
         while True:
             await asyncio.sleep(1.0)
             if not mqtt.connected.is_set():
                 continue  # re-sends wait for the broker; every open order is re-sent on reconnect
+            # Only while connected: a broker outage is its own alarm, and cells could not answer
+            # meanwhile. After reconnecting, every open order was re-sent once before it can expire.
+            for order in await journal.expire_unanswered_orders(expiries, default_s=900.0):
+                await alarms.event(
+                    "order_unanswered", f"cell {order.cell} did not finish decision {order.decision_id} (unit "
+                    f"{order.unit_id}) within {order.waited_s:.0f} s after {order.sent_count} send(s): no longer "
+                    "re-sent; a person must see to the unit", subject=order.cell, severity="critical",
+                )
             count = await journal.requeue_unanswered_orders(timeouts, default_s=5.0)
             if count:
                 log.info("re-sent %d unanswered order(s)", count)
@@ -314,9 +380,15 @@ class Controller:
 
     async def _watch_devices(self, alarms: Alarms) -> None:
         last: dict[str, str] = {}
+        garbage = GarbageWatch()
         while True:
-            for name in ("scanner", "scale", "plc"):
-                state = getattr(self._parts[name], "state", "unknown")
+            for name, kind in (("scanner", "garbage"), ("scale", "parse")):
+                counters = getattr(self._parts[name], "errors", None)
+                if counters is not None:
+                    await garbage.check(alarms, name, counters[kind], time.monotonic())
+            devices = {name: self._parts[name] for name in ("scanner", "scale", "plc")}
+            for name, device in {**devices, **self._parts.get("plc_devices", {})}.items():
+                state = getattr(device, "state", "unknown")
                 if state == last.get(name):
                     continue
                 last[name] = state
@@ -447,3 +519,31 @@ class Controller:
 
 class _Stop(Exception):
     """Ends the daemon's task group when a stop was requested."""
+
+
+class GarbageWatch:
+    """Turns a device's garbage counter into one alarm: raised while bytes that are no valid frame or
+    read keep arriving (wrong baud rate, noise, a half-seated cable), cleared after a quiet spell."""
+
+    def __init__(self, quiet_s: float = 5.0) -> None:
+        self.quiet_s = quiet_s
+        self._count: dict[str, int] = {}
+        self._last_at: dict[str, float] = {}
+
+    async def check(self, alarms: Alarms, device: str, count: int, now: float) -> None:
+        previous = self._count.get(device, 0)
+        self._count[device] = count
+        if count > previous:
+            first = device not in self._last_at
+            self._last_at[device] = now
+            await alarms.raise_(
+                "device_garbage",
+                f"{device} sent {count - previous} line(s)/frame(s) that are not valid data "
+                f"({count} so far): check baud rate, parity and cabling",
+                subject=device,
+            )
+            if first:
+                log.warning("%s: garbage on the line, see alarm device_garbage", device)
+        elif device in self._last_at and now - self._last_at[device] >= self.quiet_s:
+            del self._last_at[device]
+            await alarms.clear("device_garbage", subject=device, message=f"{device} sends valid data again")

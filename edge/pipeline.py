@@ -105,6 +105,7 @@ class Pipeline:
         self.config = config
         # Only used to trigger reads when scanner.host_trigger is set.
         self.scanner = scanner
+        self._trigger_lock = asyncio.Lock()
         self.policy = policy
         self.catalog = catalog
         self.journal = journal
@@ -134,11 +135,23 @@ class Pipeline:
 
     async def _identify(self, arrival: Arrival, facts: UnitFacts) -> None:
         if self.config.scanner.host_trigger and self.scanner is not None:
-            try:
-                await self.scanner.trigger()
-            except Exception as exc:  # scanner gone: the claim below times out into a no-read
-                self.errors[f"scanner_trigger:{type(exc).__name__}"] += 1
-        read = await self.reads.claim(arrival.seen_at)
+            # One trigger at a time, in arrival order: the read that follows a trigger is that
+            # unit's, whatever the photo-eye timing (see ReadMatcher.claim_triggered).
+            async with self._trigger_lock:
+                if self.reads.later_arrival_seen(arrival.seen_at):
+                    # The next unit is already at the eye: a trigger now would read its label and
+                    # give it to this one. A no-read (camera fallback, else quarantine) is safe.
+                    self.errors["scanner_trigger:late"] += 1
+                    read = None
+                else:
+                    triggered_at = time.monotonic()
+                    try:
+                        await self.scanner.trigger()
+                    except Exception as exc:  # scanner gone: the claim below times out into a no-read
+                        self.errors[f"scanner_trigger:{type(exc).__name__}"] += 1
+                    read = await self.reads.claim_triggered(triggered_at)
+        else:
+            read = await self.reads.claim(arrival.seen_at)
         facts.read = read
         text = getattr(read, "text", None)
         symbology = getattr(read, "symbology", "")
@@ -215,7 +228,7 @@ class Pipeline:
                 crack_count=sum(1 for d in facts.damage.defects if d.kind == "crack"),
                 damage_score=float(facts.damage.damage_score),
                 dent_count=sum(1 for d in facts.damage.defects if d.kind in ("dent", "chip")),
-                missing_part_count=sum(1 for d in facts.damage.defects if d.kind == "missing_part"),
+                missing_part_count=len(facts.damage.missing_parts),
             )
         identity = facts.identity
         return Observation(

@@ -86,3 +86,34 @@ class ReadMatcher(Generic[E]):
                         continue
             self.counters["units_without_event"] += 1
             return None
+
+    def later_arrival_seen(self, seen_at: float) -> bool:
+        """Whether a unit behind the one seen at `seen_at` has already reached the photo-eye."""
+        return self._next_arrival(seen_at) is not None
+
+    async def claim_triggered(self, triggered_at: float) -> E | None:
+        """The read that a host trigger sent at `triggered_at` (time.monotonic()) produced, or None.
+
+        A scanner in trigger mode speaks only when asked, so the match is causal rather than by
+        nearest photo-eye edge: the first event at or after the trigger, within `after_s`. Events
+        from before it (a late answer to an earlier trigger) are dropped and counted.
+        """
+        async with self._claim_order:
+            deadline = triggered_at + self.after_s
+            async with self._changed:
+                while True:
+                    while self._events and self._events[0].received_at < triggered_at:
+                        self._events.popleft()
+                        self.counters["unmatched_events"] += 1
+                    if self._events and self._events[0].received_at <= deadline:
+                        self.counters["matched"] += 1
+                        return self._events.popleft()
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    try:
+                        await asyncio.wait_for(self._changed.wait(), timeout=remaining)
+                    except TimeoutError:
+                        continue
+            self.counters["units_without_event"] += 1
+            return None

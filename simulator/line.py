@@ -10,6 +10,7 @@ and `cells.jsonl` (what each robot cell did).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -29,13 +30,16 @@ from simulator.camera import SimulatedCamera
 from simulator.conveyor import SimulatedConveyor
 from simulator.device_faults import DeviceFaultPlan
 from simulator.robot_cell import SimulatedRobotCell
+from simulator.rtu_bus import RtuBusSim
 from simulator.scales import simulated_scale_for
 from simulator.scanner import SimulatedScanner
-from simulator.scenario import Scenario, SimUnit, UnitFactory
+from simulator.scenario import Scenario, SimUnit, UnitFactory, camera_calibration
 
 log = logging.getLogger("simulator.line")
 
 Printer = Callable[[str], None]
+# Linux ptys refuse parity settings, so the simulated RS-485 line runs 8N1.
+PLC_RTU_BAUDRATE = 19200
 
 
 class SimulatedLine:
@@ -74,16 +78,31 @@ class SimulatedLine:
         self._truth = stack.enter_context((self.run_dir / "truth.jsonl").open("w", encoding="utf-8"))
         self._cell_log = stack.enter_context((self.run_dir / "cells.jsonl").open("w", encoding="utf-8"))
         lane_count = max(lane.id for lane in self.station.lanes)
-        self.conveyor = await stack.enter_async_context(
-            SimulatedConveyor(port=self.scenario.plc_port, lanes=lane_count,
-                              belt_speed_mm_s=self.scenario.belt_speed_mm_s)
-        )
+        if self.scenario.plc_transport == "rtu":
+            # The PLC as one drop on an RS-485 line: the controller opens run_dir/plc like an adapter.
+            self.plc_bus: RtuBusSim | None = await stack.enter_async_context(
+                RtuBusSim(master_link_path=str(self.run_dir / "plc"))
+            )
+            self.conveyor = await stack.enter_async_context(
+                SimulatedConveyor(lanes=lane_count, belt_speed_mm_s=self.scenario.belt_speed_mm_s,
+                                  register_map=self.station.plc.build_register_map(), transport="rtu",
+                                  serial_port=self.plc_bus.attach(), baudrate=PLC_RTU_BAUDRATE, parity="N")
+            )
+        else:
+            self.plc_bus = None
+            self.conveyor = await stack.enter_async_context(
+                SimulatedConveyor(port=self.scenario.plc_port, lanes=lane_count,
+                                  belt_speed_mm_s=self.scenario.belt_speed_mm_s)
+            )
         self.conveyor.on_scan = self._on_scan
         self.conveyor.on_exit = self._on_exit
-        self.scanner = await stack.enter_async_context(SimulatedScanner(link_path=str(self.run_dir / "scanner")))
+        # A station with host_trigger gets a scanner in serial trigger mode: silent until SYN T CR.
+        self.scanner = await stack.enter_async_context(
+            SimulatedScanner(link_path=str(self.run_dir / "scanner"), triggered=self.station.scanner.host_trigger)
+        )
         self.scale = await stack.enter_async_context(
             simulated_scale_for(self.station.scale.protocol, str(self.run_dir / "scale"),
-                                checksum=self.station.scale.checksum)
+                                checksum=self.station.scale.checksum, polled=self.station.scale.polled)
         )
         self.device_faults = DeviceFaultPlan(list(self.scenario.device_faults), self.scanner, self.scale)
         self.camera = await stack.enter_async_context(
@@ -109,14 +128,35 @@ class SimulatedLine:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        # What the serial devices were asked and said, for whoever checks the run afterwards.
+        scanner = {"host_trigger_mode": self.scanner.triggered, "triggers": self.scanner.triggers,
+                   "untriggers": self.scanner.untriggers, "reads_sent": self.scanner.emitted}
+        (self.run_dir / "devices.json").write_text(json.dumps({"scanner": scanner}, indent=2) + "\n")
         await self._stack.aclose()
 
     # -- files for the controller under test ---------------------------------------------------
 
     @property
+    def plc_endpoint(self) -> dict[str, Any]:
+        if self.plc_bus is not None:
+            return {"transport": "rtu", "port": self.plc_bus.master_path, "baudrate": PLC_RTU_BAUDRATE,
+                    "parity": "N", "device_id": self.conveyor.register_map.device_id}
+        return {"transport": "tcp", "host": "127.0.0.1", "port": self.conveyor.port}
+
+    def plc_tracking(self) -> dict[str, Any]:
+        """The simulated belt's geometry as a station file's plc.tracking section."""
+        conveyor = self.conveyor
+        return {
+            "mm_per_count": 1.0,  # the simulated encoder counts millimetres
+            "scan_point_mm": conveyor.scan_point_mm,
+            "diverter_mm": {k: conveyor.diverter_mm(k) for k in range(1, conveyor.lanes + 1)},
+            "belt_end_mm": conveyor.belt_end_mm,
+        }
+
+    @property
     def endpoints(self) -> dict[str, Any]:
         return {
-            "plc": {"host": "127.0.0.1", "port": self.conveyor.port},
+            "plc": self.plc_endpoint,
             "scanner": str(self.run_dir / "scanner"),
             "scale": str(self.run_dir / "scale"),
             "camera": self.camera.url,
@@ -131,7 +171,18 @@ class SimulatedLine:
         station["mqtt"] = {**station.get("mqtt", {}), "url": endpoints["broker"]}
         station["scanner"]["port"] = endpoints["scanner"]
         station["scale"]["port"] = endpoints["scale"]
-        station["plc"].update(host="127.0.0.1", port=self.conveyor.port)
+        plc = self.plc_endpoint
+        if plc["transport"] == "rtu":
+            station["plc"].pop("host", None)
+            station["plc"].pop("port", None)
+            station["plc"].update(
+                transport="rtu", device_id=plc["device_id"],
+                serial={"port": plc["port"], "baudrate": plc["baudrate"], "parity": plc["parity"]},
+            )
+        else:
+            station["plc"].update(transport="tcp", host="127.0.0.1", port=self.conveyor.port)
+        if self.scenario.plc_exit_tracking:
+            station["plc"]["tracking"] = self.plc_tracking()
         station["camera"]["url"] = endpoints["camera"]
         station["grading_policy"] = str(self.station.grading_policy)
         station["catalog"] = str(self.station.catalog)
@@ -140,14 +191,18 @@ class SimulatedLine:
         station.setdefault("vision", {})["cache_dir"] = str(
             self.station.vision.cache_dir or (Path.home() / ".cache" / "edge" / "numba")
         )
+        station["vision"]["camera_homography"] = camera_calibration(self.scenario)
         text = "# Written by the simulator: a station file wired to the simulated devices.\n"
         (self.run_dir / "station.yaml").write_text(text + yaml.safe_dump(station, sort_keys=False))
 
     def describe(self) -> str:
         e = self.endpoints
         return "\n".join([
-            f"  PLC (Modbus TCP)      127.0.0.1:{e['plc']['port']}  unit id 1, default register map",
-            f"  barcode scanner       {e['scanner']}  (pty, 9600 8N1, CR LF, AIM ids)",
+            (f"  PLC (Modbus RTU)      {e['plc']['port']}  (pty, {PLC_RTU_BAUDRATE} 8N1) unit id "
+             f"{e['plc']['device_id']}, default register map" if e["plc"]["transport"] == "rtu" else
+             f"  PLC (Modbus TCP)      127.0.0.1:{e['plc']['port']}  unit id 1, default register map"),
+            f"  barcode scanner       {e['scanner']}  (pty, 9600 8N1, CR LF, AIM ids"
+            f"{', host trigger SYN T CR' if self.scanner.triggered else ''})",
             f"  scale ({self.station.scale.protocol:<6})        {e['scale']}  (pty, 9600 8N1)",
             f"  camera (HTTP frames)  {e['camera']}/frames/<trigger id>",
             f"  robot cells           {', '.join(c.cell_id for c in self.cells)} on {e['broker']}",
@@ -160,7 +215,11 @@ class SimulatedLine:
         unit: SimUnit = payload  # type: ignore[assignment]
         self.units_by_item[item_id] = unit
         device_faults = self.device_faults.before_scan(unit.index)
-        if unit.fault == "no_read" or "no_read" in device_faults:
+        unreadable = unit.fault == "no_read" or "no_read" in device_faults
+        if self.scanner.triggered:
+            # The label waits in front of the scanner for the controller's trigger.
+            self.scanner.present(None if unreadable else unit.barcode, aim=unit.aim, replace=True)
+        elif unreadable:
             self.scanner.emit_no_read()
         else:
             self.scanner.emit_read(unit.barcode, aim=unit.aim)
@@ -205,10 +264,24 @@ class SimulatedLine:
     async def run_units(self, count: int, progress: bool = True) -> None:
         """Induct `count` units (0: forever) at the scenario rate, then wait for the belt to clear."""
         period = 1.0 / self.scenario.rate_per_s
+        upcoming: collections.deque[SimUnit] = collections.deque()
+
+        def plan() -> None:
+            # Frames rendered ahead of induction (the renderer is far slower than a camera); without
+            # a lookahead each unit's frame starts rendering as it is inducted.
+            while (len(upcoming) < max(1, self.scenario.camera_lookahead_units)
+                   and (count == 0 or self.inducted + len(upcoming) < count)):
+                unit = self.factory.next_unit()
+                self.camera.prepare(unit.index, unit.appearance)
+                upcoming.append(unit)
+
+        plan()
+        if self.scenario.camera_lookahead_units:
+            await self.camera.wait_prepared()
         next_at = time.monotonic()
         while count == 0 or self.inducted < count:
-            unit = self.factory.next_unit()
-            self.camera.prepare(unit.index, unit.appearance)
+            plan()
+            unit = upcoming.popleft()
             self.conveyor.induct(unit.length_mm, unit)
             self.inducted += 1
             if progress:
