@@ -165,3 +165,13 @@ def test_sixty_units_flow_from_conveyor_to_robot_cells(mosquitto, tmp_path: Path
     assert db.execute("SELECT count(*) FROM units").fetchone()[0] == UNITS
     assert db.execute("SELECT count(*) FROM outbox WHERE sent_at IS NULL").fetchone()[0] == 0
     assert db.execute("SELECT count(*) FROM units WHERE state != 'complete'").fetchone()[0] == 0
+
+    # the exit eyes saw every unit leave by the lane its decision names (scenario.demo.yaml enables it)
+    exits = {}
+    for unit_id, data in db.execute("SELECT unit_id, data FROM events WHERE kind = 'departed'"):
+        exits[unit_id] = json.loads(data)
+    assert {d["unit_id"] for d in decisions.values()} == set(exits)
+    for decision in decisions.values():
+        departure = exits[decision["unit_id"]]
+        assert departure["confirmed"] and departure["lane"] == decision["lane"], (decision["unit_id"], departure)
+    assert not [a for a in recorder.json_on("/alarms") if a.get("code") in ("divert_mismatch", "unit_not_seen_leaving")]

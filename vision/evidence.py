@@ -7,6 +7,7 @@ written atomically (temporary name, then rename) under `<dir>/<YYYYMMDD>/<unit_i
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -33,6 +34,14 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "oversize": (0, 128, 255),
 }
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def _yield_to_grading() -> None:
+    """Lower this thread's scheduling priority (on Linux a nice value is per thread). Evidence is
+    never on a unit's critical path, so on a busy core it should only use what grading leaves."""
+    # Not Linux, or not permitted: only latency suffers.
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, 0, 10)
 
 
 def draw_evidence(frame: np.ndarray, report: DamageReport, grade: str | None, caption: str = "") -> np.ndarray:
@@ -94,7 +103,7 @@ class EvidenceWriter:
         self.counters: Counter[str] = Counter()
         self._pending = 0
         self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evidence")
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evidence", initializer=_yield_to_grading)
 
     def path_for(self, unit_id: str, when: dt.datetime | None = None) -> Path:
         if not _SAFE_NAME.match(unit_id):
