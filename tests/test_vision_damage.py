@@ -7,6 +7,7 @@ import math
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -16,7 +17,7 @@ from hypothesis.extra import numpy as hnp
 from edge.grading import DamageSummary, cosmetic_grade
 from edge.policy import load_policy
 from simulator.render import Appearance, DefectSpec, Imaging, generate_appearance, render_frame
-from vision.damage import DamageChecker, straight_strokes, warm_up
+from vision.damage import DamageChecker, ridge_profiles, straight_strokes, warm_up
 from vision.report import DamageReport
 
 UNITS_PER_GRADE = 20
@@ -258,3 +259,95 @@ def test_straight_strokes_geometry() -> None:
 def test_straight_strokes_takes_any_points(points: np.ndarray) -> None:
     for start, end, pixels in straight_strokes(points, band=2.5, min_length=10):
         assert np.isfinite(start).all() and np.isfinite(end).all() and 0 < pixels <= len(points)
+
+
+# --- a scratch is one continuous, two-sided ridge ---------------------------------------------------
+
+
+def _close_up(gray: np.ndarray, seed: int = 0) -> np.ndarray:
+    """A drawn surface as the camera would see it (slight blur, sensor noise), as a BGR frame."""
+    blurred = cv2.GaussianBlur(gray.astype(np.float32), (0, 0), 0.6)
+    noisy = blurred + np.random.default_rng(seed).normal(0.0, 1.5, blurred.shape)
+    return cv2.cvtColor(np.clip(noisy, 0, 255).astype(np.uint8), cv2.COLOR_GRAY2BGR)
+
+
+def _without_ridge_rules() -> DamageChecker:
+    return DamageChecker(px_per_mm=3.0, ridge_min_gap_ratio=-np.inf, ridge_min_two_sided=-np.inf)
+
+
+def test_ridge_profiles_tell_a_line_from_specks_and_a_step() -> None:
+    """Pure: one straight line, two specks 8 px apart, and a straight step edge, each sampled along
+    its centre line over 9 px."""
+    gray = np.full((100, 160), 200.0, np.float32)
+    cv2.line(gray, (20, 30), (40, 30), 120.0, 1)
+    cv2.circle(gray, (76, 30), 1, 120.0, -1)
+    cv2.circle(gray, (84, 30), 1, 120.0, -1)
+    gray[70:, :] = 150.0  # a stain's rim, straightened: darker on one side only
+    gray = cv2.GaussianBlur(gray, (0, 0), 0.6)
+    centres = np.array([[30.0, 30.0], [80.0, 30.0], [30.0, 70.0]])
+    directions = np.array([[1.0, 0.0]] * 3)
+    contrast, gap_ratio, two_sided = ridge_profiles(gray, centres, directions, np.full(3, 4.0), 4.0)
+    line, specks, step = 0, 1, 2
+    assert contrast[line] > 50 and gap_ratio[line] > 0.8 and two_sided[line] > 0.9
+    assert gap_ratio[specks] < 0.4  # background between the specks: a gap in the "stroke"
+    assert two_sided[step] < 0.3  # as dark as its dark side: a step, not a ridge
+    assert ridge_profiles(gray, np.zeros((0, 2)), np.zeros((0, 2)), np.zeros(0), 4.0)[0].shape == (0,)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    gray=hnp.arrays(np.uint8, st.tuples(st.integers(1, 30), st.integers(1, 30))),
+    strokes=hnp.arrays(np.float64, st.tuples(st.integers(0, 6), st.just(5)), elements=st.floats(-50, 50)),
+    hostile=st.sampled_from([None, np.nan, np.inf, -np.inf]),
+)
+def test_ridge_profiles_take_any_strokes(gray: np.ndarray, strokes: np.ndarray, hostile: float | None) -> None:
+    if hostile is not None and strokes.shape[0]:
+        strokes[0, 0] = strokes[0, 3] = hostile  # no index out of the image, no endless stroke
+    angles = strokes[:, 2]
+    directions = np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    contrast, gap_ratio, two_sided = ridge_profiles(gray, strokes[:, :2], directions, np.abs(strokes[:, 3]), 4.0)
+    assert contrast.shape == gap_ratio.shape == two_sided.shape == (strokes.shape[0],)
+    assert not np.isnan(contrast).any() and not np.isnan(gap_ratio).any() and not np.isnan(two_sided).any()
+    assert (np.abs(contrast) <= 255).all()
+
+
+# The shortest scratches the generator draws (1.5-2.2 mm) and a few longer ones, in several poses.
+# (In pose 2 a 1.6 mm scratch at 0, 70, 90 or 120 degrees is not found at all, with or without the ridge
+# rules: the line filter misses it, which is a separate limit.)
+SHORT_SCRATCHES = [(1.6, 0.0, 0), (1.6, 0.0, 1), (1.6, 45.0, 2), *[
+    (length, angle, seed) for length, angle in ((2.0, 30.0), (2.2, 100.0), (3.0, 135.0)) for seed in range(3)
+]]
+
+
+@pytest.mark.parametrize(("length_mm", "angle", "seed"), SHORT_SCRATCHES)
+def test_a_short_real_scratch_is_kept(checker: DamageChecker, length_mm: float, angle: float, seed: int) -> None:
+    frame = _on_plain_phone([DefectSpec("scratch", 50, 35, length_mm, angle)], seed)
+    report = checker.check(frame)
+    assert [d.kind for d in report.defects] == ["scratch"], report.defects
+    assert report.defects[0].length_mm == pytest.approx(length_mm, abs=1.0)
+
+
+def test_dust_specks_in_a_row_are_not_a_scratch(checker: DamageChecker) -> None:
+    """Pairs of dark specks 6-7 px apart: the line filter sees a bright ridge between them, and the
+    three blobs form one stroke-shaped component (the false scratches seen on blemish-only units)."""
+    gray = np.full((150, 200), 200.0, np.float32)
+    for k, (x, y) in enumerate([(40, 40), (120, 40), (40, 100), (120, 100)]):
+        offset = 4 + k % 2
+        for speck in ((x, y), (x + offset, y + offset)):
+            cv2.circle(gray, speck, 1, 120.0, -1)
+    frame = _close_up(gray)
+    assert _without_ridge_rules().check(frame, whole_frame=True).scratches  # what the rule removes
+    assert checker.check(frame, whole_frame=True).defects == []
+
+
+def test_a_stain_rim_is_not_a_scratch(checker: DamageChecker) -> None:
+    """A dried stain's edge is a step: the stroke is as dark as the stain on one side."""
+    gray = np.full((150, 200), 230.0, np.float32)
+    cv2.ellipse(gray, (100, 75), (40, 25), 20, 0, 360, 170.0, -1)
+    frame = _close_up(cv2.GaussianBlur(gray, (0, 0), 1.0))
+    report = checker.check(frame, whole_frame=True)
+    assert report.defects == [], report.defects
+    profile = ridge_profiles(
+        cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), np.array([[100.0, 50.0]]), np.array([[1.0, 0.0]]), np.array([4.0]), 4.0
+    )
+    assert profile[2][0] < 0.3

@@ -181,3 +181,38 @@ def test_component_stats_any_shape_matches_reference(shape: tuple[int, int], den
     stats = kernels.component_stats(*args)
     np.testing.assert_allclose(stats, kernels.component_stats_reference(*args), rtol=1e-12)
     assert stats[:, kernels.STAT_COUNT].sum() == foreground.sum()
+
+
+# --- per-tile statistics (more in test_vision_scene.py) -------------------------------------------
+
+
+@pytest.mark.parametrize(("grade", "category", "seed"), [("D", "laptop", 9), ("B", "phone", 10)])
+@pytest.mark.parametrize("tile", [16, 37, 181])
+def test_tile_stats_matches_reference_on_a_unit_interior(grade: str, category: str, seed: int, tile: int) -> None:
+    """The damage check's own call: the unit's box (any width, so partial tiles) and a rounded
+    interior mask."""
+    gray = _rendered_gray(grade, category, seed)
+    _, mask = cv2.threshold(gray, 0, 1, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
+    ys, xs = np.nonzero(mask)
+    box = np.ascontiguousarray(gray[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1])
+    interior = cv2.erode(mask[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1], np.ones((13, 13), np.uint8))
+    response, _ = kernels.line_response(box)
+    got = kernels.tile_stats(box, response, interior, tile)
+    want = kernels.tile_stats_reference(box, response, interior, tile)
+    np.testing.assert_array_equal(got[..., :4], want[..., :4])
+    np.testing.assert_allclose(got[..., 4], want[..., 4], rtol=1e-5)
+    assert got[..., kernels.TILE_COUNT].sum() == np.count_nonzero(interior)
+    assert got[..., kernels.TILE_LINE].sum() > 0
+
+
+def test_tile_stats_largest_tile_counts_do_not_overflow() -> None:
+    """Per-column counts are 16-bit in the kernel: a full 1024-px column must still add up."""
+    gray = np.full((1030, 1100), 40, np.uint8)
+    response = np.full(gray.shape, 12.0, np.float32)
+    stats = kernels.tile_stats(gray, response, np.ones_like(gray), 1024)
+    assert stats.shape == (2, 2, kernels.N_TILE_STATS)
+    assert stats[0, 0, kernels.TILE_COUNT] == stats[0, 0, kernels.TILE_DARK] == 1024 * 1024
+    assert stats[0, 0, kernels.TILE_LINE] == 1024 * 1024 and stats[0, 0, kernels.TILE_BRIGHT] == 0
+    assert stats[1, 1, kernels.TILE_COUNT] == 6 * 76
+    assert stats[0, 0, kernels.TILE_SUM_RESPONSE] == pytest.approx(12.0 * 1024 * 1024, rel=1e-6)
+    np.testing.assert_array_equal(stats, kernels.tile_stats_reference(gray, response, np.ones_like(gray), 1024))

@@ -20,7 +20,9 @@ Pipeline per frame (all single-threaded, GIL released in OpenCV and the Numba ke
 5. per component (Numba stats kernel): size, second moments, response, orientation histogram;
    a thin elongated component is a scratch, a spread-out or very long one is a crack; compact
    blobs (dust, sensor noise) and anything soft and wide (smudges, oil, stains, glare: no ridge
-   for the line filter) never become components at all;
+   for the line filter) never become components at all. A scratch must also show as one ridge
+   in the grey profile along its centre line: two-sided, without gaps (`ridge_profiles`), which
+   specks merged into a stroke, a stain's rim or a screen's corner are not;
 6. outline: the contour in canonical coordinates, side by side (corners excluded), against a
    straight line fitted to each side: inward runs are dents (shallow, smooth), chips (steep) or
    missing parts (deep or long). Corners: deeper inside than the rounding the other corners show
@@ -46,6 +48,7 @@ from vision.report import DamageReport, Defect
 _LOCATE_SCALE = 2  # localisation runs on a frame downscaled by this factor: edges need no more
 _BORDER_PX = 6  # frame border strip (in downscaled px) that is taken to show only belt
 _TILE = 16
+MAX_HOMOGRAPHY_CONDITION = 1e12  # beyond this a camera homography is numerically singular
 
 
 @dataclass(frozen=True)
@@ -144,6 +147,8 @@ class DamageChecker:
         size_tolerance_mm: float = 3.0,
         size_tolerance_pct: float = 2.0,
         label_min_tiles: int = 6,
+        ridge_min_gap_ratio: float = 0.4,
+        ridge_min_two_sided: float = 0.72,
         camera_homography: np.ndarray | None = None,
     ) -> None:
         if not math.isfinite(px_per_mm) or px_per_mm <= 0:
@@ -174,22 +179,30 @@ class DamageChecker:
         self.size_tolerance_mm = size_tolerance_mm
         self.size_tolerance_pct = size_tolerance_pct
         self.label_min_tiles = label_min_tiles
+        self.ridge_min_gap_ratio = ridge_min_gap_ratio
+        self.ridge_min_two_sided = ridge_min_two_sided
         self.camera_homography = _camera_homography(camera_homography)
 
     # -- public -----------------------------------------------------------------------------------
 
     def check(
-        self, frame_bgr: np.ndarray, expected_size_mm: tuple[float, float] | None = None, *, whole_frame: bool = False
+        self,
+        frame_bgr: np.ndarray,
+        expected_size_mm: tuple[float, float] | None = None,
+        *,
+        whole_frame: bool = False,
+        pose: DevicePose | None = None,
     ) -> DamageReport:
         """Inspect one frame. `expected_size_mm` (catalog length, width in any order) adds a missing
         part when the unit is measurably smaller. `whole_frame` treats the entire image as the unit's
-        surface (close-up photographs where no belt is visible)."""
+        surface (close-up photographs where no belt is visible). `pose` skips the localisation: the
+        unit was found by other means (`pose_from_quad`, for photographs without a belt)."""
         started = time.perf_counter()
         problem = _frame_problem(frame_bgr)
         if problem is not None:
             return DamageReport.failed(problem, _ms_since(started))
         try:
-            report = self._check(frame_bgr, started, whole_frame)
+            report = self._check(frame_bgr, started, whole_frame, pose)
         except (cv2.error, ValueError, MemoryError) as exc:
             # A frame that passed validation but still breaks a stage is a vision failure for
             # this unit (quarantine), never a crash of the worker.
@@ -203,8 +216,8 @@ class DamageChecker:
 
     # -- stages -----------------------------------------------------------------------------------
 
-    def _check(self, frame: np.ndarray, started: float, whole_frame: bool) -> DamageReport:
-        device = _whole_frame_pose(frame) if whole_frame else self._locate(frame)
+    def _check(self, frame: np.ndarray, started: float, whole_frame: bool, pose: DevicePose | None) -> DamageReport:
+        device = pose or (_whole_frame_pose(frame) if whole_frame else self._locate(frame))
         if device is None:
             return DamageReport(False, 0.0, 0.0, [], 0.0, _ms_since(started))
         ppm = self.px_per_mm
@@ -218,10 +231,12 @@ class DamageChecker:
         tiles = kernels.tile_stats(gray, response, interior, _TILE, line_threshold=self.low_threshold)
         labels_mask, label_boxes = self._labels(tiles, gray)
         inspect = interior & ~labels_mask if labels_mask is not None else interior
-        response *= inspect
         low, high = self._thresholds(tiles)
 
+        # Nothing outside the inspected area becomes foreground, and the statistics read the
+        # response only under the foreground: it needs no masking pass of its own.
         foreground = (response > low).view(np.uint8)
+        foreground &= inspect
         # Labels only: OpenCV's own statistics pass costs ten times the labelling; ours is one
         # cheap Numba pass that also yields the moments and responses.
         n_labels, labels = cv2.connectedComponents(foreground, connectivity=8, ltype=cv2.CV_32S)
@@ -235,7 +250,7 @@ class DamageChecker:
                 error=f"surface too busy to inspect ({n_labels - 1} line fragments)", **common,  # type: ignore[arg-type]
             )
         stats = kernels.component_stats(foreground, labels, response, orientation, n_labels)
-        defects = self._classify(stats[1:], device, low, high, labels)
+        defects = self._classify(stats[1:], device, low, high, labels, gray)
         if not whole_frame:
             defects += self._outline(device)
         defects.sort(key=_defect_order)
@@ -414,7 +429,7 @@ class DamageChecker:
         )
 
     def _classify(
-        self, stats: np.ndarray, device: DevicePose, low: float, high: float, labels: np.ndarray
+        self, stats: np.ndarray, device: DevicePose, low: float, high: float, labels: np.ndarray, gray: np.ndarray
     ) -> list[Defect]:
         if stats.shape[0] == 0:
             return []
@@ -462,6 +477,23 @@ class DamageChecker:
         is_noise = ~is_crack & ((length < self.min_defect_px) | (spread > self.noise_spread))
         for i in strokes:
             is_noise[i] = True  # reported below, one scratch per stroke
+        # A scratch is one continuous groove or ridge; short strokes of other origin pass the
+        # moments and the width just as well. Along the stroke's middle 70% (its ends taper):
+        # a ridge must stand out on both sides by at least `low`, nowhere fade out (dust specks
+        # a few px apart merge into a "stroke" through the background between them, or through
+        # the bright gap the line filter sees there), and be darker or brighter than both flanks
+        # rather than only one (a stain's rim, a screen's corner: steps, not ridges).
+        stroke_like = np.flatnonzero(~is_noise & ~is_crack)
+        if stroke_like.size:
+            direction = np.stack([np.cos(theta[stroke_like]), np.sin(theta[stroke_like])], axis=1)
+            centres = np.stack([mean_x[stroke_like], mean_y[stroke_like]], axis=1)
+            contrast, gap_ratio, two_sided = ridge_profiles(
+                gray, centres, direction, 0.35 * length[stroke_like], self.line_radius_px + 1.0
+            )
+            not_a_ridge = (
+                (contrast < low) | (gap_ratio < self.ridge_min_gap_ratio) | (two_sided < self.ridge_min_two_sided)
+            )
+            is_noise[stroke_like[not_a_ridge]] = True
 
         ppm = self.px_per_mm
         keep = np.flatnonzero(~is_noise)
@@ -579,10 +611,10 @@ class DamageChecker:
             base_fit = known & (depth <= np.nanpercentile(depth, 20) + ppm * 0.7)
             if base_fit.sum() < 4:
                 continue
-            slope, offset = np.polyfit(u[base_fit], depth[base_fit], 1)
+            slope, offset = _line_fit(u[base_fit], depth[base_fit])
             refit = known & (np.abs(depth - (slope * u + offset)) < ppm * 0.5)
             if refit.sum() >= 4:
-                slope, offset = np.polyfit(u[refit], depth[refit], 1)
+                slope, offset = _line_fit(u[refit], depth[refit])
             residual = np.where(known, depth - (slope * u + offset), 0.0)
             inside = residual > self.outline_min_depth_mm * ppm
             for start, stop in _runs(inside):
@@ -634,23 +666,23 @@ class DamageChecker:
         zone = self.outline_corner_mm * ppm
         if min(w, h) <= 2 * zone:
             return []
-        local: list[np.ndarray] = []
+        # Each corner's outline points, in coordinates running inwards from that corner; picked
+        # once, as most of the outline lies along the sides, outside every corner's zone.
+        x, y = points[:, 0], points[:, 1]
+        near_left, near_right, near_top, near_bottom = x < zone, x > w - zone, y < zone, y > h - zone
+        local: list[tuple[np.ndarray, np.ndarray]] = []
         for flip_x, flip_y in ((False, False), (True, False), (True, True), (False, True)):
-            u = w - points[:, 0] if flip_x else points[:, 0]
-            v = h - points[:, 1] if flip_y else points[:, 1]
-            local.append(np.stack([u, v], axis=1))
-        cutoffs = []
-        for uv in local:
-            in_zone = (uv[:, 0] < zone) & (uv[:, 1] < zone)
+            in_zone = (near_right if flip_x else near_left) & (near_bottom if flip_y else near_top)
             if np.count_nonzero(in_zone) < 4:
                 return []
-            # Along the diagonal a corner of radius r is cut back by r (sqrt 2 - 1).
-            cutoffs.append(float(np.min(np.hypot(uv[in_zone, 0], uv[in_zone, 1]))))
+            u = w - x[in_zone] if flip_x else x[in_zone]
+            v = h - y[in_zone] if flip_y else y[in_zone]
+            local.append((u, v))
+        # Along the diagonal a corner of radius r is cut back by r (sqrt 2 - 1).
+        cutoffs = [float(np.min(np.hypot(u, v))) for u, v in local]
         radius = min(sorted(cutoffs)[1] / (math.sqrt(2) - 1), zone)
         defects: list[Defect] = []
-        for corner_index, uv in enumerate(local):
-            in_zone = (uv[:, 0] < zone) & (uv[:, 1] < zone)
-            u, v = uv[in_zone, 0], uv[in_zone, 1]
+        for corner_index, (u, v) in enumerate(local):
             on_arc = (u < radius) & (v < radius)
             depth = np.where(on_arc, radius - np.hypot(radius - u, radius - v), np.minimum(u, v))
             missing = depth > self.outline_min_depth_mm * ppm
@@ -725,6 +757,79 @@ def compare_with_catalog(
     return report.with_defects(defects, damage_score(defects))
 
 
+_ACROSS_PX = (-1.0, -0.5, 0.0, 0.5, 1.0)
+
+
+def ridge_profiles(
+    gray: np.ndarray, centres: np.ndarray, directions: np.ndarray, half_lengths: np.ndarray, flank_px: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The grey-level profile along each stroke's centre line, as three figures per stroke.
+
+    Stroke k runs through `centres[k]` (x, y px) along the unit vector `directions[k]`; it is sampled
+    every pixel from -`half_lengths[k]` to +`half_lengths[k]` (at least the centre). At each sample
+    the stroke's value is the darkest (or brightest) of five points across it within 1 px, which
+    forgives a centre line a pixel off; the flanks are the points `flank_px` away on either side.
+    Polarity (dark groove or bright ridge) is the one with the larger total contrast.
+
+    Returns per stroke: the mean two-sided contrast (by how much the stroke beats the nearer of
+    its flanks, grey levels); the weakest sample's two-sided contrast over that mean (a gap in the
+    stroke brings it to 0 or below); and two-sided over one-sided contrast, summed over the
+    samples (1 for a line on a flat surface, about 0 for a step edge, whose far flank is level
+    with the stroke). Pure: no state, any number of strokes; a stroke without contrast gets -inf.
+    """
+    n = centres.shape[0]
+    if n == 0:
+        empty = np.zeros(0, np.float64)
+        return empty, empty.copy(), empty.copy()
+    steps = np.floor(np.maximum(np.nan_to_num(half_lengths, nan=0.0, posinf=0.0, neginf=0.0), 0.0)).astype(np.int64)
+    counts = 2 * steps + 1
+    owner = np.repeat(np.arange(n), counts)
+    first = np.cumsum(counts) - counts
+    along = (np.arange(owner.size) - first[owner] - steps[owner]).astype(np.float64)
+    unit = directions[owner]
+    normal = np.stack([-unit[:, 1], unit[:, 0]], axis=1)
+    points = centres[owner] + along[:, None] * unit
+    # One sampling call for all: five points across the stroke, then the two flanks.
+    offsets = np.array([*_ACROSS_PX, flank_px, -flank_px])
+    values = _bilinear(gray, points[:, None, :] + offsets[None, :, None] * normal[:, None, :])
+    across, flank_a, flank_b = values[:, : len(_ACROSS_PX)], values[:, -2], values[:, -1]
+    near_flank, far_flank = np.minimum(flank_a, flank_b), np.maximum(flank_a, flank_b)
+    darkest, brightest = across.min(axis=1), across.max(axis=1)
+    dark_two, dark_one = near_flank - darkest, far_flank - darkest
+    bright_two, bright_one = brightest - far_flank, brightest - near_flank
+    dark = np.add.reduceat(dark_two, first) >= np.add.reduceat(bright_two, first)
+    two = np.where(dark[owner], dark_two, bright_two).astype(np.float64)
+    one = np.where(dark[owner], dark_one, bright_one).astype(np.float64)
+    total_two = np.add.reduceat(two, first)
+    mean = total_two / counts
+    weakest = np.minimum.reduceat(two, first)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gap_ratio = np.where(mean > 0, weakest / mean, -np.inf)
+        total_one = np.add.reduceat(one, first)
+        two_sided = np.where(total_one > 0, total_two / total_one, -np.inf)
+    return mean, gap_ratio, two_sided
+
+
+def _bilinear(image: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """`image` (2-D, any real dtype) at sub-pixel points (..., 2) as (x, y), in float64, clamped to
+    the image; a point that is not a number reads the top-left pixel. Only the four neighbours of
+    each point are read (converting the whole image first cost more than all the sampling), and
+    with few, cheap array operations: this runs for a handful of points per unit."""
+    height, width = image.shape
+    # Comparisons are false for NaN, which so lands on 0.
+    x = np.where(points[..., 0] > 0.0, np.minimum(points[..., 0], width - 1.0), 0.0)
+    y = np.where(points[..., 1] > 0.0, np.minimum(points[..., 1], height - 1.0), 0.0)
+    x0, y0 = x.astype(np.intp), y.astype(np.intp)  # truncation is the floor here: x, y >= 0
+    fx, fy = x - x0, y - y0
+    right = (x0 < width - 1).astype(np.intp)  # no right (lower) neighbour on the last column (row)
+    down = (y0 < height - 1) * width
+    flat = image.ravel()
+    at = y0 * width + x0
+    top = flat[at] * (1 - fx) + flat[at + right] * fx
+    bottom = flat[at + down] * (1 - fx) + flat[at + down + right] * fx
+    return top * (1 - fy) + bottom * fy
+
+
 _STROKE_ANGLES = np.deg2rad(np.arange(0.0, 180.0, 2.0))
 _STROKE_NORMALS = np.stack([-np.sin(_STROKE_ANGLES), np.cos(_STROKE_ANGLES)], axis=1)
 
@@ -756,14 +861,16 @@ def straight_strokes(
         projected = (remaining - centre) @ _STROKE_NORMALS.T
         bins = np.floor(projected / band).astype(np.int64)
         bins -= bins.min()
-        best_votes, best_angle, best_bin = -1, 0, 0
-        for a in range(_STROKE_NORMALS.shape[0]):
-            votes = np.bincount(bins[:, a])
-            # Two adjacent bins: a stroke straddling a bin edge still counts whole.
-            paired = votes[:-1] + votes[1:] if votes.size > 1 else votes
-            k = int(np.argmax(paired))
-            if int(paired[k]) > best_votes:
-                best_votes, best_angle, best_bin = int(paired[k]), a, k
+        # All directions' votes in one bincount (a row per direction, one empty bin of padding at
+        # its end so pairs never span two rows): a bincount per direction cost 2 ms per call.
+        row_width = int(bins.max()) + 2
+        rows = np.arange(_STROKE_NORMALS.shape[0]) * row_width
+        votes = np.bincount((bins + rows).ravel(), minlength=rows.size * row_width).reshape(rows.size, row_width)
+        # Two adjacent bins: a stroke straddling a bin edge still counts whole.
+        paired = votes[:, :-1] + votes[:, 1:]
+        # Ties go to the first direction and the first bin.
+        best_angle = int(np.argmax(paired.max(axis=1)))
+        best_bin = int(np.argmax(paired[best_angle]))
         in_band = (bins[:, best_angle] >= best_bin) & (bins[:, best_angle] <= best_bin + 1)
         chosen = remaining[in_band]
         if chosen.shape[0] < 2:
@@ -828,9 +935,16 @@ def _camera_homography(matrix: object) -> np.ndarray | None:
     if matrix is None:
         return None
     array = np.asarray(matrix, np.float64)
-    if array.shape != (3, 3) or not np.isfinite(array).all() or abs(float(np.linalg.det(array))) < 1e-12:
-        raise ValueError("camera_homography must be an invertible 3x3 matrix of finite numbers")
-    return array / array[2, 2] if array[2, 2] != 0 else array
+    problem = ValueError("camera_homography must be an invertible 3x3 matrix of finite numbers")
+    if array.shape != (3, 3) or not np.isfinite(array).all() or not np.abs(array).max() > 0:
+        raise problem
+    # Scaled to its largest entry 1 (a homography means the same at any scale), as the station
+    # file's validation does: dividing by a tiny corner entry could overflow. Invertible means
+    # well-conditioned, a test that does not depend on the scale (a determinant does).
+    array = array / np.abs(array).max()
+    if not np.linalg.cond(array) < MAX_HOMOGRAPHY_CONDITION:
+        raise problem
+    return array
 
 
 def _densify(polygon: np.ndarray, step: float) -> np.ndarray:
@@ -867,6 +981,15 @@ def _from_side(side: int, along: float, inward: float, w: float, h: float) -> tu
     return inward, along
 
 
+def _line_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Least-squares straight line y = slope * x + offset, in closed form: np.polyfit's general
+    solver (an SVD) cost 0.2 ms a call, eight calls per unit. Needs two distinct x values."""
+    x_mean, y_mean = float(x.mean()), float(y.mean())
+    dx = x - x_mean
+    slope = float(dx @ (y - y_mean)) / float(dx @ dx)
+    return slope, y_mean - slope * x_mean
+
+
 def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
     padded = np.concatenate([[False], flags, [False]]).astype(np.int8)
     edges = np.flatnonzero(np.diff(padded))
@@ -887,6 +1010,49 @@ def _whole_frame_pose(frame: np.ndarray) -> DevicePose:
     homography = np.array([[1, 0, -0.5], [0, 1, -0.5], [0, 0, 1]], np.float64)
     return DevicePose(0, 0, w, h, ((w - 1) / 2, (h - 1) / 2), 0.0, float(w), float(h), contour,
                       contour.reshape(-1, 2).astype(np.float64), homography)
+
+
+def pose_from_quad(
+    corners: np.ndarray, frame_shape: tuple[int, ...], *, corner_radius: float = 0.06,
+    camera_homography: np.ndarray | None = None,
+) -> DevicePose:
+    """The pose of a unit whose four outline corners (top-left, top-right, bottom-right,
+    bottom-left, frame px) were found some other way than on the belt. Its contour is the ideal
+    outline, a rectangle with corners rounded by `corner_radius` of the short side: the actual
+    outline is not known to the pixel, so the outline check finds nothing on it (callers say that
+    dents and chips were not assessed), while the rounding keeps the background in the corners
+    out of the surface inspection."""
+    quad = np.asarray(corners, np.float64).reshape(4, 2)
+    sides = np.roll(quad, -1, axis=0) - quad
+    turns = sides[:, 0] * np.roll(sides, -1, axis=0)[:, 1] - sides[:, 1] * np.roll(sides, -1, axis=0)[:, 0]
+    # Only a convex quadrilateral is the image of a rectangle; any other has no sane homography.
+    if not np.isfinite(quad).all() or not (np.all(turns > 0) or np.all(turns < 0)):
+        raise ValueError("outline corners do not form a convex quadrilateral")
+    plane = quad if camera_homography is None else _apply_homography(np.linalg.inv(camera_homography), quad)
+    width = float(np.linalg.norm(plane[1] - plane[0]) + np.linalg.norm(plane[2] - plane[3])) / 2
+    height = float(np.linalg.norm(plane[3] - plane[0]) + np.linalg.norm(plane[2] - plane[1])) / 2
+    if not (math.isfinite(width) and math.isfinite(height)) or min(width, height) < 8:
+        raise ValueError(f"outline too small or degenerate: {width:.1f} x {height:.1f} px")
+    canonical = np.array([[0, 0], [width, 0], [width, height], [0, height]], np.float32)
+    homography = cv2.getPerspectiveTransform(canonical, quad.astype(np.float32)).astype(np.float64)
+    radius = corner_radius * min(width, height)
+    arcs = []
+    for cx, cy, start in ((width - radius, height - radius, 0), (radius, height - radius, 90),
+                          (radius, radius, 180), (width - radius, radius, 270)):
+        steps = np.deg2rad(np.linspace(start, start + 90, 10))
+        arcs.append(np.stack([cx + radius * np.cos(steps), cy + radius * np.sin(steps)], axis=1))
+    outline = _densify(np.concatenate(arcs), step=2.0)
+    contour_f = _apply_homography(homography, outline)
+    height_px, width_px = frame_shape[:2]
+    contour_f[:, 0] = np.clip(contour_f[:, 0], 0, width_px - 1)
+    contour_f[:, 1] = np.clip(contour_f[:, 1], 0, height_px - 1)
+    contour = np.round(contour_f).astype(np.int32).reshape(-1, 1, 2)
+    x, y, w, h = cv2.boundingRect(contour)
+    centre = _apply_homography(homography, np.array([[width / 2, height / 2]]))[0]
+    top = quad[1] - quad[0]
+    angle = (math.degrees(math.atan2(float(top[1]), float(top[0]))) + 45.0) % 90.0 - 45.0
+    return DevicePose(x, y, x + w, y + h, (float(centre[0]), float(centre[1])), angle, width, height,
+                      contour, contour_f, homography)
 
 
 def damage_score(defects: list[Defect]) -> float:

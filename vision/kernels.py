@@ -52,12 +52,13 @@ def _line_response_kernel(
     response[:, :] = 0.0
     orientation[:, :] = 0
     r = radius
-    # Polarity as two 0/1 weights instead of a branch keeps the inner loop straight-line code
-    # that LLVM vectorises; a disabled polarity contributes a large negative instead of its value.
-    use_bright = polarity != 2
-    use_dark = polarity != 1
-    off_bright = np.int32(0 if use_bright else -100000)
-    off_dark = np.int32(0 if use_dark else -100000)
+    # Polarity as two offsets instead of a branch keeps the inner loop straight-line code that
+    # LLVM vectorises; a disabled polarity contributes a large negative instead of its value.
+    # The arithmetic is float32, exact for grey-level differences: Numba widens int32
+    # arithmetic to int64, which halves the lanes per vector, and the output is float32 anyway.
+    off_bright = np.float32(0.0 if polarity != 2 else -100000.0)
+    off_dark = np.float32(0.0 if polarity != 1 else -100000.0)
+    zero = np.float32(0.0)
     for y in range(r, height - r):
         up = gray[y - r]
         row = gray[y]
@@ -65,25 +66,23 @@ def _line_response_kernel(
         out = response[y]
         out_o = orientation[y]
         for x in range(r, width - r):
-            c = np.int32(row[x])
+            c = np.float32(row[x])
             # Flank pairs: horizontal neighbours (vertical line), vertical, and both diagonals.
-            a0 = np.int32(row[x - r])
-            b0 = np.int32(row[x + r])
-            a1 = np.int32(up[x])
-            b1 = np.int32(down[x])
-            a2 = np.int32(up[x - r])
-            b2 = np.int32(down[x + r])
-            a3 = np.int32(up[x + r])
-            b3 = np.int32(down[x - r])
+            a0 = np.float32(row[x - r])
+            b0 = np.float32(row[x + r])
+            a1 = np.float32(up[x])
+            b1 = np.float32(down[x])
+            a2 = np.float32(up[x - r])
+            b2 = np.float32(down[x + r])
+            a3 = np.float32(up[x + r])
+            b3 = np.float32(down[x - r])
             # A ridge must stand out against both flanks; a step edge beats only one of them.
             v0 = max(min(c - a0, c - b0) + off_bright, min(a0 - c, b0 - c) + off_dark)
             v1 = max(min(c - a1, c - b1) + off_bright, min(a1 - c, b1 - c) + off_dark)
             v2 = max(min(c - a2, c - b2) + off_bright, min(a2 - c, b2 - c) + off_dark)
             v3 = max(min(c - a3, c - b3) + off_bright, min(a3 - c, b3 - c) + off_dark)
-            best = np.int32(0)
+            best = max(v0, zero)
             best_o = np.uint8(0)
-            if v0 > best:
-                best = v0
             if v1 > best:
                 best = v1
                 best_o = np.uint8(1)
@@ -93,7 +92,7 @@ def _line_response_kernel(
             if v3 > best:
                 best = v3
                 best_o = np.uint8(3)
-            out[x] = np.float32(best)
+            out[x] = best
             out_o[x] = best_o
 
 
@@ -340,7 +339,7 @@ N_TILE_STATS = 5
     ],
     cache=True,
     nogil=True,
-    # Reassociation lets LLVM vectorise the float sum; the reference then agrees to rounding only.
+    # Reassociation lets LLVM vectorise the float sums; the reference then agrees to rounding only.
     fastmath={"reassoc", "nsz", "contract"},
 )
 def _tile_stats_kernel(
@@ -354,36 +353,74 @@ def _tile_stats_kernel(
     out: np.ndarray,
 ) -> None:
     height, width = gray.shape
-    out[:, :, :] = 0.0
     # Thresholds in the pixels' own types: mixed-type compares stop the vectorisation.
     dark_u8 = np.uint8(min(max(dark_level, 0), 255))
     bright_u8 = np.uint8(min(max(bright_level, 0), 255))
     line_f32 = np.float32(line_threshold)
-    # Tile by tile, with the five sums in registers for the whole block and the mask as a 0/1
-    # weight instead of a branch; the table is written once per tile.
+    # One band of `tile` rows at a time: every row is first added into per-column sums by long
+    # branch-free loops over the whole width, which LLVM vectorises; the band's columns are then
+    # summed per tile. (Looping tile by tile gives inner loops of only `tile` pixels, shorter than
+    # one unrolled vector step at 16, so they ran scalar, and a float total carried from pixel to
+    # pixel waits on the add latency.) The byte-sized tests count in byte lanes, 32 pixels per
+    # instruction, emptied into 32-bit sums every 255 rows before they could wrap; the float
+    # tests stay in float lanes, their count included, so no lane ever changes width.
+    rows_per_flush = 255
+    count_u8 = np.empty(width, np.uint8)
+    dark_count_u8 = np.empty(width, np.uint8)
+    bright_count_u8 = np.empty(width, np.uint8)
+    column_count = np.empty(width, np.int32)
+    column_dark = np.empty(width, np.int32)
+    column_bright = np.empty(width, np.int32)
+    column_line = np.empty(width, np.float32)
+    column_total = np.empty(width, np.float32)
     for ty in range(out.shape[0]):
         y0 = ty * tile
         y1 = min(y0 + tile, height)
-        for tx in range(out.shape[1]):
-            x0 = tx * tile
-            x1 = min(x0 + tile, width)
-            count = np.int32(0)
-            dark = np.int32(0)
-            bright = np.int32(0)
-            line = np.int32(0)
-            total = np.float32(0.0)
-            for y in range(y0, y1):
+        column_count[:] = 0
+        column_dark[:] = 0
+        column_bright[:] = 0
+        column_line[:] = 0.0
+        column_total[:] = 0.0
+        chunk_start = y0
+        while chunk_start < y1:
+            chunk_stop = min(chunk_start + rows_per_flush, y1)
+            count_u8[:] = 0
+            dark_count_u8[:] = 0
+            bright_count_u8[:] = 0
+            for y in range(chunk_start, chunk_stop):
                 g_row = gray[y]
                 r_row = response[y]
                 m_row = mask[y]
-                for x in range(x0, x1):
-                    m = np.int32(m_row[x] != 0)
+                for x in range(width):
+                    inside = np.uint8(m_row[x] != 0)
+                    g = g_row[x]
+                    count_u8[x] += inside
+                    dark_count_u8[x] += inside & np.uint8(g < dark_u8)
+                    bright_count_u8[x] += inside & np.uint8(g > bright_u8)
+                for x in range(width):
                     v = r_row[x]
-                    count += m
-                    dark += m & np.int32(g_row[x] < dark_u8)
-                    bright += m & np.int32(g_row[x] > bright_u8)
-                    line += m & np.int32(v > line_f32)
-                    total += np.float32(m) * v
+                    inside_f = m_row[x] != 0
+                    column_line[x] += np.float32(1.0) if (inside_f and v > line_f32) else np.float32(0.0)
+                    column_total[x] += v if inside_f else np.float32(0.0)
+            for x in range(width):
+                column_count[x] += count_u8[x]
+                column_dark[x] += dark_count_u8[x]
+                column_bright[x] += bright_count_u8[x]
+            chunk_start = chunk_stop
+        for tx in range(out.shape[1]):
+            x0 = tx * tile
+            x1 = min(x0 + tile, width)
+            count = 0
+            dark = 0
+            bright = 0
+            line = 0.0
+            total = 0.0
+            for x in range(x0, x1):
+                count += column_count[x]
+                dark += column_dark[x]
+                bright += column_bright[x]
+                line += column_line[x]
+                total += column_total[x]
             cell = out[ty, tx]
             cell[0] = count
             cell[1] = dark
@@ -437,7 +474,13 @@ def tile_stats_reference(
     bright_level: int = 190,
     line_threshold: float = 10.0,
 ) -> np.ndarray:
-    """Vectorised NumPy twin of `tile_stats` (equal up to float summation order)."""
+    """Vectorised NumPy twin of `tile_stats` (equal up to float summation order).
+
+    The fastest NumPy way found: each indicator plane stays one byte per pixel and is summed by
+    reshaping into tiles (the partial last tile row and column apart), rows of a tile in 16-bit
+    counts and float32, then the tile's columns in 32-bit counts and float64. Float64 planes with
+    `np.add.reduceat`, `np.bincount` over tile ids or padding to whole tiles all took 2-4x longer.
+    """
     t = _check_tile_inputs(gray, response, mask, tile)
     height, width = gray.shape
     out = np.zeros((-(-height // t), -(-width // t), N_TILE_STATS), np.float64)
@@ -445,14 +488,28 @@ def tile_stats_reference(
         return out
     inside = mask != 0
     planes = (
-        inside,
-        inside & (gray < dark_level),
-        inside & (gray > bright_level),
-        inside & (response > line_threshold),
-        np.where(inside, response.astype(np.float64), 0.0),
+        (inside.view(np.uint8), np.int16, np.int32),
+        ((inside & (gray < dark_level)).view(np.uint8), np.int16, np.int32),
+        ((inside & (gray > bright_level)).view(np.uint8), np.int16, np.int32),
+        ((inside & (response > line_threshold)).view(np.uint8), np.int16, np.int32),
+        (np.where(inside, response, np.float32(0.0)), np.float32, np.float64),
     )
-    rows, cols = np.arange(0, height, t), np.arange(0, width, t)
-    for k, plane in enumerate(planes):
-        summed = np.add.reduceat(np.add.reduceat(plane.astype(np.float64), rows, axis=0), cols, axis=1)
-        out[:, :, k] = summed
+    for k, (plane, row_dtype, tile_dtype) in enumerate(planes):
+        out[:, :, k] = _tile_sums(plane, t, row_dtype, tile_dtype)
     return out
+
+
+def _tile_sums(plane: np.ndarray, tile: int, row_dtype: type, tile_dtype: type) -> np.ndarray:
+    """Sums of `plane` over `tile` x `tile` blocks, the last row and column of blocks partial."""
+    height, width = plane.shape
+    whole_y, whole_x = height // tile, width // tile
+    n_y, n_x = -(-height // tile), -(-width // tile)
+    band_sums = np.empty((n_y, width), row_dtype)
+    band_sums[:whole_y] = plane[: whole_y * tile].reshape(whole_y, tile, width).sum(axis=1, dtype=row_dtype)
+    if n_y > whole_y:
+        band_sums[whole_y] = plane[whole_y * tile :].sum(axis=0, dtype=row_dtype)
+    sums = np.empty((n_y, n_x), tile_dtype)
+    sums[:, :whole_x] = band_sums[:, : whole_x * tile].reshape(n_y, whole_x, tile).sum(axis=2, dtype=tile_dtype)
+    if n_x > whole_x:
+        sums[:, whole_x] = band_sums[:, whole_x * tile :].sum(axis=1, dtype=tile_dtype)
+    return sums

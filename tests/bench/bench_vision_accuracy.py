@@ -127,9 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     for t in GRADES:
         print(f"  {t:10s} " + " ".join(f"{confusion[(t, f)]:5d}" for f in [*GRADES, "-"]))
     print("\nmetric                               value    target    verdict")
+    grade_exact = exact / graded if graded else float("nan")
+    grade_exact_all = exact_all / sum(confusion_all.values()) if confusion_all else float("nan")
     rows = [
-        ("grade exact, unambiguous units", exact / graded, ">= 0.90", _verdict(exact / graded, 0.90)),
-        ("grade exact, all units", exact_all / sum(confusion_all.values()), "(info)", ""),
+        ("grade exact, unambiguous units", grade_exact, ">= 0.90", _verdict(grade_exact, 0.90)),
+        ("grade exact, all units", grade_exact_all, "(info)", ""),
         ("crack recall (instances)", recall, ">= 0.95", _verdict(recall, 0.95)),
         ("crack precision (instances)", precision, ">= 0.95", _verdict(precision, 0.95)),
         ("blemish units reported as damage", fp_rate, "<= 0.05", _verdict(fp_rate, 0.05, False)),
