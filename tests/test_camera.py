@@ -122,7 +122,7 @@ async def test_camera_keeps_only_recent_frames() -> None:
         assert not camera.has_frame(1) and not camera.has_frame(2)
         assert all(camera.has_frame(t) for t in range(3, 7))
         with pytest.raises(FrameNotAvailable):
-            await HttpTriggerCamera(camera.url, timeout_s=0.05).fetch(1)
+            await HttpTriggerCamera(camera.url, timeout_s=0.5).fetch(1)
 
 
 async def test_health_endpoint() -> None:
