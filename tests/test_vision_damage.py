@@ -17,7 +17,7 @@ from hypothesis.extra import numpy as hnp
 from edge.grading import DamageSummary, cosmetic_grade
 from edge.policy import load_policy
 from simulator.render import Appearance, DefectSpec, Imaging, generate_appearance, render_frame
-from vision.damage import DamageChecker, ridge_profiles, straight_strokes, warm_up
+from vision.damage import DamageChecker, _percentile, ridge_profiles, straight_strokes, warm_up
 from vision.report import DamageReport
 
 UNITS_PER_GRADE = 20
@@ -351,3 +351,35 @@ def test_a_stain_rim_is_not_a_scratch(checker: DamageChecker) -> None:
         cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), np.array([[100.0, 50.0]]), np.array([[1.0, 0.0]]), np.array([4.0]), 4.0
     )
     assert profile[2][0] < 0.3
+
+
+# --- exact shortcuts of the check (each must equal what it replaced) -------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    values=hnp.arrays(np.float64, st.integers(1, 80), elements=st.floats(-1e6, 1e6, allow_nan=False)),
+    percent=st.sampled_from([0.0, 20.0, 33.3, 50.0, 99.0, 100.0]),
+)
+def test_outline_percentile_equals_numpy_to_the_last_bit(values: np.ndarray, percent: float) -> None:
+    assert _percentile(values.copy(), percent) == float(np.percentile(values, percent))
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    shape=st.tuples(st.integers(1, 40), st.integers(1, 50)),
+    density=st.floats(0.0, 1.0),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_belt_mask_equals_opencv_closing_then_opening(shape: tuple[int, int], density: float, seed: int) -> None:
+    """The belt mask runs dilate 3x3, erode 5x5, dilate 3x3: the same as closing then opening with
+    3x3, the frame border included."""
+    rng = np.random.default_rng(seed)
+    belt = np.array([60.0, 70.0, 80.0])
+    image = np.where(rng.random((*shape, 1)) < density, rng.integers(0, 256, (*shape, 3)), belt).astype(np.uint8)
+    checker = DamageChecker()
+    raw = np.where(np.abs(image.astype(np.int16) - belt.astype(np.int16)).max(axis=2) > checker.belt_threshold, 255, 0)
+    square = np.ones((3, 3), np.uint8)
+    closed = cv2.morphologyEx(raw.astype(np.uint8), cv2.MORPH_CLOSE, square)
+    want = cv2.morphologyEx(closed, cv2.MORPH_OPEN, square)
+    np.testing.assert_array_equal(checker._belt_mask(image, belt), want)

@@ -216,3 +216,176 @@ def test_tile_stats_largest_tile_counts_do_not_overflow() -> None:
     assert stats[1, 1, kernels.TILE_COUNT] == 6 * 76
     assert stats[0, 0, kernels.TILE_SUM_RESPONSE] == pytest.approx(12.0 * 1024 * 1024, rel=1e-6)
     np.testing.assert_array_equal(stats, kernels.tile_stats_reference(gray, response, np.ones_like(gray), 1024))
+
+
+# --- belt difference mask -----------------------------------------------------------------------
+
+
+def _opencv_belt_mask(image: np.ndarray, belt: tuple[float, float, float], threshold: int) -> np.ndarray:
+    """The OpenCV passes the kernel replaces: absdiff with the colour, the channels' max, a threshold."""
+    diff = cv2.absdiff(image, (*belt, 0.0))
+    channels = cv2.split(diff)
+    strongest = cv2.max(cv2.max(channels[0], channels[1]), channels[2])
+    return cv2.threshold(strongest, threshold, 255, cv2.THRESH_BINARY)[1]
+
+
+@pytest.mark.parametrize("belt", [(70.0, 70.0, 70.0), (40.5, 61.0, 80.5), (0.5, 254.5, 127.5), (3.25, 99.75, 255.0)])
+@pytest.mark.parametrize("threshold", [0, 30, 254])
+def test_belt_difference_mask_matches_opencv_and_reference(belt: tuple[float, float, float], threshold: int) -> None:
+    # Half grey levels (a median of an even count) are where rounding the colour could differ.
+    rng = np.random.default_rng(threshold)
+    image = rng.integers(0, 256, (61, 97, 3), dtype=np.uint8)
+    want = _opencv_belt_mask(image, belt, threshold)
+    np.testing.assert_array_equal(kernels.belt_difference_mask(image, np.array(belt), threshold), want)
+    np.testing.assert_array_equal(kernels.belt_difference_mask_reference(image, np.array(belt), threshold), want)
+
+
+def test_belt_difference_mask_on_a_box_of_a_rendered_read_only_frame() -> None:
+    rng = np.random.default_rng(4)
+    appearance, _ = generate_appearance("C", "laptop", 304.0, 212.0, rng)
+    frame = render_frame(appearance, rng)
+    frame.setflags(write=False)  # camera buffers can be read-only
+    belt = np.median(frame[:6].reshape(-1, 3), axis=0)
+    box = (101, 37, 1003, 650)
+    got = kernels.belt_difference_mask(frame, belt, 30, box)
+    want = _opencv_belt_mask(frame[37:650, 101:1003], tuple(float(c) for c in belt), 30)  # type: ignore[arg-type]
+    np.testing.assert_array_equal(got, want)
+    assert got.shape == (613, 902) and 0 < np.count_nonzero(got) < got.size
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    image=hnp.arrays(np.uint8, st.tuples(st.integers(1, 24), st.integers(1, 40), st.just(3))),
+    belt=st.tuples(*[st.integers(0, 510).map(lambda v: v / 2)] * 3),
+    threshold=st.integers(-5, 300),
+    data=st.data(),
+)
+def test_belt_difference_mask_any_image_box_and_colour(
+    image: np.ndarray, belt: tuple[float, float, float], threshold: int, data: st.DataObject
+) -> None:
+    height, width = image.shape[:2]
+    x0 = data.draw(st.integers(0, width))
+    y0 = data.draw(st.integers(0, height))
+    box = (x0, y0, data.draw(st.integers(x0, width)), data.draw(st.integers(y0, height)))
+    got = kernels.belt_difference_mask(image, np.array(belt), threshold, box)
+    np.testing.assert_array_equal(got, kernels.belt_difference_mask_reference(image, np.array(belt), threshold, box))
+    assert got.shape == (box[3] - box[1], box[2] - box[0])
+
+
+@pytest.mark.parametrize(
+    ("image", "belt", "box", "message"),
+    [
+        (np.zeros((4, 4), np.uint8), (0, 0, 0), None, "HxWx3"),
+        (np.zeros((4, 4, 3), np.float32), (0, 0, 0), None, "HxWx3"),
+        (np.zeros((4, 4, 3), np.uint8), (0, 0), None, "three finite"),
+        (np.zeros((4, 4, 3), np.uint8), (0, np.nan, 0), None, "three finite"),
+        (np.zeros((4, 4, 3), np.uint8), (0, 0, 0), (0, 0, 5, 4), "not inside"),
+        (np.zeros((4, 4, 3), np.uint8), (0, 0, 0), (3, 0, 2, 4), "not inside"),
+    ],
+)
+def test_belt_difference_mask_rejects_bad_input(
+    image: np.ndarray, belt: tuple, box: tuple | None, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        kernels.belt_difference_mask(image, np.array(belt, np.float64), 30, box)
+
+
+# --- connected components -----------------------------------------------------------------------
+
+
+def _assert_same_components(mask: np.ndarray) -> int:
+    n_labels, labels = kernels.connected_components(mask)
+    want_n, want_labels = cv2.connectedComponents(mask, connectivity=8, ltype=cv2.CV_32S)
+    assert n_labels == want_n
+    np.testing.assert_array_equal(labels, want_labels)
+    assert labels.dtype == np.int32
+    return n_labels
+
+
+@pytest.mark.parametrize(("grade", "category", "seed"), [("D", "laptop", 9), ("C", "tablet", 3), ("B", "phone", 10)])
+def test_connected_components_match_opencv_on_rendered_units(grade: str, category: str, seed: int) -> None:
+    foreground, *_ = _components(_rendered_gray(grade, category, seed))
+    assert _assert_same_components(foreground) > 10
+
+
+def test_connected_components_number_like_opencv_across_block_rows() -> None:
+    """Labels follow each component's first 2x2 block: a component starting on row 1 far left
+    comes before one starting on row 0 further right (pixel order would say the opposite)."""
+    mask = np.zeros((6, 12), np.uint8)
+    mask[0, 9] = mask[1, 2] = mask[5, 4] = mask[5, 0] = 1
+    mask[2:4, 6:9] = 7  # any non-zero value is foreground
+    n_labels, labels = kernels.connected_components(mask)
+    assert n_labels == 6
+    assert labels[1, 2] == 1 and labels[0, 9] == 2 and labels[3, 7] == 3 and labels[5, 0] == 4 and labels[5, 4] == 5
+    _assert_same_components(mask)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    shape=st.tuples(st.integers(1, 40), st.integers(1, 53)),
+    density=st.floats(0.0, 1.0),
+    blur=st.floats(0.0, 3.0),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_connected_components_any_mask_match_opencv(
+    shape: tuple[int, int], density: float, blur: float, seed: int
+) -> None:
+    # Blurred noise gives snakes, rings and U shapes whose arms merge late; odd widths put the
+    # 8-pixel skipping across row ends.
+    rng = np.random.default_rng(seed)
+    noise = rng.random(shape).astype(np.float32)
+    if blur > 0.3:
+        noise = cv2.GaussianBlur(noise, (0, 0), blur)
+    _assert_same_components((noise < np.quantile(noise, density)).astype(np.uint8))
+
+
+def test_connected_components_edge_cases_and_bad_input() -> None:
+    assert _assert_same_components(np.zeros((5, 9), np.uint8)) == 1
+    assert _assert_same_components(np.ones((5, 9), np.uint8)) == 2
+    checker = (np.indices((9, 11)).sum(axis=0) % 2).astype(np.uint8)  # diagonals connect: one component
+    assert _assert_same_components(checker) == 2
+    spaced = np.zeros((9, 11), np.uint8)
+    spaced[::2, ::2] = 1  # the most components a mask can hold: one per 2x2 block
+    assert _assert_same_components(spaced) == 31
+    n_labels, labels = kernels.connected_components(np.zeros((0, 4), np.uint8))
+    assert n_labels == 1 and labels.shape == (0, 4)
+    for bad in (np.zeros((3, 3), np.int32), np.zeros((3, 3, 1), np.uint8), [[0, 1]]):
+        with pytest.raises(ValueError, match="2-D uint8"):
+            kernels.connected_components(bad)  # type: ignore[arg-type]
+
+
+# --- straight-stroke votes ----------------------------------------------------------------------
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    shape=st.tuples(st.integers(1, 60), st.integers(1, 12)),
+    scale=st.sampled_from([0.01, 1.0, 50.0, 1e4]),
+    band=st.floats(0.1, 20.0),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_band_votes_match_reference(shape: tuple[int, int], scale: float, band: float, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    projected = rng.normal(size=shape) * scale
+    # Offsets on band edges, where the division rounds either way: both must floor alike.
+    on_edge = rng.random(shape) < 0.2
+    projected[on_edge] = rng.integers(-5, 6, int(on_edge.sum())) * band
+    bins, votes = kernels.band_votes(projected, band)
+    want_bins, want_votes = kernels.band_votes_reference(projected, band)
+    np.testing.assert_array_equal(bins, want_bins)
+    np.testing.assert_array_equal(votes, want_votes)
+    assert bins.min() == 0 and (votes.sum(axis=1) == shape[0]).all() and (votes[:, -1] == 0).all()
+
+
+def test_band_votes_on_a_stroke_and_bad_input() -> None:
+    # Points on the line y = 3 (x from 0 to 19): along the normal of direction 0 they share a band.
+    points = np.stack([np.arange(20.0), np.full(20, 3.0)], axis=1)
+    normals = np.array([[0.0, 1.0], [1.0, 0.0]])
+    bins, votes = kernels.band_votes(points @ normals.T, 2.0)
+    assert votes[0].max() == 20 and votes[1].max() == 2
+    assert np.unique(bins[:, 0]).size == 1 and bins.min() == 0  # counted from the lowest band of all
+    for bad, message in ((np.zeros((0, 3)), "non-empty"), (np.zeros(4), "non-empty"), (np.array([[np.nan]]), "finite")):
+        with pytest.raises(ValueError, match=message):
+            kernels.band_votes(bad, 1.0)
+    with pytest.raises(ValueError, match="band"):
+        kernels.band_votes(np.zeros((2, 2)), 0.0)
