@@ -190,7 +190,7 @@ _STAGES: tuple[tuple[str, object, str, int], ...] = (
     ("interior mask", DamageChecker, "_interior_mask", 0),
     ("tile_stats (Numba)", kernels, "tile_stats", 0),
     ("printed labels", DamageChecker, "_labels", 0),
-    ("connected components", cv2, "connectedComponents", 0),
+    ("connected components (Numba)", kernels, "connected_components", 0),
     ("component_stats (Numba)", kernels, "component_stats", 0),
     ("classify", DamageChecker, "_classify", 0),
     ("straight strokes", DamageChecker, "_straight_strokes", 1),
