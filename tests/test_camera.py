@@ -10,8 +10,21 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import cv2
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from drivers.camera import BadFrame, CameraError, CameraUnreachable, FrameNotAvailable, HttpTriggerCamera
+from drivers.camera import (
+    MAX_HEADER_BYTES,
+    BadFrame,
+    CameraError,
+    CameraUnreachable,
+    FrameNotAvailable,
+    HttpTriggerCamera,
+    _bmp_pixels,
+    _parse_head,
+    _plain_bmp_layout,
+    _ResponseReceiver,
+)
 from simulator.camera import SimulatedCamera
 from simulator.render import generate_appearance
 
@@ -272,3 +285,192 @@ async def test_simulated_camera_can_serve_png_too() -> None:
         await camera.capture(3, _appearance())
         frame = await HttpTriggerCamera(camera.url, timeout_s=1.0).fetch(3)
     assert frame.shape == (720, 1280, 3)
+
+
+async def test_bytes_past_content_length_are_ignored() -> None:
+    body = _bmp()
+    async with raw_server(await _respond(_ok(body, b"image/bmp") + b"trailing junk" * 1000)) as url:
+        frame = await HttpTriggerCamera(url, timeout_s=1.0).fetch(1)
+    assert frame.shape == (48, 64, 3) and int(frame[0, 0, 0]) == 90
+
+
+async def test_large_frame_sent_in_small_pieces_arrives_whole() -> None:
+    image = np.random.default_rng(7).integers(0, 255, (720, 1280, 3), np.uint8)
+    ok, encoded = cv2.imencode(".bmp", image)
+    assert ok
+    raw = _ok(encoded.tobytes(), b"image/bmp")
+
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        for start in range(0, len(raw), 65521):  # a prime, so no piece lines up with the header or rows
+            writer.write(raw[start : start + 65521])
+            await writer.drain()
+
+    async with raw_server(trickle) as url:
+        frame = await HttpTriggerCamera(url, timeout_s=5.0, expected_size=(1280, 720)).fetch(1)
+    np.testing.assert_array_equal(frame, image)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400))
+def test_head_parser_only_ever_refuses_with_bad_frame(noise: bytes) -> None:
+    for head in (noise + b"\r\n\r\n", b"HTTP/1.1 200 OK\r\n" + noise + b"\r\n\r\n"):
+        try:
+            status, headers = _parse_head(head)
+        except BadFrame:
+            continue
+        assert 100 <= status <= 999
+        assert all(name == name.lower() for name in headers)
+
+
+class _RecordingTransport(asyncio.Transport):
+    """Stands in for the socket transport so the receiver's framing runs without I/O: it only
+    records what the receiver asks of it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.paused = False
+        self.closing = False
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        self.paused = False
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+
+def _feed(receiver: _ResponseReceiver, transport: _RecordingTransport, data: bytes) -> bytes:
+    """Hands `data` to the receiver the way the event loop would, while it reads; returns the rest."""
+    while data and not transport.paused and not transport.closing:
+        buffer = receiver.get_buffer(-1)
+        taken = min(len(buffer), len(data))
+        buffer[:taken] = data[:taken]
+        receiver.buffer_updated(taken)
+        data = data[taken:]
+    return data
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    body=st.binary(max_size=3000),
+    cuts=st.lists(st.integers(min_value=1, max_value=4000), max_size=8),
+    trailing=st.binary(max_size=50),
+    end_early=st.booleans(),
+)
+def test_receiver_reassembles_any_split_of_a_response(
+    body: bytes, cuts: list[int], trailing: bytes, end_early: bool
+) -> None:
+    raw = _ok(body, b"image/bmp") + trailing
+    pieces, start = [], 0
+    for cut in sorted(set(cuts)):
+        pieces.append(raw[start:cut])
+        start = max(start, cut)
+    pieces.append(raw[start:])
+    pieces = [piece for piece in pieces if piece]
+    end_early = end_early and bool(body)
+    if end_early:
+        raw_cut = len(raw) - len(trailing) - 1  # lose the body's last byte
+        pieces = [raw[:raw_cut]]
+
+    async def run() -> bytes | str:
+        receiver = _ResponseReceiver()
+        transport = _RecordingTransport()
+        receiver.connection_made(transport)
+        backlog = b""
+        for piece in pieces:
+            backlog = _feed(receiver, transport, backlog + piece)
+        if not backlog:  # the peer's close reaches the receiver only once everything before it was read
+            receiver.eof_received()
+        head = await receiver.head()
+        status, headers = _parse_head(head)
+        assert status == 200 and headers[b"content-type"] == b"image/bmp"
+        body_task = asyncio.create_task(receiver.body(int(headers[b"content-length"])))
+        await asyncio.sleep(0)
+        assert not transport.paused or body_task.done()
+        if backlog:
+            _feed(receiver, transport, backlog)
+            receiver.eof_received()
+        try:
+            return bytes(await body_task)
+        except BadFrame as exc:
+            return str(exc)
+
+    outcome = asyncio.run(run())
+    if end_early:
+        assert outcome == f"frame truncated at {len(body) - 1} of {len(body)} bytes"
+    else:
+        assert outcome == body
+
+
+async def test_receiver_refuses_a_header_that_fills_its_buffer() -> None:
+    receiver = _ResponseReceiver()
+    transport = _RecordingTransport()
+    receiver.connection_made(transport)
+    _feed(receiver, transport, b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * MAX_HEADER_BYTES)
+    assert transport.closing
+    with pytest.raises(BadFrame, match="header larger"):
+        await receiver.head()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    width=st.integers(min_value=1, max_value=67),
+    height=st.integers(min_value=1, max_value=23),
+    top_down=st.booleans(),
+    seed=st.integers(min_value=0, max_value=2**32 - 1),
+)
+def test_plain_bmp_pixels_match_what_cv2_decodes(width: int, height: int, top_down: bool, seed: int) -> None:
+    image = np.random.default_rng(seed).integers(0, 255, (height, width, 3), np.uint8)
+    ok, encoded = cv2.imencode(".bmp", image)
+    assert ok
+    body = bytearray(encoded.tobytes())
+    if top_down:
+        # Same pixels stored top row first, which a negative height announces.
+        row = (width * 3 + 3) // 4 * 4
+        stored = np.frombuffer(bytes(body[54:]), np.uint8).reshape(height, row)[::-1]
+        body[54:] = stored.tobytes()
+        body[22:26] = (-height).to_bytes(4, "little", signed=True)
+    layout = _plain_bmp_layout(body)
+    assert layout is not None
+    fast = _bmp_pixels(body, *layout)
+    np.testing.assert_array_equal(fast, image)
+    np.testing.assert_array_equal(fast, cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR))
+    assert fast.flags.c_contiguous and fast.flags.writeable
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(min_size=54, max_size=200), st.integers(min_value=0, max_value=60))
+def test_plain_bmp_layout_never_points_outside_the_body(noise: bytes, keep: int) -> None:
+    body = bytearray(_bmp(4, 3)[:keep]) + noise
+    body[:2] = b"BM"
+    layout = _plain_bmp_layout(body)
+    if layout is not None:
+        frame = _bmp_pixels(body, *layout)
+        assert frame.shape == (abs(layout[2]), layout[1], 3)
+
+
+async def test_bmp_with_its_pixels_cut_short_is_refused() -> None:
+    body = bytearray(_bmp())
+    body[10:14] = (60).to_bytes(4, "little")  # pixels said to start 6 bytes later: the last row runs past the end
+    async with raw_server(await _respond(_ok(bytes(body), b"image/bmp"))) as url:
+        with pytest.raises(BadFrame):
+            await HttpTriggerCamera(url, timeout_s=1.0).fetch(1)
+
+
+async def test_frames_stay_intact_when_the_receive_buffer_is_reused() -> None:
+    async with SimulatedCamera(seed=11) as camera:
+        captured = {t: await camera.capture(t, _appearance(seed=t)) for t in (1, 2, 3, 4)}
+        driver = HttpTriggerCamera(camera.url, timeout_s=2.0, expected_size=(1280, 720))
+        first = await driver.fetch(1)
+        second = await driver.fetch(2)
+        together = await asyncio.gather(driver.fetch(3), driver.fetch(4), driver.fetch(1))
+    np.testing.assert_array_equal(first, captured[1])  # not overwritten by the second fetch
+    np.testing.assert_array_equal(second, captured[2])
+    for frame, trigger in zip(together, (3, 4, 1), strict=True):
+        np.testing.assert_array_equal(frame, captured[trigger])
