@@ -136,9 +136,7 @@ class Controller:
             if plc.state == "online":
                 # Units that slipped past while no controller ran rode to the reject lane: say so.
                 # Only up to the first value seen: later ids are live arrivals, decided as usual.
-                self.missed.frontier = plc.tracker.baseline
-                await announce_unseen_units(journal, envelope, self.topics, alarms, cfg, plc.tracker.baseline,
-                                            time.time())
+                await self._announce_unseen(plc, journal, envelope, alarms)
             camera = HttpTriggerCamera(cfg.camera.url, timeout_s=cfg.camera.timeout_s)
             checker = DamageChecker(px_per_mm=cfg.vision.px_per_mm, camera_homography=cfg.vision.camera_homography)
             reads: ReadMatcher[Any] = ReadMatcher(
@@ -282,6 +280,13 @@ class Controller:
             self._unit_tasks.add(task)
             task.add_done_callback(self._unit_tasks.discard)
 
+    async def _announce_unseen(self, plc: Any, journal: Journal, envelope: Envelope, alarms: Alarms) -> None:
+        """Decide the units that passed while no controller ran (up to the PLC's first scan id) and
+        anchor the missed-units frontier there, so later ids count as live arrivals."""
+        self.missed.frontier = plc.tracker.baseline
+        await announce_unseen_units(journal, envelope, self.topics, alarms, self.config, plc.tracker.baseline,
+                                    time.time())
+
     async def _decide_missed(self, plc: Any) -> None:
         """Units the PLC link skipped (scanned while the link was down) rode to the reject lane with
         no divert: give each its reject-lane decision and order, as at start-up."""
@@ -294,9 +299,7 @@ class Controller:
             if self.missed.frontier is None and plc.tracker.baseline is not None and not self._missed_ids:
                 # The PLC was not reachable at start: units that passed while no controller ran are
                 # announced once its counter is first seen (anchored first, so arrivals count on).
-                self.missed.frontier = plc.tracker.baseline
-                await announce_unseen_units(parts["journal"], parts["envelope"], self.topics, parts["alarms"],
-                                            self.config, plc.tracker.baseline, time.time())
+                await self._announce_unseen(plc, parts["journal"], parts["envelope"], parts["alarms"])
             if plc.arrivals.empty():
                 self._missed_ids += self.missed.on_sample(plc.tracker.last, plc.tracker.resyncs)
             if self.missed.unbelievable != unbelievable:

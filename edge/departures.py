@@ -71,26 +71,19 @@ async def record_departure(
     await journal.add_event(unit_id, event.kind, data)
     who = unit_id or f"PLC item {event.item_id}"
     expected = "/".join(str(lane) for lane in event.expected)
+    unit_subject = unit_id or f"item-{event.item_id}"
     if event.kind == "departed" and not event.confirmed:
-        await alarms.event(
-            "divert_mismatch",
-            f"{who} left by lane {event.lane}, but the PLC accepted lane {expected}: check that lane's diverter",
-            subject=unit_id or f"item-{event.item_id}",
-            severity="critical",
-        )
+        code, severity, subject = "divert_mismatch", "critical", unit_subject
+        message = f"{who} left by lane {event.lane}, but the PLC accepted lane {expected}: check that lane's diverter"
     elif event.kind == "not_seen_leaving":
-        await alarms.event(
-            "unit_not_seen_leaving",
-            f"{who} (expected lane {expected}) passed the belt end unseen by any exit eye",
-            subject=unit_id or f"item-{event.item_id}",
-            severity="critical",
-        )
+        code, severity, subject = "unit_not_seen_leaving", "critical", unit_subject
+        message = f"{who} (expected lane {expected}) passed the belt end unseen by any exit eye"
     elif event.kind == "unmatched_exit":
-        await alarms.event(
-            "exit_unmatched",
-            f"lane {event.lane} exit eye saw a unit that was not tracked",
-            subject=f"lane-{event.lane}",
-        )
+        code, severity, subject = "exit_unmatched", "warning", f"lane-{event.lane}"
+        message = f"lane {event.lane} exit eye saw a unit that was not tracked"
+    else:
+        return unit_id
+    await alarms.event(code, message, subject=subject, severity=severity)
     return unit_id
 
 

@@ -23,13 +23,15 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from edge.alarms import Alarms
 from edge.contract import Envelope, Topics, encode
-from edge.journal import Journal, Publication
+from edge.journal import Journal, OrderToSend, Publication
+from plc.tracking import forward_distance, next_id
 
 log = logging.getLogger("edge.recovery")
 
@@ -103,7 +105,6 @@ MAX_UNSEEN_AGE_S = 3600.0
 def unseen_item_ids(last_item: int, last_at: float, plc_item: int, known: set[int], now: float) -> list[int] | None:
     """PLC tracking ids between the journal's newest unit and the PLC's current one (ring of
     1..65535). None when the gap is not believable (PLC restarted, journal too old)."""
-    from plc.tracking import forward_distance, next_id
 
     if not 1 <= plc_item <= 0xFFFF or not 1 <= last_item <= 0xFFFF:
         return None
@@ -161,10 +162,6 @@ async def decide_passed_units(
     """Decide units that passed the scan point with no divert, so the PLC sent them to the belt end:
     reject lane, an order to the reject lane's cell, one `units_unseen` alarm for the batch. Ids that
     already have a recent decision are skipped, so a unit is never decided twice."""
-    import uuid
-
-    from edge.journal import OrderToSend
-
     known = await _recently_decided_items(journal)
     ids = [item_id for item_id in item_ids if item_id not in known]
     reject = config.lane(config.reject_lane)
@@ -225,8 +222,6 @@ class MissedArrivals:
     unbelievable: int = 0
 
     def _between(self, upto: int, resyncs: int, inclusive: bool) -> list[int]:
-        from plc.tracking import forward_distance, next_id
-
         if self.frontier is None or resyncs != self.resyncs:
             self.frontier, self.resyncs = upto, resyncs
             return []

@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -140,7 +141,10 @@ class Verdict:
 class LineRun:
     def __init__(self, tmp_path: Path, broker: Mosquitto, *, units: int, rate: float,
                  cells: list[dict] | None = None, linger: float = 30.0, order_timeout_s: float = 2.0,
-                 faults: dict[str, float] | None = None) -> None:
+                 faults: dict[str, float] | None = None, seed: int = 99, scenario: dict[str, Any] | None = None,
+                 edit_station: Callable[[dict[str, Any]], None] | None = None) -> None:
+        """`scenario`: further scenario fields; `edit_station`: changes to the station the simulator
+        starts from (and so to the one it writes for the daemon)."""
         self.tmp = tmp_path
         self.broker = broker
         self.units = units
@@ -150,14 +154,17 @@ class LineRun:
         station["catalog"] = str(CONFIG / "catalog.csv")
         station["cells"] = [{"id": c["id"], "order_timeout_s": order_timeout_s} for c in station["cells"]]
         station.setdefault("mqtt", {})["reconnect_max_s"] = 2.0
+        if edit_station is not None:
+            edit_station(station)
         (tmp_path / "station.yaml").write_text(yaml.safe_dump(station))
-        scenario = yaml.safe_load((CONFIG / "scenario.demo.yaml").read_text())
-        scenario.update(station=str(tmp_path / "station.yaml"), units=units, rate_per_s=rate, seed=99)
+        scenario_fields = yaml.safe_load((CONFIG / "scenario.demo.yaml").read_text())
+        scenario_fields.update(station=str(tmp_path / "station.yaml"), units=units, rate_per_s=rate, seed=seed)
         if cells is not None:
-            scenario["cells"] = cells
+            scenario_fields["cells"] = cells
         if faults is not None:
-            scenario["faults"] = faults
-        (tmp_path / "scenario.yaml").write_text(yaml.safe_dump(scenario))
+            scenario_fields["faults"] = faults
+        scenario_fields.update(scenario or {})
+        (tmp_path / "scenario.yaml").write_text(yaml.safe_dump(scenario_fields))
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.linger = linger
         self.daemon: subprocess.Popen[bytes] | None = None
