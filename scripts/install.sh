@@ -10,7 +10,9 @@
 #
 # Variables (for packaging and tests): DESTDIR (stage everything under this root; no user, no
 # systemctl), PREFIX, CONFDIR, STATEDIR, UNITDIR, EDGE_USER, PYTHON, PACKAGE (what pip installs:
-# this source tree by default, or a wheel), PIP_ARGS, SKIP_WARMUP=1.
+# this source tree by default, or a wheel), PIP_ARGS, SKIP_WARMUP=1, WITH_PYZBAR=1 (the optional pyzbar
+# barcode backend and the system zbar library it loads; chosen by itself when an existing
+# station.yaml sets `barcode_backend: pyzbar`).
 set -eu
 
 SRC=$(cd "$(dirname "$0")/.." && pwd)
@@ -24,6 +26,7 @@ PYTHON=${PYTHON:-python3}
 PACKAGE=${PACKAGE:-$SRC}
 PIP_ARGS=${PIP_ARGS:-}
 SKIP_WARMUP=${SKIP_WARMUP:-0}
+WITH_PYZBAR=${WITH_PYZBAR:-}
 
 say() { printf 'install: %s\n' "$*"; }
 system_install=0
@@ -45,11 +48,28 @@ else
     say "DESTDIR set: not creating user $EDGE_USER"
 fi
 
+if [ -z "$WITH_PYZBAR" ]; then
+    WITH_PYZBAR=0
+    if grep -Eq '^[[:space:]]*barcode_backend:[[:space:]]*"?pyzbar' "$DESTDIR$CONFDIR/station.yaml" 2>/dev/null; then
+        say "$CONFDIR/station.yaml uses the pyzbar barcode backend: installing it"
+        WITH_PYZBAR=1
+    fi
+fi
+requirement="$PACKAGE"
+if [ "$WITH_PYZBAR" = 1 ]; then
+    requirement="$PACKAGE[pyzbar]"
+    if [ "$system_install" = 1 ]; then
+        bash "$SRC/scripts/ensure-zbar.sh"
+    else
+        say "DESTDIR set: not installing the system zbar library; the target needs libzbar0 for pyzbar"
+    fi
+fi
+
 VENV="$DESTDIR$PREFIX/venv"
 say "virtualenv $VENV"
 "$PYTHON" -m venv "$VENV"
 # shellcheck disable=SC2086  # PIP_ARGS is a list of options
-"$VENV/bin/python" -m pip install --quiet $PIP_ARGS "$PACKAGE"
+"$VENV/bin/python" -m pip install --quiet $PIP_ARGS "$requirement"
 
 install -d -m 0755 "$DESTDIR$PREFIX/share/docs" "$DESTDIR$PREFIX/share/config"
 install -m 0644 "$SRC/README.md" "$DESTDIR$PREFIX/share/"

@@ -62,6 +62,7 @@ def test_install_into_a_staging_root(tmp_path: Path) -> None:
     wheel = _wheel(tmp_path)
     result = _install(root, wheel)
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "libzbar0" not in result.stdout, "the default zxing backend needs no system library"
 
     venv = root / "opt/edge/venv"
     assert (venv / "bin/edge").is_file()
@@ -112,3 +113,20 @@ def test_install_refuses_a_system_install_without_root(tmp_path: Path) -> None:
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, cwd="/")
     assert result.returncode != 0
     assert "run as root" in result.stderr
+
+
+def test_install_picks_the_pyzbar_backend_a_station_asks_for(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    station = root / "etc/edge/station.yaml"
+    station.parent.mkdir(parents=True)
+    example = (REPO / "config/station.example.yaml").read_text()
+    station.write_text(example.replace("\nvision:\n", "\nvision:\n  barcode_backend: pyzbar\n", 1))
+    assert "barcode_backend: pyzbar" in station.read_text()
+
+    result = _install(root, _wheel(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "uses the pyzbar barcode backend: installing it" in result.stdout
+    # a staged install cannot install system packages for the target, and says what the target needs
+    assert "the target needs libzbar0" in result.stdout
+    assert "barcode_backend: pyzbar" in station.read_text(), "an existing station.yaml is never overwritten"
+
