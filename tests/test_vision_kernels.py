@@ -222,8 +222,12 @@ def test_tile_stats_largest_tile_counts_do_not_overflow() -> None:
 
 
 def _opencv_belt_mask(image: np.ndarray, belt: tuple[float, float, float], threshold: int) -> np.ndarray:
-    """The OpenCV passes the kernel replaces: absdiff with the colour, the channels' max, a threshold."""
-    diff = cv2.absdiff(image, (*belt, 0.0))
+    """The OpenCV passes the kernel replaces: absdiff with the colour, the channels' max, a threshold.
+
+    The colour goes in rounded half to even, as the kernel rounds it: OpenCV 4 rounds a fractional
+    scalar that way itself, OpenCV 5 rounds half levels differently.
+    """
+    diff = cv2.absdiff(image, (*(float(np.rint(c)) for c in belt), 0.0))
     channels = cv2.split(diff)
     strongest = cv2.max(cv2.max(channels[0], channels[1]), channels[2])
     return cv2.threshold(strongest, threshold, 255, cv2.THRESH_BINARY)[1]
@@ -288,6 +292,72 @@ def test_belt_difference_mask_rejects_bad_input(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         kernels.belt_difference_mask(image, np.array(belt, np.float64), 30, box)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    image=hnp.arrays(np.uint8, st.tuples(st.integers(1, 40), st.integers(1, 60), st.just(3))),
+    belt=st.tuples(*[st.integers(0, 510).map(lambda v: v / 2)] * 3),
+    threshold=st.integers(-5, 300),
+    block=st.integers(1, 20),
+    data=st.data(),
+)
+def test_belt_difference_mask_in_blocks_matches_reference(
+    image: np.ndarray, belt: tuple[float, float, float], threshold: int, block: int, data: st.DataObject
+) -> None:
+    """Measured blocks equal the plain mask; the others are written 0 or 255 whatever the image."""
+    height, width = image.shape[:2]
+    x0 = data.draw(st.integers(0, width))
+    y0 = data.draw(st.integers(0, height))
+    box = (x0, y0, data.draw(st.integers(x0, width)), data.draw(st.integers(y0, height)))
+    grid = (-(-(box[3] - y0) // block), -(-(box[2] - x0) // block))
+    blocks = data.draw(hnp.arrays(np.uint8, grid, elements=st.integers(0, 2)))
+    got = kernels.belt_difference_mask(image, np.array(belt), threshold, box, blocks, block)
+    want = kernels.belt_difference_mask_reference(image, np.array(belt), threshold, box, blocks, block)
+    np.testing.assert_array_equal(got, want)
+    states = np.repeat(np.repeat(blocks, block, axis=0), block, axis=1)[: got.shape[0], : got.shape[1]]
+    plain = kernels.belt_difference_mask(image, np.array(belt), threshold, box)
+    np.testing.assert_array_equal(got[states == kernels.BLOCK_EDGE], plain[states == kernels.BLOCK_EDGE])
+    assert (got[states == kernels.BLOCK_INSIDE] == 255).all()
+    assert (got[states == kernels.BLOCK_OUTSIDE] == 0).all()
+
+
+def test_belt_difference_mask_in_blocks_on_a_rendered_frame() -> None:
+    rng = np.random.default_rng(5)
+    appearance, _ = generate_appearance("D", "laptop", 304.0, 212.0, rng)
+    frame = render_frame(appearance, rng)
+    belt = np.median(frame[:6].reshape(-1, 3), axis=0)
+    box = (100, 36, 1004, 650)
+    plain = kernels.belt_difference_mask(frame, belt, 30, box)
+    # A ring of measured blocks around a block of unit and a margin of belt.
+    blocks = np.full((39, 57), kernels.BLOCK_EDGE, np.uint8)
+    blocks[8:-8, 8:-8] = kernels.BLOCK_INSIDE
+    blocks[:2] = kernels.BLOCK_OUTSIDE
+    got = kernels.belt_difference_mask(frame, belt, 30, box, blocks, 16)
+    np.testing.assert_array_equal(got, kernels.belt_difference_mask_reference(frame, belt, 30, box, blocks, 16))
+    np.testing.assert_array_equal(got[32:128, 32:], plain[32:128, 32:])
+    assert (got[128:-128, 128:-128] == 255).all() and not got[:32].any()
+    assert 0 < np.count_nonzero(plain[32:128]) < plain[32:128].size
+
+
+@pytest.mark.parametrize(
+    ("blocks", "block", "message"),
+    [
+        (np.ones((3, 4), np.uint8), 4, "shape"),  # a 10x15 box in 4 px blocks is 3x4; 5 px: 2x3
+        (np.ones((2, 3), np.int32), 5, "uint8"),
+        (np.full((2, 3), 3, np.uint8), 5, "state"),
+        (np.ones((2, 3), np.uint8), 0, "positive"),
+        (np.ones((2, 3), np.uint8), True, "positive"),
+    ],
+)
+def test_belt_difference_mask_rejects_bad_blocks(blocks: np.ndarray, block: int, message: str) -> None:
+    image = np.zeros((20, 20, 3), np.uint8)
+    box = (2, 3, 17, 13)
+    if message == "shape":
+        kernels.belt_difference_mask(image, np.zeros(3), 30, box, blocks, block)  # the right shape passes
+        blocks = np.ones((2, 3), np.uint8)
+    with pytest.raises(ValueError, match=message):
+        kernels.belt_difference_mask(image, np.zeros(3), 30, box, blocks, block)
 
 
 # --- connected components -----------------------------------------------------------------------
