@@ -303,6 +303,32 @@ class VisionSettings(CameraCalibration):
         "zxing",
         description="Decoder for labels in the camera frame when the scanner has no read (pyzbar needs libzbar).",
     )
+    # Ridge rules: a thin stroke is a scratch only if the grey profile along its centre line is
+    # one narrow, unbroken, two-sided ridge; what fails them (dust specks in a row, a stain's rim,
+    # a glare band) is not reported. Defaults are tuned on the simulator's evaluation set.
+    ridge_min_gap_ratio: float = Field(
+        0.4, ge=0.0, lt=1.0,
+        description="Weakest point of a scratch's ridge over its mean contrast; lower keeps strokes with gaps "
+        "(dust specks in a row read as a scratch below about 0.3).",
+    )
+    ridge_min_two_sided: float = Field(
+        0.72, ge=0.0, le=1.0,
+        description="How much of a scratch's contrast must stand out against both flanks rather than one "
+        "(1 a line on a flat surface, about 0 a step such as a stain's rim).",
+    )
+    ridge_max_width_px: float = Field(
+        4.0, ge=2.5, le=12.0,
+        description="Widest ridge, in camera px across, still read as a scratch (a scratch blurred by the optics "
+        "is 2-4 px); wider ones are glare bands. Raise it for a camera that blurs more.",
+    )
+
+    def ridge_rules(self) -> dict[str, float]:
+        """The ridge rules as `vision.damage.DamageChecker` keyword arguments."""
+        return {
+            "ridge_min_gap_ratio": self.ridge_min_gap_ratio,
+            "ridge_min_two_sided": self.ridge_min_two_sided,
+            "ridge_max_width_px": self.ridge_max_width_px,
+        }
 
 
 class LaneSettings(StrictModel):

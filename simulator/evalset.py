@@ -4,18 +4,24 @@
 stores them as PNG frames and one `labels.jsonl` line per frame, so other tools (or a real
 inspection stack) can be scored on exactly the same images:
 
-    python -m simulator.evalset OUT_DIR [--units 500] [--blemish-only 100] [--seed 2024]
+    python -m simulator.evalset OUT_DIR [--units 500] [--blemish-only 100] [--seed 2024] [--hard 0]
 
 Graded units cycle through phones, tablets and laptops of catalog sizes with the default grade mix
 of a returns line; "blemish-only" units carry smudges, oil, stains, glare or dust and no damage at
 all (for the false-positive rate). Every label records the true cosmetic grade under the default
 policy, each defect, blemish and outline defect, and where the unit lies in the frame.
+
+`hard_units(n, seed)` is a separate set (its own random stream, so the main set's units stay the
+same): `n` units of each hard case of `simulator.render.hard_appearance` (glare and specular
+highlights, scratches 40-90 mm long, scratches crossing at a shallow angle, near-straight cracks),
+with `subset` set to the case's name.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -24,7 +30,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from simulator.render import Appearance, Scene, generate_appearance, render_scene
+from simulator.render import HARD_CASES, Appearance, Scene, generate_appearance, hard_appearance, render_scene
 
 SIZES: tuple[tuple[str, float, float], ...] = (
     ("phone", 146.7, 71.5),
@@ -41,7 +47,7 @@ GRADE_MIX = {"A": 0.3, "B": 0.25, "C": 0.25, "D": 0.2}
 @dataclass(frozen=True)
 class EvalUnit:
     index: int
-    subset: str  # "graded" or "blemish_only"
+    subset: str  # "graded" or "blemish_only"; in the hard set, the case's name
     target_grade: str
     true_grade: str
     ambiguous: bool
@@ -110,12 +116,27 @@ def eval_units(n: int = 500, seed: int = 2024, blemish_only: int = 100) -> Itera
         yield EvalUnit(index, subset, target, true_grade(appearance), ambiguous, appearance, frame, scene)
 
 
-def write(directory: Path, n: int, seed: int, blemish_only: int) -> int:
+def hard_units(n: int = 40, seed: int = 2024) -> Iterator[EvalUnit]:
+    """`n` units of every hard case, interleaved (case by case in turn), cycling through the sizes."""
+    # Seeded apart from `eval_units`, so adding or changing hard cases never moves the main set.
+    rng = np.random.default_rng([seed, 5])
+    for index in range(n * len(HARD_CASES)):
+        case = HARD_CASES[index % len(HARD_CASES)]
+        category, width, height = SIZES[(index // len(HARD_CASES)) % len(SIZES)]
+        appearance = hard_appearance(case, category, width, height, rng)  # type: ignore[arg-type]
+        frame, scene = render_scene(appearance, rng)
+        grade = true_grade(appearance)
+        yield EvalUnit(index, case, grade, grade, False, appearance, frame, scene)
+
+
+def write(directory: Path, n: int, seed: int, blemish_only: int, hard: int = 0) -> int:
     directory.mkdir(parents=True, exist_ok=True)
     count = 0
     with (directory / "labels.jsonl").open("w", encoding="utf-8") as labels:
-        for unit in eval_units(n, seed, blemish_only):
-            name = f"unit_{unit.index:05d}.png"
+        for unit in itertools.chain(eval_units(n, seed, blemish_only), hard_units(hard, seed)):
+            name = f"unit_{unit.index:05d}.png" if unit.subset in ("graded", "blemish_only") else (
+                f"hard_{unit.index:05d}.png"
+            )
             cv2.imwrite(str(directory / name), unit.frame)
             labels.write(json.dumps({"image": name, **unit.label()}) + "\n")
             count += 1
@@ -128,8 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--units", type=int, default=500)
     parser.add_argument("--blemish-only", type=int, default=100)
     parser.add_argument("--seed", type=int, default=2024)
+    parser.add_argument("--hard", type=int, default=0, help="also this many units of every hard case")
     args = parser.parse_args(argv)
-    count = write(args.out, args.units, args.seed, args.blemish_only)
+    count = write(args.out, args.units, args.seed, args.blemish_only, args.hard)
     print(f"wrote {count} frames and labels.jsonl to {args.out}")
     return 0
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
 import cv2
@@ -20,7 +20,10 @@ import numpy as np
 Grade = Literal["A", "B", "C", "D"]
 Category = Literal["phone", "tablet", "laptop"]
 DefectKind = Literal["scratch", "crack"]
-BlemishKind = Literal["smudge", "oil", "stain", "reflection", "dust"]
+# "glare" (a lamp's or window's reflection on glossy glass: a bright band with soft edges, a few
+# mm wide, across the whole screen) and "specular" (a point light's highlight, saturated) only
+# appear in the hard cases (`hard_appearance`): the everyday generator never draws them.
+BlemishKind = Literal["smudge", "oil", "stain", "reflection", "dust", "glare", "specular"]
 OutlineKind = Literal["dent", "chip", "missing_part"]
 
 FRAME_SIZE: tuple[int, int] = (1280, 720)  # (width, height), like cv2
@@ -529,6 +532,64 @@ def _ambiguous_defects(
         defects.append(_place_crack(float(rng.uniform(3.0, 5.0)), 2, area, defects, rng))
 
 
+HardCase = Literal["glare", "long_scratch", "shallow_cross", "straight_crack"]
+HARD_CASES: tuple[HardCase, ...] = ("glare", "long_scratch", "shallow_cross", "straight_crack")
+
+
+def hard_appearance(
+    case: HardCase, category: Category, width_mm: float, height_mm: float, rng: np.random.Generator
+) -> Appearance:
+    """A unit showing one of the cases a damage check most easily gets wrong, on an otherwise
+    realistic unit (any pose, lighting, everyday blemishes; no label, no outline damage):
+
+    - "glare": glare bands 1.5-5 mm wide across the screen and specular highlights; no damage;
+    - "long_scratch": one straight scratch 40-90 mm long (a scratch, however long, is no crack);
+    - "shallow_cross": two scratches crossing at 8-25 degrees (two scratches, no crack);
+    - "straight_crack": a crack of two arms 15-40 mm each running off the impact point in nearly
+      opposite directions, as near-straight as a crack gets (still a crack).
+    """
+    base, _ = generate_appearance("A", category, width_mm, height_mm, rng)
+    area = inspected_area_mm(width_mm, height_mm)
+    x0, y0, x1, y1 = area
+    defects: list[DefectSpec] = []
+    blemishes = list(base.blemishes)
+    if case == "glare":
+        for _ in range(int(rng.integers(1, 3))):
+            blemishes.append(BlemishSpec(
+                "glare", float(rng.uniform(x0 + 10, x1 - 10)), float(rng.uniform(y0 + 10, y1 - 10)),
+                float(rng.uniform(1.5, 5.0)), float(rng.uniform(0.0, 180.0)), float(rng.uniform(25.0, 70.0)),
+            ))
+        for _ in range(int(rng.integers(1, 4))):
+            blemishes.append(BlemishSpec(
+                "specular", float(rng.uniform(x0 + 5, x1 - 5)), float(rng.uniform(y0 + 5, y1 - 5)),
+                float(rng.uniform(1.5, 5.0)), float(rng.uniform(0.0, 180.0)), float(rng.uniform(120.0, 230.0)),
+            ))
+    elif case == "long_scratch":
+        length = float(rng.uniform(40.0, 90.0))
+        spec = None
+        while spec is None and length >= 40.0:
+            spec = _place_scratch(length, area, defects, rng)
+            length *= 0.95
+        if spec is not None:
+            defects.append(spec)
+    elif case == "shallow_cross":
+        c = DEFECT_EDGE_CLEARANCE_MM + 19.0  # the longest arm (12.5 mm) moved by up to a quarter
+        cx, cy = float(rng.uniform(x0 + c, x1 - c)), float(rng.uniform(y0 + c, y1 - c))
+        first = float(rng.uniform(0.0, 180.0))
+        second = first + float(rng.choice([-1.0, 1.0]) * rng.uniform(8.0, 25.0))
+        for angle in (first, second):
+            length = float(rng.uniform(10.0, 25.0))
+            # The crossing lies in the middle half of each scratch, not at an end.
+            shift = float(rng.uniform(-0.25, 0.25)) * length
+            a = math.radians(angle)
+            defects.append(DefectSpec("scratch", cx + math.cos(a) * shift, cy + math.sin(a) * shift, length, angle))
+    elif case == "straight_crack":
+        defects.append(_place_crack(float(rng.uniform(15.0, 40.0)), 2, area, defects, rng))
+    else:
+        raise ValueError(f"unknown hard case {case!r}")
+    return replace(base, defects=defects, blemishes=blemishes, outline=[], label=None)
+
+
 # --- rendering ---------------------------------------------------------------------------------
 
 
@@ -627,6 +688,9 @@ def _draw_blemish(
     the outline check would rightly see a missing piece."""
     ax0, ay0, ax1, ay1 = area_px
     cx, cy = spec.x_mm * px_per_mm, spec.y_mm * px_per_mm
+    if spec.kind == "glare":
+        _draw_glare(patch, spec, px_per_mm, area_px)
+        return
     r = spec.size_mm * px_per_mm / 2
     # Wide enough for a glare band's full length and blur: a cut-off band would leave an edge.
     pad = int(3.5 * r + 3 * max(r / 3, 3.0)) + 8
@@ -666,6 +730,12 @@ def _draw_blemish(
         band = cv2.GaussianBlur(band, (0, 0), max(r / 3, 3.0)) * spec.strength
         region[:] = np.clip(region.astype(np.float32) + band[..., None], 0, 255).astype(np.uint8)
         return
+    if spec.kind == "specular":
+        # A point light mirrored by the glass: a small, round-ish spot burnt out to white.
+        axes = (r, r * float(rng.uniform(0.6, 1.0)))
+        spot = np.clip(_soft_blob(shape, local, axes, spec.angle_deg, max(r / 4, 0.8)) * 2.0, 0.0, 1.0)
+        region[:] = np.clip(region.astype(np.float32) + spot[..., None] * spec.strength, 0, 255).astype(np.uint8)
+        return
     axes = (r, r * float(rng.uniform(0.5, 1.0)))
     if spec.kind == "smudge":
         blob = _soft_blob(shape, local, axes, spec.angle_deg, r / 2.5) * spec.strength
@@ -681,6 +751,28 @@ def _draw_blemish(
         blob = _soft_blob(shape, local, axes, spec.angle_deg, 2.0)
         factor = 1.0 - blob[..., None] * (spec.strength / 100.0) * np.array([1.3, 1.0, 0.8], np.float32)
         region[:] = np.clip(region.astype(np.float32) * factor, 0, 255).astype(np.uint8)
+
+
+def _draw_glare(patch: np.ndarray, spec: BlemishSpec, px_per_mm: float, area_px: tuple[int, int, int, int]) -> None:
+    """A glare band: the reflection of a lamp or a window edge, `size_mm` wide, straight across the
+    whole screen through the spec's centre, brighter by `strength`, its edges blurred over about a
+    tenth of its width (at least a pixel). Wider than any scratch, but narrow enough that the line
+    filter answers along it."""
+    ax0, ay0, ax1, ay1 = area_px
+    region = patch[ay0:ay1, ax0:ax1]
+    if region.size == 0:
+        return
+    height, width = region.shape[:2]
+    cx, cy = spec.x_mm * px_per_mm - ax0, spec.y_mm * px_per_mm - ay0
+    a = math.radians(spec.angle_deg)
+    reach = float(width + height)
+    band = np.zeros((height, width), np.float32)
+    p0 = _pt(cx - math.cos(a) * reach, cy - math.sin(a) * reach)
+    p1 = _pt(cx + math.cos(a) * reach, cy + math.sin(a) * reach)
+    width_px = spec.size_mm * px_per_mm
+    cv2.line(band, p0, p1, 1.0, max(1, round(width_px)), cv2.LINE_AA, _SHIFT)
+    band = cv2.GaussianBlur(band, (0, 0), max(width_px / 10, 1.0))
+    region[:] = np.clip(region.astype(np.float32) + band[..., None] * spec.strength, 0, 255).astype(np.uint8)
 
 
 def _draw_label(patch: np.ndarray, label: LabelSpec, px_per_mm: float) -> None:

@@ -46,6 +46,41 @@ def test_topic_ids_are_restricted(tmp_path: Path) -> None:
         load_station(path)
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "bound"),
+    [
+        ("ridge_max_width_px", 1.0, "greater than or equal to 2.5"),
+        ("ridge_max_width_px", 40, "less than or equal to 12"),
+        ("ridge_min_gap_ratio", 1.0, "less than 1"),
+        ("ridge_min_two_sided", -0.1, "greater than or equal to 0"),
+        ("ridge_min_two_sided", "high", "valid number"),
+    ],
+)
+def test_bad_ridge_rules_are_refused(tmp_path: Path, field: str, value: object, bound: str) -> None:
+    path = _write_station(tmp_path, lambda d: d["vision"].update({field: value}))
+    with pytest.raises(ConfigError) as caught:
+        load_station(path)
+    problem = caught.value.problems[0]
+    line = next(i for i, text in enumerate(path.read_text().splitlines(), 1) if f"{field}:" in text)
+    assert problem.startswith(f"{path}:{line}: vision.{field}:") and bound in problem, problem
+
+
+def test_ridge_rules_reach_the_checker(tmp_path: Path) -> None:
+    from vision.damage import DamageChecker
+
+    station = load_station(CONFIG / "station.example.yaml")
+    defaults = DamageChecker()
+    # The configuration's defaults are the checker's: an unchanged station file changes nothing.
+    assert station.vision.ridge_rules() == {
+        "ridge_min_gap_ratio": defaults.ridge_min_gap_ratio,
+        "ridge_min_two_sided": defaults.ridge_min_two_sided,
+        "ridge_max_width_px": defaults.ridge_max_width_px,
+    }
+    path = _write_station(tmp_path, lambda d: d["vision"].update(ridge_max_width_px=6.5, ridge_min_gap_ratio=0.25))
+    checker = DamageChecker(**load_station(path).vision.ridge_rules())
+    assert (checker.ridge_max_width_px, checker.ridge_min_gap_ratio) == (6.5, 0.25)
+
+
 def test_every_disposition_needs_a_lane(tmp_path: Path) -> None:
     path = _write_station(tmp_path, lambda d: d.update(lanes=[lane for lane in d["lanes"] if lane["id"] != 5]))
     with pytest.raises(ConfigError, match="recycle"):

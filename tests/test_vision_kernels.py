@@ -459,3 +459,128 @@ def test_band_votes_on_a_stroke_and_bad_input() -> None:
             kernels.band_votes(bad, 1.0)
     with pytest.raises(ValueError, match="band"):
         kernels.band_votes(np.zeros((2, 2)), 0.0)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    image=hnp.arrays(np.uint8, st.tuples(st.integers(1, 30), st.integers(1, 40), st.just(3))),
+    belt=st.tuples(*[st.integers(0, 510).map(lambda v: v / 2)] * 3),
+    threshold=st.integers(-5, 300),
+    step=st.integers(1, 5),
+)
+def test_belt_difference_mask_sampled_matches_reference_and_the_full_mask(
+    image: np.ndarray, belt: tuple[float, float, float], threshold: int, step: int
+) -> None:
+    got = kernels.belt_difference_mask_sampled(image, np.array(belt), threshold, step)
+    np.testing.assert_array_equal(
+        got, kernels.belt_difference_mask_sampled_reference(image, np.array(belt), threshold, step)
+    )
+    assert got.shape == (image.shape[0] // step, image.shape[1] // step)
+    # The top-left pixel of each step x step block, as the full-resolution mask has it.
+    full = kernels.belt_difference_mask(image, np.array(belt), threshold)
+    np.testing.assert_array_equal(got, full[: got.shape[0] * step : step, : got.shape[1] * step : step])
+
+
+def test_belt_difference_mask_sampled_on_a_rendered_frame_and_bad_input() -> None:
+    rng = np.random.default_rng(6)
+    appearance, _ = generate_appearance("C", "tablet", 160.0, 230.0, rng)
+    frame = render_frame(appearance, rng)
+    frame.flags.writeable = False
+    belt = np.median(frame[:6].reshape(-1, 3), axis=0)
+    got = kernels.belt_difference_mask_sampled(frame, belt, 30, 2)
+    np.testing.assert_array_equal(got, kernels.belt_difference_mask_sampled_reference(frame, belt, 30, 2))
+    np.testing.assert_array_equal(got, kernels.belt_difference_mask(frame, belt, 30)[::2, ::2])
+    assert 0.05 < np.count_nonzero(got) / got.size < 0.9  # the unit and the belt both there
+    for step in (0, -1, True, 1.5):
+        with pytest.raises(ValueError, match="step"):
+            kernels.belt_difference_mask_sampled(frame, belt, 30, step)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="HxWx3"):
+        kernels.belt_difference_mask_sampled(frame[:, :, 0], belt, 30, 2)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    grid=hnp.arrays(np.uint8, st.tuples(st.integers(1, 6), st.integers(1, 6)), elements=st.sampled_from([0, 1, 1, 2])),
+    block=st.integers(1, 20),
+    reach=st.integers(0, 12),
+    data=st.data(),
+)
+def test_measured_around_matches_reference(grid: np.ndarray, block: int, reach: int, data: st.DataObject) -> None:
+    n_y, n_x = grid.shape
+    coordinate = st.tuples(st.integers(-20, n_x * block + 20), st.integers(-20, n_y * block + 20))
+    points = np.array(data.draw(st.lists(coordinate, min_size=0, max_size=8)), np.int32).reshape(-1, 2)
+    got = kernels.measured_around(points, grid, block, reach)
+    assert got == kernels.measured_around_reference(points, grid, block, reach)
+    # Also as OpenCV's contour layout, (N, 1, 2).
+    assert kernels.measured_around(points.reshape(-1, 1, 2), grid, block, reach) == got
+
+
+def test_measured_around_on_known_blocks_and_bad_input() -> None:
+    blocks = np.full((3, 3), kernels.BLOCK_EDGE, np.uint8)
+    blocks[1, 1] = kernels.BLOCK_INSIDE  # pixels 16..31 both ways
+    assert kernels.measured_around(np.array([[10, 10], [40, 5]]), blocks, 16, 5)
+    assert kernels.measured_around(np.array([[10, 11]]), blocks, 16, 5)  # x reaches 15: beside the block
+    assert not kernels.measured_around(np.array([[11, 11]]), blocks, 16, 5)  # reaches (16, 16): in it
+    assert not kernels.measured_around(np.array([[36, 24]]), blocks, 16, 5)  # reaches x 31 from the right
+    assert kernels.measured_around(np.array([[37, 24]]), blocks, 16, 5)  # x 32 and beyond: beside it
+    assert kernels.measured_around(np.array([[-30, -30], [100, 100]]), blocks, 16, 5)  # beyond the map
+    assert kernels.measured_around(np.zeros((0, 2), np.int32), blocks, 16, 5)
+    for bad_blocks, block, reach, message in (
+        (blocks.astype(np.int32), 16, 5, "uint8"),
+        (blocks[0], 16, 5, "2-D"),
+        (blocks, 0, 5, "block"),
+        (blocks, 16, -1, "reach"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            kernels.measured_around(np.zeros((1, 2), np.int32), bad_blocks, block, reach)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    n_points=st.integers(0, 300),
+    width=st.floats(10.0, 400.0),
+    height=st.floats(10.0, 400.0),
+    corner=st.floats(0.0, 40.0),
+    bin_px=st.sampled_from([1.0, 1.5, 2.5]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_outline_depths_match_reference(
+    n_points: int, width: float, height: float, corner: float, bin_px: float, seed: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    points = np.stack([rng.uniform(-5, width + 5, n_points), rng.uniform(-5, height + 5, n_points)], axis=1)
+    # Points on bin edges and on the band and corner limits, where a comparison decides; some NaN.
+    if n_points:
+        points[rng.random(n_points) < 0.2, 0] = corner + bin_px * rng.integers(0, 20)
+        points[rng.random(n_points) < 0.1, 1] = 36.0
+        points[rng.random(n_points) < 0.05] = np.nan
+    got = kernels.outline_depths(points, width, height, 36.0, corner, bin_px)
+    want = kernels.outline_depths_reference(points, width, height, 36.0, corner, bin_px)
+    for side, (a, b) in enumerate(zip(got, want, strict=True)):
+        length = width if side % 2 == 0 else height
+        assert (a is None) == (b is None) == (length <= 2 * corner + 4 * bin_px)
+        if a is not None:
+            np.testing.assert_array_equal(a, b)
+
+
+def test_outline_depths_of_a_notched_rectangle() -> None:
+    # The outline of a 200 x 100 rectangle with a notch 6 deep, x 100..110, in the top side.
+    top = np.stack([np.arange(0.0, 200.0), np.where((np.arange(200) >= 100) & (np.arange(200) < 110), 6.0, 0.0)], 1)
+    right = np.stack([np.full(100, 200.0), np.arange(0.0, 100.0)], 1)
+    bottom = np.stack([np.arange(0.0, 200.0), np.full(200, 100.0)], 1)
+    left = np.stack([np.zeros(100), np.arange(0.0, 100.0)], 1)
+    points = np.concatenate([top, right, bottom, left])
+    profiles = kernels.outline_depths(points, 200.0, 100.0, 36.0, 20.0, 2.0)
+    assert all(p is not None for p in profiles)
+    top_depth = profiles[0]
+    assert top_depth is not None and top_depth.size == 81  # (200 - 40) / 2 + 1
+    np.testing.assert_array_equal(top_depth[40:45], 6.0)  # x 100..109, 2 px a bin from x 20
+    assert np.nanmax(np.delete(top_depth, range(40, 45))) == 0.0
+    assert np.isnan(top_depth[-1])  # x 180 is the corner limit, never inside
+    for side, profile in enumerate(kernels.outline_depths_reference(points, 200.0, 100.0, 36.0, 20.0, 2.0)):
+        np.testing.assert_array_equal(profile, profiles[side])
+    assert kernels.outline_depths(points, 200.0, 100.0, 36.0, 47.0, 2.0)[1] is None  # 100 <= 94 + 8
+    with pytest.raises(ValueError, match="bin_px"):
+        kernels.outline_depths(points, 200.0, 100.0, 36.0, 20.0, 0.0)
+    with pytest.raises(ValueError, match=r"\(N, 2\)"):
+        kernels.outline_depths(points[:, :1], 200.0, 100.0, 36.0, 20.0, 2.0)

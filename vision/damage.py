@@ -2,8 +2,8 @@
 
 Pipeline per frame (all single-threaded, GIL released in OpenCV and the Numba kernels):
 
-1. locate the device: colour difference from the belt (estimated on the frame border) on a
-   half-size copy, largest outer contour, which must not touch the frame edge; its minimum-area
+1. locate the device: colour difference from the belt (estimated on the frame border) on one
+   pixel per 2x2 block, largest outer contour, which must not touch the frame edge; its minimum-area
    rectangle gives a rough pose, turned by the smallest angle (|angle| <= 45 degrees) that makes it
    axis-aligned. A straight line fitted to each side of the outline's convex hull gives the four
    corners, and a homography from the canonical rectangle onto them (a tilted camera sees a
@@ -18,11 +18,13 @@ Pipeline per frame (all single-threaded, GIL released in OpenCV and the Numba ke
    textured or noisy surfaces;
 4. hysteresis: connected components of the low threshold that reach the high one;
 5. per component (Numba stats kernel): size, second moments, response, orientation histogram;
-   a thin elongated component is a scratch, a spread-out or very long one is a crack; compact
-   blobs (dust, sensor noise) and anything soft and wide (smudges, oil, stains, glare: no ridge
-   for the line filter) never become components at all. A scratch must also show as one ridge
-   in the grey profile along its centre line: two-sided, without gaps (`ridge_profiles`), which
-   specks merged into a stroke, a stain's rim or a screen's corner are not;
+   a thin elongated component is a scratch, a spread-out or very long one is a crack unless it
+   is one straight stroke or two crossing ones (`straight_strokes`: scratches); compact blobs
+   (dust, sensor noise) and anything soft and wide (smudges, oil, stains, glare: no ridge for
+   the line filter) never become components at all. A scratch must also show as one ridge in
+   the grey profile along its centre line: two-sided, without gaps (`ridge_profiles`), and no
+   wider than a scratch (`ridge_widths`), which specks merged into a stroke, a stain's rim, a
+   screen's corner or a glare band a few mm wide are not;
 6. outline: the contour in canonical coordinates, side by side (corners excluded), against a
    straight line fitted to each side: inward runs are dents (shallow, smooth), chips (steep) or
    missing parts (deep or long). Corners: deeper inside than the rounding the other corners show
@@ -48,6 +50,12 @@ from vision.report import DamageReport, Defect
 _LOCATE_SCALE = 2  # localisation runs on a frame downscaled by this factor: edges need no more
 _BORDER_PX = 6  # frame border strip (in downscaled px) that is taken to show only belt
 _TILE = 16
+# The outline at full resolution is measured only in blocks of this many px (a multiple of
+# _LOCATE_SCALE) where the downscaled mask found the unit's edge, one block around included.
+_EDGE_BLOCK = 16
+# Full-resolution px a mask value depends on around itself: the closing and opening in
+# `_belt_mask` reach 4 px, contour tracing looks one further.
+_MASK_REACH = 5
 MAX_HOMOGRAPHY_CONDITION = 1e12  # beyond this a camera homography is numerically singular
 
 
@@ -115,6 +123,63 @@ def _rotation_homography(centre: tuple[float, float], angle_deg: float, width: f
     return turn @ to_centre
 
 
+def _channel_median(pixels: np.ndarray) -> np.ndarray:
+    """`np.median(pixels, axis=0)` of (N, 3) pixels, N >= 1, to the last bit: one partition per
+    channel row instead of the general function's copy, strided partition and mean."""
+    channels = np.ascontiguousarray(pixels.T)
+    n = channels.shape[1]
+    middle = n // 2
+    if n % 2:
+        return np.partition(channels, middle, axis=1)[:, middle].astype(np.float64)
+    ordered = np.partition(channels, (middle - 1, middle), axis=1)
+    return (ordered[:, middle - 1].astype(np.float64) + ordered[:, middle]) / 2
+
+
+def _border_pixels(frame: np.ndarray, small_width: int, small_height: int) -> np.ndarray:
+    """(N, 3) pixels of the border strips, _BORDER_PX wide, of the frame area-averaged down to
+    `small_width` x `small_height` (_LOCATE_SCALE times smaller; an odd last row or column is left
+    out): the same values as those strips of the whole downscaled frame, at a tenth of its cost."""
+    s, b = _LOCATE_SCALE, _BORDER_PX * _LOCATE_SCALE
+    even = frame[: small_height * s, : small_width * s]
+    strips = (even[:b], even[-b:], even[:, :b], even[:, -b:])
+    shrunk = [
+        cv2.resize(strip, (strip.shape[1] // s, strip.shape[0] // s), interpolation=cv2.INTER_AREA) for strip in strips
+    ]
+    return np.concatenate([strip.reshape(-1, 3) for strip in shrunk])
+
+
+def _edge_blocks(coarse: np.ndarray, box: tuple[int, int, int, int], scale: int) -> np.ndarray:
+    """Block states (`kernels.BLOCK_*`) of the full-resolution `box` from the mask `coarse` of
+    the frame downscaled by `scale`: a block is unit (belt) when the coarse mask is 255 (0) all
+    over it and the eight blocks around it, so at least a block's width from the coarse outline;
+    every other block is measured."""
+    bx0, by0, bx1, by1 = box
+    n_y, n_x = -(-(by1 - by0) // _EDGE_BLOCK), -(-(bx1 - bx0) // _EDGE_BLOCK)
+    if bx0 % scale or by0 % scale:  # not on the coarse grid: measure everything
+        return np.full((n_y, n_x), kernels.BLOCK_EDGE, np.uint8)
+    step = _EDGE_BLOCK // scale
+    # Where the coarse mask does not reach (an odd frame size), 128: neither belt nor unit.
+    patch = np.full((n_y * step, n_x * step), 128, np.uint8)
+    known = coarse[by0 // scale : by0 // scale + n_y * step, bx0 // scale : bx0 // scale + n_x * step]
+    patch[: known.shape[0], : known.shape[1]] = known
+    # The mask is 0 or 255, so a block's rounded mean is 255 (0) only where all of it is: OpenCV's
+    # area average over whole blocks, a fraction of the cost of a min and a max per block.
+    mean = cv2.resize(patch, (n_x, n_y), interpolation=cv2.INTER_AREA)
+    square = np.ones((3, 3), np.uint8)
+    lowest = cv2.erode(mean, square, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    highest = cv2.dilate(mean, square, borderType=cv2.BORDER_CONSTANT, borderValue=255)
+    blocks = np.full((n_y, n_x), kernels.BLOCK_EDGE, np.uint8)
+    blocks[lowest == 255] = kernels.BLOCK_INSIDE
+    blocks[highest == 0] = kernels.BLOCK_OUTSIDE
+    return blocks
+
+
+def _clear_of_unmeasured(contour: np.ndarray, blocks: np.ndarray) -> bool:
+    """Whether every pixel within _MASK_REACH of the contour (N, 1, 2, box px) lies in a measured
+    block: there the blocked mask equals the fully measured one, and so does the traced outline."""
+    return kernels.measured_around(contour, blocks, _EDGE_BLOCK, _MASK_REACH)
+
+
 class DamageChecker:
     """Finds scratches, cracks, dents, chips and missing parts on the unit in a BGR frame; see the
     module docstring. Thresholds are in grey levels of line contrast; sizes in mm via `px_per_mm`."""
@@ -149,6 +214,7 @@ class DamageChecker:
         label_min_tiles: int = 6,
         ridge_min_gap_ratio: float = 0.4,
         ridge_min_two_sided: float = 0.72,
+        ridge_max_width_px: float = 4.0,
         camera_homography: np.ndarray | None = None,
     ) -> None:
         if not math.isfinite(px_per_mm) or px_per_mm <= 0:
@@ -181,6 +247,7 @@ class DamageChecker:
         self.label_min_tiles = label_min_tiles
         self.ridge_min_gap_ratio = ridge_min_gap_ratio
         self.ridge_min_two_sided = ridge_min_two_sided
+        self.ridge_max_width_px = ridge_max_width_px
         self.camera_homography = _camera_homography(camera_homography)
 
     # -- public -----------------------------------------------------------------------------------
@@ -261,33 +328,44 @@ class DamageChecker:
 
     def _locate(self, frame: np.ndarray) -> DevicePose | None:
         height, width = frame.shape[:2]
-        small = cv2.resize(frame, (width // _LOCATE_SCALE, height // _LOCATE_SCALE), interpolation=cv2.INTER_AREA)
-        b = _BORDER_PX
-        strips = (small[:b], small[-b:], small[:, :b], small[:, -b:])
-        border = np.concatenate([strip.reshape(-1, 3) for strip in strips])
-        belt = np.median(border[::3], axis=0)
-        mask = self._belt_mask(small, belt)
+        s = _LOCATE_SCALE
+        sh, sw = height // s, width // s
+        belt = _channel_median(_border_pixels(frame, sw, sh)[::3])
+        # The coarse mask reads one pixel per s x s block: it only finds the unit's box and where
+        # its edge runs; the outline itself is measured at full resolution below.
+        mask = self._belt_mask(frame, belt, step=s)
         contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         if not contours:
             return None
         contour = max(contours, key=cv2.contourArea)
         x, y, w, h = cv2.boundingRect(contour)
-        sh, sw = small.shape[:2]
         if x <= 0 or y <= 0 or x + w >= sw or y + h >= sh:
             # Touching the frame edge: a partial view or not a unit at all (noise, glare).
             return None
-        s = _LOCATE_SCALE
         # The outline at full resolution, in the unit's box only: chips a few pixels wide
         # vanish at half size.
         pad = 4 * s
         bx0, by0 = max(x * s - pad, 0), max(y * s - pad, 0)
         bx1, by1 = min((x + w) * s + pad, width), min((y + h) * s + pad, height)
-        fine = self._belt_mask(frame, belt, (bx0, by0, bx1, by1))
+        # Only near the half-size outline: inside and outside of it the full-resolution mask is
+        # known without reading the pixels (3/4 of the unit's box on a laptop).
+        blocks = _edge_blocks(mask, (bx0, by0, bx1, by1), s)
+        fine = self._belt_mask(frame, belt, (bx0, by0, bx1, by1), blocks)
         fine_contours, _ = cv2.findContours(fine, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-        if not fine_contours:
-            return None
-        contour = max(fine_contours, key=cv2.contourArea) + np.array([bx0, by0], np.int32)
-        rect = cv2.minAreaRect(contour)
+        outline = max(fine_contours, key=cv2.contourArea) if fine_contours else None
+        if outline is None or not _clear_of_unmeasured(outline, blocks):
+            # The outline strays from the half-size one (a notch too narrow to show at half size):
+            # measure the whole box, the same mask as if no blocks had been skipped.
+            fine = self._belt_mask(frame, belt, (bx0, by0, bx1, by1))
+            fine_contours, _ = cv2.findContours(fine, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+            if not fine_contours:
+                return None
+            outline = max(fine_contours, key=cv2.contourArea)
+        contour = outline + np.array([bx0, by0], np.int32)
+        # The minimum-area rectangle is found on the hull anyway; handing it the hull (the same
+        # rectangle) spares it a hull of its own, and the corner fit reuses it.
+        hull = cv2.convexHull(contour)
+        rect = cv2.minAreaRect(hull)
         (centre_x, centre_y), _, _ = rect
         corners = cv2.boxPoints(rect)
         edge0, edge1 = corners[1] - corners[0], corners[2] - corners[1]
@@ -304,7 +382,7 @@ class DamageChecker:
             return None
         contour_f = contour.reshape(-1, 2).astype(np.float64)
         rough = _rotation_homography((float(centre_x), float(centre_y)), angle, w_px, h_px)
-        homography, w_px, h_px = self._fit_quadrilateral(contour_f, rough, w_px, h_px)
+        homography, w_px, h_px = self._fit_quadrilateral(contour_f, rough, w_px, h_px, hull)
         centre = _apply_homography(homography, np.array([[w_px / 2, h_px / 2]]))[0]
         fx, fy, fw, fh = cv2.boundingRect(contour)
         return DevicePose(
@@ -313,17 +391,22 @@ class DamageChecker:
         )
 
     def _fit_quadrilateral(
-        self, contour_f: np.ndarray, rough: np.ndarray, w_px: float, h_px: float
+        self, contour_f: np.ndarray, rough: np.ndarray, w_px: float, h_px: float, hull: np.ndarray | None = None
     ) -> tuple[np.ndarray, float, float]:
         """The outline's four corners from a straight line fitted to each side, and the homography
         from the canonical rectangle onto them; falls back to the rotated rectangle `rough`.
 
         Lines are fitted to the convex hull, not the raw contour: every kind of outline damage is
         a notch, and the hull bridges a notch along the very line the intact edge lies on. Only
-        the middle of each side counts, away from the rounded corners."""
-        # The points are whole pixels: the integer hull is the same polygon at half the cost.
-        hull = cv2.convexHull(contour_f.astype(np.int32)).reshape(-1, 2).astype(np.float64)
-        samples = _densify(hull, step=2.0)
+        the middle of each side counts, away from the rounded corners. `hull`: the contour's
+        convex hull when the caller has it."""
+        if hull is None:
+            # The points are whole pixels: the integer hull is the same polygon at half the cost.
+            hull = cv2.convexHull(contour_f.astype(np.int32))
+        hull = hull.reshape(-1, 2).astype(np.float64)
+        # A sample every 4 px: the hull's sides are straight, so more samples add nothing to the
+        # fit but time (the robust fit's cost grows with them; corners move < 0.15 px from 2 px).
+        samples = _densify(hull, step=4.0)
         local = _apply_homography(np.linalg.inv(rough), samples)
         # Keystone moves a side's ends by a few percent of its length off the rectangle.
         band = max(0.08 * min(w_px, h_px), 4.0)
@@ -367,11 +450,20 @@ class DamageChecker:
         return homography, width, height
 
     def _belt_mask(
-        self, image: np.ndarray, belt: np.ndarray, box: tuple[int, int, int, int] | None = None
+        self,
+        image: np.ndarray,
+        belt: np.ndarray,
+        box: tuple[int, int, int, int] | None = None,
+        blocks: np.ndarray | None = None,
+        step: int = 1,
     ) -> np.ndarray:
         """255 where the image (in `box`, x0, y0, x1, y1, when given) differs from the belt colour
-        by more than `belt_threshold`."""
-        mask = kernels.belt_difference_mask(image, belt, self.belt_threshold, box)
+        by more than `belt_threshold`; `blocks` (of _EDGE_BLOCK px) as `kernels.belt_difference_mask`;
+        `step` > 1: of the whole image, one pixel per step x step block (no box, no blocks)."""
+        if step > 1:
+            mask = kernels.belt_difference_mask_sampled(image, belt, self.belt_threshold, step)
+        else:
+            mask = kernels.belt_difference_mask(image, belt, self.belt_threshold, box, blocks, _EDGE_BLOCK)
         # Closing first bridges the seam where a bright bezel blurs into a dark screen through
         # belt-coloured pixels (opening first would eat a bezel thinned by a dent); opening then
         # removes belt texture specks. Both small: a larger closing would fill chips.
@@ -471,10 +563,15 @@ class DamageChecker:
         # other (an X spreads like a star). Checked on the component's pixels.
         strokes: dict[int, list[tuple[np.ndarray, np.ndarray, int]]] = {}
         for i in np.flatnonzero(is_crack):
-            found = self._straight_strokes(labels, int(label_ids[i]), mean_x[i], mean_y[i], major[i])
-            # One stroke alone is no reading: a crack of two long arms is nearly straight too.
+            found = self._straight_strokes(labels, int(label_ids[i]), mean_x[i], mean_y[i], major[i], 11.5)
             if found and len(found) == 2:
                 strokes[int(i)] = found
+                is_crack[i] = False
+            elif found and spread[i] < self.crack_spread:
+                # A crack by its length alone, but one straight stroke: a scratch however long
+                # (or, failing the ridge rules below, a glare band). `straight_strokes` found it
+                # as straight as a scratch is, where a crack's arms, even two running off nearly
+                # straight, zigzag. (A spread-out component is a crack by its shape: kept.)
                 is_crack[i] = False
         length = np.where(is_crack, np.maximum(count / self.stroke_width_px, major), length)
         width = count / length
@@ -494,10 +591,25 @@ class DamageChecker:
             contrast, gap_ratio, two_sided = ridge_profiles(
                 gray, centres, direction, 0.35 * length[stroke_like], self.line_radius_px + 1.0
             )
+            # A glare band on glossy glass (a lamp's reflection, its edge blurred) is a ridge
+            # too, but wider than a scratch: a scratch is a pixel or two wide before the optics.
             not_a_ridge = (
                 (contrast < low) | (gap_ratio < self.ridge_min_gap_ratio) | (two_sided < self.ridge_min_two_sided)
             )
+            ridge = np.flatnonzero(~not_a_ridge)
+            ridge_width = ridge_widths(
+                gray, centres[ridge], direction[ridge], 0.35 * length[stroke_like[ridge]], 2.0 * self.line_radius_px
+            )
+            not_a_ridge[ridge[ridge_width > self.ridge_max_width_px]] = True
             is_noise[stroke_like[not_a_ridge]] = True
+            # Two scratches crossing at a shallow angle: too slim for a crack by the moments, one
+            # stroke by them, but their centre line runs between the two (gaps, a wide "ridge").
+            # Read as two straight strokes they are two scratches, if each is a narrow ridge.
+            for i in stroke_like[not_a_ridge & (major[stroke_like] >= 6 * self.min_defect_px)]:
+                # Slim by the moments, so no crack's star: crossings down to 7 degrees count.
+                found = self._straight_strokes(labels, int(label_ids[i]), mean_x[i], mean_y[i], major[i], 7.0)
+                if found and len(found) == 2 and self._narrow_strokes(gray, found, low):
+                    strokes[int(i)] = found
 
         ppm = self.px_per_mm
         keep = np.flatnonzero(~is_noise)
@@ -561,7 +673,7 @@ class DamageChecker:
         return defects
 
     def _straight_strokes(
-        self, labels: np.ndarray, label: int, centre_x: float, centre_y: float, extent: float
+        self, labels: np.ndarray, label: int, centre_x: float, centre_y: float, extent: float, min_crossing_deg: float
     ) -> list[tuple[np.ndarray, np.ndarray, int]] | None:
         """The component as one straight stroke, or as two straight strokes that cross (an X, each
         running on past the crossing on both sides); None when it is neither, as a crack is: arms
@@ -575,8 +687,38 @@ class DamageChecker:
             return None
         points = np.stack([xs + x0, ys + y0], axis=1).astype(np.float64)
         # The band holds a stroke's anti-aliased, blurred flanks, which answer the line filter too.
-        found = straight_strokes(points, band=self.stroke_width_px + 1.0, min_length=3 * self.min_defect_px)
+        band = self.stroke_width_px + 1.0
+        found = straight_strokes(points, band, 3 * self.min_defect_px, min_crossing_deg=min_crossing_deg)
         return found or None
+
+    def _narrow_strokes(self, gray: np.ndarray, found: list[tuple[np.ndarray, np.ndarray, int]], low: float) -> bool:
+        """Both crossing strokes (start, end in `gray`'s px) stand out by `low`, and no part of
+        them clear of the other (which would widen the profile) is wider than a scratch."""
+        starts = np.array([start for start, _, _ in found])
+        ends = np.array([end for _, end, _ in found])
+        spans = np.hypot(*(ends - starts).T)
+        directions = (ends - starts) / np.maximum(spans, 1e-9)[:, None]
+        flank = self.line_radius_px + 1.0
+        # The legs: each stroke either side of the crossing, less the stretch where the other
+        # stroke lies within the profiles' reach (it would pose as a flank or a wider ridge).
+        reach = 2.0 * self.line_radius_px
+        matrix = np.array([directions[0], -directions[1]]).T
+        sine = abs(float(np.linalg.det(matrix)))
+        t, u = np.linalg.solve(matrix, starts[1] - starts[0])
+        clear = (reach + 2.0) / sine
+        legs = []
+        for k, position in enumerate((t, u)):
+            for a, b in ((0.0, position - clear), (position + clear, spans[k])):
+                if b - a >= 6.0:
+                    legs.append((starts[k] + directions[k] * (a + b) / 2, directions[k], 0.45 * (b - a)))
+        if not legs:
+            # Too shallow a crossing to see either stroke on its own (the other is the flank
+            # everywhere): two straight, unbroken strokes are the evidence there is.
+            return True
+        centres, leg_directions, halves = (np.array(v) for v in zip(*legs, strict=True))
+        contrast, _, _ = ridge_profiles(gray, centres, leg_directions, halves, flank)
+        width = ridge_widths(gray, centres, leg_directions, halves, reach)
+        return bool(np.all(contrast >= low) and np.all(width <= self.ridge_max_width_px))
 
     def _outline(self, device: DevicePose) -> list[Defect]:
         """Inward runs of the outline against each side's straight line, corners excluded."""
@@ -586,38 +728,27 @@ class DamageChecker:
         band = max(self.missing_depth_mm * 3, 12.0) * ppm
         corner = self.outline_corner_mm * ppm
         defects: list[Defect] = []
-        # (along, inward) coordinates per side: 0 top, 1 right, 2 bottom, 3 left.
-        sides = (
-            (points[:, 0], points[:, 1], w),
-            (points[:, 1], w - points[:, 0], h),
-            (points[:, 0], h - points[:, 1], w),
-            (points[:, 1], points[:, 0], h),
-        )
         bin_px = max(1.0, ppm * 0.5)
-        for side, (along, inward, length) in enumerate(sides):
-            if length <= 2 * corner + 4 * bin_px:
+        # Per side (0 top, 1 right, 2 bottom, 3 left) the deepest outline point in each bin along
+        # it: a notch's walls put several points there. One Numba pass for all four sides.
+        profiles = kernels.outline_depths(points, w, h, band, corner, bin_px)
+        for side, depth in enumerate(profiles):
+            if depth is None:
                 continue
-            near = (inward < band) & (along > corner) & (along < length - corner)
-            if not near.any():
-                continue
-            bins = ((along[near] - corner) / bin_px).astype(np.int64)
-            n_bins = int((length - 2 * corner) / bin_px) + 1
-            depth = np.full(n_bins, np.nan)
-            # The deepest outline point in each bin: a notch's walls put several points there.
-            np.fmax.at(depth, np.clip(bins, 0, n_bins - 1), inward[near])
+            n_bins = depth.size
             known = np.isfinite(depth)
-            if known.sum() < 8:
+            if np.count_nonzero(known) < 8:
                 continue
             u = np.arange(n_bins, dtype=np.float64)
             # A straight baseline through the undamaged edge (a tilted camera makes it slope).
             # The rectangle touches the outermost points, so the edge is the shallowest part of
             # the profile even when a missing piece takes most of the side.
             base_fit = known & (depth <= _percentile(depth[known], 20.0) + ppm * 0.7)
-            if base_fit.sum() < 4:
+            if np.count_nonzero(base_fit) < 4:
                 continue
             slope, offset = _line_fit(u[base_fit], depth[base_fit])
             refit = known & (np.abs(depth - (slope * u + offset)) < ppm * 0.5)
-            if refit.sum() >= 4:
+            if np.count_nonzero(refit) >= 4:
                 slope, offset = _line_fit(u[refit], depth[refit])
             residual = np.where(known, depth - (slope * u + offset), 0.0)
             inside = residual > self.outline_min_depth_mm * ppm
@@ -814,6 +945,67 @@ def ridge_profiles(
     return mean, gap_ratio, two_sided
 
 
+_WIDTH_STRIDE_PX = 2.0
+
+
+def ridge_widths(
+    gray: np.ndarray, centres: np.ndarray, directions: np.ndarray, half_lengths: np.ndarray, reach_px: float
+) -> np.ndarray:
+    """The width (px) of each stroke's ridge across its centre line; strokes as in `ridge_profiles`.
+
+    At each sample along the stroke the grey profile across it, every half pixel out to
+    `reach_px` either side, is taken against the straight line between its two ends; the width is
+    that of its peak where it stands above half its height (a one-pixel line blurred by the
+    optics is about 2 px wide, a glare band as wide as it is). Per stroke the median over the
+    samples, which the crossing of another stroke or a speck beside it does not move. Pure; a
+    stroke without contrast gets inf.
+    """
+    n = centres.shape[0]
+    if n == 0:
+        return np.zeros(0, np.float64)
+    # Every other pixel along the stroke: a median needs no more, and the profile is the cost.
+    steps = np.floor(
+        np.maximum(np.nan_to_num(half_lengths, nan=0.0, posinf=0.0, neginf=0.0), 0.0) / _WIDTH_STRIDE_PX
+    ).astype(np.int64)
+    counts = 2 * steps + 1
+    owner = np.repeat(np.arange(n), counts)
+    first = np.cumsum(counts) - counts
+    along = (np.arange(owner.size) - first[owner] - steps[owner]).astype(np.float64) * _WIDTH_STRIDE_PX
+    unit = directions[owner]
+    normal = np.stack([-unit[:, 1], unit[:, 0]], axis=1)
+    points = centres[owner] + along[:, None] * unit
+    half_steps = math.floor(2 * max(reach_px, 1.0))
+    offsets = np.arange(-half_steps, half_steps + 1) * 0.5
+    values = _bilinear(gray, points[:, None, :] + offsets[None, :, None] * normal[:, None, :])
+    # Against the line between the ends: a gently sloping surface (light falling off) adds nothing.
+    ramp = np.linspace(0.0, 1.0, offsets.size)
+    profile = values - (values[:, :1] + (values[:, -1:] - values[:, :1]) * ramp[None, :])
+    # Bright ridge or dark groove: the sign of the stroke's total contrast.
+    sign = np.where(np.add.reduceat(profile.sum(axis=1), first) >= 0, 1.0, -1.0)
+    profile *= sign[owner][:, None]
+    # The main lobe only: the run of offsets around the peak that stay above half of it. Two
+    # scratches running side by side (crossing at a shallow angle) are two narrow lobes, not one
+    # wide one; a glare band is one lobe as wide as the band.
+    top = profile.argmax(axis=1)
+    peak = profile[np.arange(top.size), top]
+    below = profile < 0.5 * peak[:, None]
+    index = np.arange(offsets.size)[None, :]
+    left = np.where(below & (index < top[:, None]), index, -1).max(axis=1)
+    right = np.where(below & (index > top[:, None]), index, offsets.size).min(axis=1)
+    # Where the lobe crosses half height, interpolated between its samples (a lobe running out
+    # of the profile ends at its last sample).
+    # Both ends in one go: column 0 the left crossing, column 1 the right one.
+    outer = np.stack([np.maximum(left, 0), np.minimum(right, offsets.size - 1)], axis=1)
+    inner = np.stack([np.minimum(left + 1, top), np.maximum(right - 1, top)], axis=1)
+    inner_value = np.take_along_axis(profile, inner, axis=1)
+    drop = inner_value - np.take_along_axis(profile, outer, axis=1)
+    fraction = np.clip((inner_value - 0.5 * peak[:, None]) / np.where(drop > 0, drop, np.inf), 0.0, 1.0)
+    ends = np.where(outer == inner, outer, inner + fraction * np.array([-1.0, 1.0]))
+    width = np.where(peak > 0, (ends[:, 1] - ends[:, 0]) * 0.5, np.inf)
+    order = np.lexsort((width, owner))  # each stroke's widths in a row, ascending
+    return width[order][first + steps]
+
+
 def _bilinear(image: np.ndarray, points: np.ndarray) -> np.ndarray:
     """`image` (2-D, any real dtype) at sub-pixel points (..., 2) as (x, y), in float64, clamped to
     the image; a point that is not a number reads the top-left pixel. Only the four neighbours of
@@ -839,17 +1031,19 @@ _STROKE_NORMALS = np.stack([-np.sin(_STROKE_ANGLES), np.cos(_STROKE_ANGLES)], ax
 
 
 def straight_strokes(
-    points: np.ndarray, band: float, min_length: float, cover: float = 0.9, max_wobble: float = 1.8
+    points: np.ndarray, band: float, min_length: float, cover: float = 0.9, max_wobble: float = 1.8,
+    min_crossing_deg: float = 11.5,
 ) -> list[tuple[np.ndarray, np.ndarray, int]]:
     """Explain a set of pixel centres (N, 2) as one straight stroke or two crossing ones.
 
     Each stroke is the densest straight band `band` px either side of a line (a coarse Hough vote
     over 90 directions, refined by a least-squares fit of its pixels) and must be one unbroken run
-    at least `min_length` long. Two strokes must cross, each passing the crossing by a few band
-    widths on both sides (a crack's arms meet at their ends instead), and each must be straight:
-    its centre line drifts by at most `max_wobble` px. Together the strokes must hold
-    `cover` of the points. Returns [(start, end, pixel count), ...], or [] when no such reading fits.
-    Pure geometry, no image access.
+    at least `min_length` long. Two strokes must cross (at `min_crossing_deg` or more), each passing the
+    crossing by a few band widths on both sides (a crack's arms meet at their ends instead), and
+    every stroke, a lone one too, must be straight: its centre line drifts by at most `max_wobble`
+    px (a crack's arms, even two running off nearly straight, zigzag by more). Together the
+    strokes must hold `cover` of the points. Returns [(start, end, pixel count), ...], or [] when
+    no such reading fits. Pure geometry, no image access.
     """
     every = np.asarray(points, np.float64).reshape(-1, 2)
     remaining = every
@@ -892,42 +1086,64 @@ def straight_strokes(
             break
     if not strokes or remaining.shape[0] > (1 - cover) * total:
         return []
+    if len(strokes) == 1:
+        # A crack of two arms running off in nearly opposite directions fits one band too; its
+        # arms zigzag, a scratch does not.
+        start, _, _ = strokes[0]
+        if _wobble(every, start, lines[0][1], -math.inf, band) > max_wobble:
+            return []
     if len(strokes) == 2:
         (p, d), (q, e) = lines
         matrix = np.array([d, -e]).T
-        if abs(float(np.linalg.det(matrix))) < 0.2:  # nearly parallel: not a crossing
+        sine = abs(float(np.linalg.det(matrix)))
+        if sine < math.sin(math.radians(min_crossing_deg)):  # nearly parallel: not a crossing
             return []
         t, _ = np.linalg.solve(matrix, q - p)
         crossing = p + t * d
+        # Within this distance of the crossing the other stroke runs inside this one's band: the
+        # shallower the crossing, the longer the stretch. Each stroke must run on past it, on
+        # both sides: a crack's arms meeting at a shallow bend would only reach into it.
+        overlap = band / sine
         for (start, end, _), direction in zip(strokes, (d, e), strict=True):
             position = float((crossing - start) @ direction)
             stroke_length = float((end - start) @ direction)
-            if not 3 * band <= position <= stroke_length - 3 * band:
+            leg = overlap + 2 * band
+            if not leg <= position <= stroke_length - leg:
                 return []
             # A crack's arms cross too, now and then, but they wander: the stroke's centre line,
-            # piece by piece (away from the crossing, where the other stroke's pixels pull it),
-            # drifts by pixels where a scratch's stays within a pixel.
-            if _wobble(every, start, direction, position, band) > max_wobble:
+            # piece by piece (away from the crossing, where the other stroke's pixels, a band
+            # and their own width off, pull it), drifts by pixels where a scratch's stays within one.
+            if _wobble(every, start, direction, position, band, 2 * overlap) > max_wobble:
                 return []
     return strokes
 
 
-def _wobble(points: np.ndarray, start: np.ndarray, direction: np.ndarray, skip_at: float, band: float) -> float:
-    """Peak-to-peak offset (px) of a stroke's centre line, measured in pieces of 2 bands' length."""
+def _wobble(
+    points: np.ndarray, start: np.ndarray, direction: np.ndarray, skip_at: float, band: float, skip: float = 0.0
+) -> float:
+    """Peak-to-peak offset (px) of a stroke's centre line, measured in pieces of 2 bands' length,
+    leaving out `skip` px (at least 2 bands) either side of `skip_at`."""
     normal = np.array([-direction[1], direction[0]])
     offset = (points - start) @ normal
     along = (points - start) @ direction
-    keep = (np.abs(offset) <= band) & (np.abs(along - skip_at) > 2 * band)
+    keep = (np.abs(offset) <= band) & (np.abs(along - skip_at) > max(2 * band, skip))
     pieces = np.floor(along[keep] / (2 * band)).astype(np.int64)
     if pieces.size == 0:
         return 0.0
     pieces -= pieces.min()
     counts = np.bincount(pieces)
     sums = np.bincount(pieces, weights=offset[keep])
-    full = counts >= 4
+    # A piece cut short (the stroke's tapering end, the edge of the skipped stretch) holds a few
+    # stray pixels whose mean says nothing about the centre line.
+    full = counts >= max(4.0, 0.5 * float(np.median(counts[counts > 0])))
     if np.count_nonzero(full) < 2:
         return 0.0
     means = sums[full] / counts[full]
+    if skip > 0 and np.count_nonzero(full) >= 3:
+        # About the straight line through the pieces: where another stroke runs close by (a
+        # shallow crossing) the fitted direction is a little off, which is no wobble.
+        slope, offset = _line_fit(np.flatnonzero(full).astype(np.float64), means)
+        means = means - (slope * np.flatnonzero(full) + offset)
     return float(means.max() - means.min())
 
 
@@ -1008,9 +1224,14 @@ def _percentile(values: np.ndarray, percent: float) -> float:
 
 
 def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
-    padded = np.concatenate([[False], flags, [False]]).astype(np.int8)
-    edges = np.flatnonzero(np.diff(padded))
-    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
+    """(start, stop) of each run of True in the 1-D bool array `flags`."""
+    if not flags.any():  # most sides of most units: no run at all
+        return []
+    padded = np.zeros(flags.size + 2, np.bool_)
+    padded[1:-1] = flags
+    # Plain ints from one tolist(): iterating NumPy arrays makes a scalar object per element.
+    edges = np.flatnonzero(padded[1:] != padded[:-1]).tolist()
+    return list(zip(edges[::2], edges[1::2], strict=True))
 
 
 _KIND_ORDER = {"missing_part": 0, "oversize": 0, "crack": 1, "chip": 2, "dent": 3, "scratch": 4}

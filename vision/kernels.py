@@ -333,6 +333,125 @@ def belt_difference_mask_reference(
     return out
 
 
+@numba.njit(
+    [numba.void(_READONLY_BGR, numba.int64, numba.uint8[::1], numba.int64, numba.uint8[:, ::1])],
+    cache=True,
+    nogil=True,
+)
+def _belt_difference_sampled_kernel(
+    image: np.ndarray, step: int, belt: np.ndarray, threshold: int, out: np.ndarray
+) -> None:
+    # A strided read does not vectorise; a table per channel (255 where that channel alone differs
+    # by more than the threshold) leaves three loads and two ORs per pixel, with unsigned indices
+    # that need no wrap-around check.
+    limit = min(max(threshold, -1), 255)
+    table = np.zeros((3, 256), np.uint8)
+    for channel in range(3):
+        for value in range(256):
+            if abs(value - np.int64(belt[channel])) > limit:
+                table[channel, value] = 255
+    table0 = table[0]
+    table1 = table[1]
+    table2 = table[2]
+    flat = image.reshape(image.shape[0], image.shape[1] * 3)
+    stride = np.uint64(3 * step)
+    one = np.uint64(1)
+    two = np.uint64(2)
+    for y in range(out.shape[0]):
+        row = flat[y * step]
+        out_row = out[y]
+        at = np.uint64(0)
+        for i in range(out.shape[1]):
+            out_row[i] = table0[row[at]] | table1[row[at + one]] | table2[row[at + two]]
+            at += stride
+
+
+@numba.njit([numba.boolean(numba.int32[:, ::1], numba.uint8[:, ::1], numba.int64, numba.int64)], cache=True, nogil=True)
+def _measured_around_kernel(points: np.ndarray, blocks: np.ndarray, block: int, reach: int) -> bool:
+    n_y, n_x = blocks.shape
+    for i in range(points.shape[0]):
+        x = np.int64(points[i, 0])
+        y = np.int64(points[i, 1])
+        # Every block the square of side 2 * reach + 1 around the point touches; blocks beyond
+        # the grid count as measured. Floor division, also left of and above the grid.
+        for by in range(max((y - reach) // block, 0), min((y + reach) // block, n_y - 1) + 1):
+            for bx in range(max((x - reach) // block, 0), min((x + reach) // block, n_x - 1) + 1):
+                if blocks[by, bx] != BLOCK_EDGE:
+                    return False
+    return True
+
+
+def _measured_around_inputs(
+    points: np.ndarray, blocks: np.ndarray, block: int, reach: int
+) -> tuple[np.ndarray, np.ndarray, int, int]:
+    points = np.ascontiguousarray(np.asarray(points).reshape(-1, 2), np.int32)
+    if not isinstance(blocks, np.ndarray) or blocks.dtype != np.uint8 or blocks.ndim != 2:
+        raise ValueError("blocks must be a 2-D uint8 array")
+    if isinstance(block, bool) or not isinstance(block, int | np.integer) or block < 1:
+        raise ValueError(f"block must be a positive integer, got {block!r}")
+    if isinstance(reach, bool) or not isinstance(reach, int | np.integer) or reach < 0:
+        raise ValueError(f"reach must be a non-negative integer, got {reach!r}")
+    return points, np.ascontiguousarray(blocks), int(block), int(reach)
+
+
+def measured_around(points: np.ndarray, blocks: np.ndarray, block: int, reach: int) -> bool:
+    """Whether every pixel within `reach` px (a square) of each of `points` (N x 2 or N x 1 x 2,
+    x, y in px of the block map's box) lies in a BLOCK_EDGE block of `blocks` (`block` px
+    square), or beyond the map: there a mask measured in blocks (`belt_difference_mask`) equals
+    the fully measured one, and so does whatever depends on the mask no further than `reach`."""
+    points, blocks, block, reach = _measured_around_inputs(points, blocks, block, reach)
+    return bool(_measured_around_kernel(points, blocks, block, reach))
+
+
+def measured_around_reference(points: np.ndarray, blocks: np.ndarray, block: int, reach: int) -> bool:
+    """Vectorised NumPy twin of `measured_around` (same answer), pixel by pixel: the unmeasured
+    pixels' summed-area table, summed over each point's square."""
+    points, blocks, block, reach = _measured_around_inputs(points, blocks, block, reach)
+    if points.shape[0] == 0:
+        return True
+    unmeasured = np.repeat(np.repeat(blocks != BLOCK_EDGE, block, axis=0), block, axis=1)
+    # Room for every square: `reach` beyond the map and as far as the farthest point.
+    low = np.minimum(points.min(axis=0) - reach, 0)
+    high = np.maximum(points.max(axis=0) + reach + 1, unmeasured.shape[::-1])
+    padded = np.zeros((int(high[1] - low[1]), int(high[0] - low[0])), np.int64)
+    padded[-low[1] : -low[1] + unmeasured.shape[0], -low[0] : -low[0] + unmeasured.shape[1]] = unmeasured
+    table = np.zeros((padded.shape[0] + 1, padded.shape[1] + 1), np.int64)
+    table[1:, 1:] = padded.cumsum(axis=0).cumsum(axis=1)
+    x0, y0 = points[:, 0] - reach - low[0], points[:, 1] - reach - low[1]
+    x1, y1 = x0 + 2 * reach + 1, y0 + 2 * reach + 1
+    counts = table[y1, x1] - table[y0, x1] - table[y1, x0] + table[y0, x0]
+    return bool((counts == 0).all())
+
+
+def _check_step(step: int) -> int:
+    if isinstance(step, bool) or not isinstance(step, int | np.integer) or step < 1:
+        raise ValueError(f"step must be a positive integer, got {step!r}")
+    return int(step)
+
+
+def belt_difference_mask_sampled(image: np.ndarray, belt_bgr: np.ndarray, threshold: int, step: int) -> np.ndarray:
+    """`belt_difference_mask` of every `step`-th pixel of every `step`-th row (the top-left one
+    of each `step` x `step` block), shaped (height // step, width // step): a coarse mask without
+    first making a downscaled copy of the frame, which costs more than the mask itself."""
+    belt, _, _, _ = _belt_inputs(image, belt_bgr, None, None, 1)
+    step = _check_step(step)
+    out = np.empty((image.shape[0] // step, image.shape[1] // step), np.uint8)
+    if out.size:
+        _belt_difference_sampled_kernel(np.ascontiguousarray(image), step, belt, int(threshold), out)
+    return out
+
+
+def belt_difference_mask_sampled_reference(
+    image: np.ndarray, belt_bgr: np.ndarray, threshold: int, step: int
+) -> np.ndarray:
+    """Vectorised NumPy twin of `belt_difference_mask_sampled` (same output, bit for bit)."""
+    _belt_inputs(image, belt_bgr, None, None, 1)
+    step = _check_step(step)
+    rows, columns = image.shape[0] // step, image.shape[1] // step
+    sampled = image[: rows * step : step, : columns * step : step]
+    return belt_difference_mask_reference(sampled, belt_bgr, threshold)
+
+
 # --- connected components ----------------------------------------------------------------------
 
 
@@ -556,6 +675,120 @@ def band_votes_reference(projected: np.ndarray, band: float) -> tuple[np.ndarray
     rows = np.arange(bins.shape[1]) * row_width
     votes = np.bincount((bins + rows).ravel(), minlength=rows.size * row_width).reshape(rows.size, row_width)
     return bins, votes
+
+
+# --- outline depth profiles --------------------------------------------------------------------
+
+
+@numba.njit(
+    [
+        numba.void(
+            numba.float64[:, ::1],
+            numba.float64,
+            numba.float64,
+            numba.float64,
+            numba.float64,
+            numba.float64,
+            numba.int64[::1],
+            numba.float64[:, ::1],
+        )
+    ],
+    cache=True,
+    nogil=True,
+)
+def _outline_depths_kernel(
+    points: np.ndarray,
+    width: float,
+    height: float,
+    band: float,
+    corner: float,
+    bin_px: float,
+    n_bins: np.ndarray,
+    depths: np.ndarray,
+) -> None:
+    depths[:, :] = np.nan
+    for i in range(points.shape[0]):
+        x = points[i, 0]
+        y = points[i, 1]
+        for side in range(4):
+            count = n_bins[side]
+            if count <= 0:
+                continue
+            # (along, inward, side length), as `damage._side_coordinates`.
+            if side == 0:
+                along, inward, length = x, y, width
+            elif side == 1:
+                along, inward, length = y, width - x, height
+            elif side == 2:
+                along, inward, length = x, height - y, width
+            else:
+                along, inward, length = y, x, height
+            # NaN coordinates fail every comparison, as in the reference.
+            if not (inward < band and along > corner and along < length - corner):
+                continue
+            # Truncation, as NumPy's cast to int64; then clipped into the profile.
+            index = min(max(np.int64((along - corner) / bin_px), 0), count - 1)
+            current = depths[side, index]
+            # fmax: NaN (no point yet) gives way to any value.
+            if not (current >= inward):
+                depths[side, index] = inward
+
+
+def _outline_depth_inputs(
+    points: np.ndarray, width: float, height: float, band: float, corner: float, bin_px: float
+) -> tuple[np.ndarray, np.ndarray]:
+    points = np.ascontiguousarray(points, np.float64)
+    if points.ndim != 2 or points.shape[1] != 2:
+        raise ValueError("points must be an (N, 2) array")
+    values = (width, height, band, corner, bin_px)
+    if not all(math.isfinite(v) for v in values) or not bin_px > 0:
+        raise ValueError("width, height, band, corner and bin_px must be finite, bin_px positive")
+    # Sides 0 and 2 run along the width, 1 and 3 along the height; a side too short to hold a
+    # profile outside both corners gets none.
+    n_bins = np.zeros(4, np.int64)
+    for side, length in enumerate((width, height, width, height)):
+        if length > 2 * corner + 4 * bin_px:
+            n_bins[side] = int((length - 2 * corner) / bin_px) + 1
+    return points, n_bins
+
+
+def outline_depths(
+    points: np.ndarray, width: float, height: float, band: float, corner: float, bin_px: float
+) -> list[np.ndarray | None]:
+    """Depth profiles of an outline against the sides of its `width` x `height` rectangle.
+
+    `points` (N, 2) are the outline in the rectangle's coordinates. Per side (0 top, 1 right,
+    2 bottom, 3 left), the points less than `band` inward from it and more than `corner` from
+    both its ends fall into bins `bin_px` long along it; a bin holds the deepest such point's
+    inward distance, NaN where none fell. A side no longer than 2 * corner + 4 * bin_px has no
+    profile (None). One pass over the points for all four sides instead of a mask per side."""
+    points, n_bins = _outline_depth_inputs(points, width, height, band, corner, bin_px)
+    depths = np.empty((4, max(int(n_bins.max()), 1)), np.float64)
+    _outline_depths_kernel(
+        points, float(width), float(height), float(band), float(corner), float(bin_px), n_bins, depths
+    )
+    return [depths[side, :count] if count else None for side, count in enumerate(n_bins.tolist())]
+
+
+def outline_depths_reference(
+    points: np.ndarray, width: float, height: float, band: float, corner: float, bin_px: float
+) -> list[np.ndarray | None]:
+    """Vectorised NumPy twin of `outline_depths` (same output, bit for bit): a mask and an
+    `np.fmax.at` per side."""
+    points, n_bins = _outline_depth_inputs(points, width, height, band, corner, bin_px)
+    x, y = points[:, 0], points[:, 1]
+    sides = ((x, y, width), (y, width - x, height), (x, height - y, width), (y, x, height))
+    profiles: list[np.ndarray | None] = []
+    for (along, inward, length), count in zip(sides, n_bins.tolist(), strict=True):
+        if not count:
+            profiles.append(None)
+            continue
+        near = (inward < band) & (along > corner) & (along < length - corner)
+        bins = ((along[near] - corner) / bin_px).astype(np.int64)
+        depth = np.full(count, np.nan)
+        np.fmax.at(depth, np.clip(bins, 0, count - 1), inward[near])
+        profiles.append(depth)
+    return profiles
 
 
 # --- per-component statistics ------------------------------------------------------------------

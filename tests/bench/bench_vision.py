@@ -28,9 +28,9 @@ import cv2
 import numpy as np
 
 from simulator.render import generate_appearance, render_frame
-from vision import kernels
+from vision import damage, kernels
 from vision.barcode import BarcodeReader, available_backends
-from vision.damage import DamageChecker, warm_up
+from vision.damage import DamageChecker, _edge_blocks, warm_up
 
 KERNEL_BUDGET_RATIO = 5.0
 FRAME_BUDGET_MS = 10.0
@@ -93,6 +93,13 @@ def opencv_component_stats(foreground: np.ndarray) -> object:
     return cv2.connectedComponentsWithStats(foreground, connectivity=8, ltype=cv2.CV_32S)
 
 
+def opencv_belt_mask(image: np.ndarray, belt: np.ndarray, threshold: int, box: tuple[int, int, int, int]) -> np.ndarray:
+    """The belt difference as OpenCV passes: absdiff with the colour, the channels' max, a threshold."""
+    x0, y0, x1, y1 = box
+    channels = cv2.split(cv2.absdiff(image[y0:y1, x0:x1], (*belt, 0.0)))
+    return cv2.threshold(cv2.max(cv2.max(channels[0], channels[1]), channels[2]), threshold, 255, cv2.THRESH_BINARY)[1]
+
+
 def opencv_tile_stats(gray: np.ndarray, response: np.ndarray, mask: np.ndarray, tile: int = 16) -> list[np.ndarray]:
     """Tile fractions via INTER_AREA downscaling of indicator planes (partial tiles differ)."""
     size = (-(-gray.shape[1] // tile), -(-gray.shape[0] // tile))
@@ -118,33 +125,118 @@ def kernel_table(checker: DamageChecker, frame: np.ndarray) -> None:
     n_labels, labels = cv2.connectedComponents(foreground, connectivity=8, ltype=cv2.CV_32S)
     comp = (foreground, labels, response, orientation, n_labels)
     full_response, _ = kernels.line_response(gray)
+    # The belt mask as the localisation calls it: the unit's box, whole and in blocks near the edge.
+    small = cv2.resize(frame, (frame.shape[1] // 2, frame.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    belt = np.median(small[:6].reshape(-1, 3), axis=0)
+    height, width = frame.shape[:2]
+    box = (
+        max(device.left - 8, 0) // 2 * 2,
+        max(device.top - 8, 0) // 2 * 2,
+        min(device.right + 8, width),
+        min(device.bottom + 8, height),
+    )
+    coarse = checker._belt_mask(frame, belt, step=2)
+    blocks = _edge_blocks(coarse, box, 2)
+    belt_args = (frame, belt, checker.belt_threshold, box)
+    # The outline as the outline check sees it (canonical px), and the locate's check that the
+    # outline stays among measured blocks (on the unit's box, as there).
+    outline_args = (
+        device.to_device(device.contour_f),
+        device.width_px,
+        device.height_px,
+        max(checker.missing_depth_mm * 3, 12.0) * checker.px_per_mm,
+        checker.outline_corner_mm * checker.px_per_mm,
+        max(1.0, checker.px_per_mm * 0.5),
+    )
+    around_args = (device.contour - np.array(box[:2], np.int32), blocks, damage._EDGE_BLOCK, damage._MASK_REACH)
 
-    print("kernels on a laptop frame, ms (best of 30; Numba and NumPy alternate, thread CPU time; ratio: median "
-          "of the 30 pairs, and the lowest); budget: Numba >= 5x its NumPy reference")
+    print(
+        "kernels on a laptop frame, ms (best of 30; Numba and NumPy alternate, thread CPU time; ratio: median "
+        "of the 30 pairs, and the lowest); budget: Numba >= 5x its NumPy reference"
+    )
     header = f"{'kernel, input':34s} {'numba':>7s} {'numpy':>8s} {'ratio':>6s} {'lowest':>6s} {'opencv-only':>12s}"
     print(f"  {header}  verdict")
     rows = [
-        ("line_response, full 1280x720", lambda: kernels.line_response(gray),
-         lambda: kernels.line_response_reference(gray), lambda: opencv_line_response(gray), "top-hat"),
+        (
+            "line_response, full 1280x720",
+            lambda: kernels.line_response(gray),
+            lambda: kernels.line_response_reference(gray),
+            lambda: opencv_line_response(gray),
+            "top-hat",
+        ),
         ("", None, None, lambda: opencv_line_filters(gray), "filter2D x4"),
-        ("component_stats, unit interior", lambda: kernels.component_stats(*comp),
-         lambda: kernels.component_stats_reference(*comp), lambda: opencv_component_stats(foreground), "CCwithStats"),
-        ("tile_stats, unit interior", lambda: kernels.tile_stats(roi, response, interior),
-         lambda: kernels.tile_stats_reference(roi, response, interior),
-         lambda: opencv_tile_stats(roi, response, interior), "resize x5"),
-        ("tile_stats, full frame", lambda: kernels.tile_stats(gray, full_response, np.ones_like(gray)),
-         lambda: kernels.tile_stats_reference(gray, full_response, np.ones_like(gray)),
-         lambda: opencv_tile_stats(gray, full_response, np.ones_like(gray)), "resize x5"),
+        (
+            "component_stats, unit interior",
+            lambda: kernels.component_stats(*comp),
+            lambda: kernels.component_stats_reference(*comp),
+            lambda: opencv_component_stats(foreground),
+            "CCwithStats",
+        ),
+        (
+            "belt_difference_mask, unit box",
+            lambda: kernels.belt_difference_mask(*belt_args),
+            lambda: kernels.belt_difference_mask_reference(*belt_args),
+            lambda: opencv_belt_mask(*belt_args),
+            "5 passes",
+        ),
+        (
+            "belt_difference_mask, edge blocks",
+            lambda: kernels.belt_difference_mask(*belt_args, blocks),
+            lambda: kernels.belt_difference_mask_reference(*belt_args, blocks),
+            lambda: opencv_belt_mask(*belt_args),
+            "5 passes",
+        ),
+        (
+            "belt mask, 1 px per 2x2 (coarse)",
+            lambda: kernels.belt_difference_mask_sampled(frame, belt, checker.belt_threshold, 2),
+            lambda: kernels.belt_difference_mask_sampled_reference(frame, belt, checker.belt_threshold, 2),
+            lambda: opencv_belt_mask(
+                cv2.resize(frame, (width // 2, height // 2), interpolation=cv2.INTER_AREA),
+                belt,
+                checker.belt_threshold,
+                (0, 0, width // 2, height // 2),
+            ),
+            "resize + 5",
+        ),
+        (
+            "outline_depths, unit outline",
+            lambda: kernels.outline_depths(*outline_args),
+            lambda: kernels.outline_depths_reference(*outline_args),
+            None,
+            "",
+        ),
+        (
+            "measured_around, unit outline",
+            lambda: kernels.measured_around(*around_args),
+            lambda: kernels.measured_around_reference(*around_args),
+            None,
+            "",
+        ),
+        (
+            "tile_stats, unit interior",
+            lambda: kernels.tile_stats(roi, response, interior),
+            lambda: kernels.tile_stats_reference(roi, response, interior),
+            lambda: opencv_tile_stats(roi, response, interior),
+            "resize x5",
+        ),
+        (
+            "tile_stats, full frame",
+            lambda: kernels.tile_stats(gray, full_response, np.ones_like(gray)),
+            lambda: kernels.tile_stats_reference(gray, full_response, np.ones_like(gray)),
+            lambda: opencv_tile_stats(gray, full_response, np.ones_like(gray)),
+            "resize x5",
+        ),
     ]
     for name, numba_fn, numpy_fn, cv_fn, cv_name in rows:
-        cv_ms = best_ms(cv_fn)
+        # Some kernels have no OpenCV counterpart: "-" in that column.
+        cv_text = f"{best_ms(cv_fn):7.3f} ({cv_name})" if cv_fn is not None else f"{'-':>7s}"
         if numba_fn is None:
-            print(f"  {'':34s} {'':7s} {'':8s} {'':6s} {'':6s} {cv_ms:7.3f} ({cv_name})")
+            print(f"  {'':34s} {'':7s} {'':8s} {'':6s} {'':6s} {cv_text}")
             continue
+        assert numpy_fn is not None
         numba_ms, numpy_ms, ratio, lowest = paired_ms(numba_fn, numpy_fn)
         verdict = "ok" if ratio >= KERNEL_BUDGET_RATIO else f"BELOW {KERNEL_BUDGET_RATIO:.0f}x"
-        print(f"  {name:34s} {numba_ms:7.3f} {numpy_ms:8.3f} {ratio:5.1f}x {lowest:5.1f}x {cv_ms:7.3f} ({cv_name})  "
-              f"{verdict}")
+        print(f"  {name:34s} {numba_ms:7.3f} {numpy_ms:8.3f} {ratio:5.1f}x {lowest:5.1f}x {cv_text}  {verdict}")
 
 
 def _spread(values: list[float]) -> str:
@@ -166,8 +258,10 @@ def frame_table(checker: DamageChecker, frames: list[tuple[str, np.ndarray]], re
         per_category["all"] = [t for name, times in per_category.items() if "cpu" not in name for t in times]
         per_category["all cpu"] = [t for name, times in per_category.items() if name.endswith(" cpu") for t in times]
         passes.append(per_category)
-    print(f"\nwhole check, 1280x720, {len(frames)} realistic frames (any pose, blemishes, labels), ms; "
-          f"{repeats} passes, each figure as min..max over passes (cpu: the thread's CPU time):")
+    print(
+        f"\nwhole check, 1280x720, {len(frames)} realistic frames (any pose, blemishes, labels), ms; "
+        f"{repeats} passes, each figure as min..max over passes (cpu: the thread's CPU time):"
+    )
     print(f"  {'':12s} {'median':>14s} {'p99':>14s} {'max':>14s}")
     for category in sorted(passes[0], key=lambda name: (name.startswith("all"), name.endswith("cpu"), name)):
         medians = [statistics.median(p[category]) for p in passes]
@@ -183,7 +277,10 @@ def frame_table(checker: DamageChecker, frames: list[tuple[str, np.ndarray]], re
 # Inclusive times; depth 1 stages run inside the depth 0 stage above them.
 _STAGES: tuple[tuple[str, object, str, int], ...] = (
     ("locate", DamageChecker, "_locate", 0),
+    ("border strips (belt colour)", damage, "_border_pixels", 1),
     ("belt mask (x2)", DamageChecker, "_belt_mask", 1),
+    ("edge blocks", damage, "_edge_blocks", 1),
+    ("measured around (Numba)", kernels, "measured_around", 1),
     ("corner fit (homography)", DamageChecker, "_fit_quadrilateral", 1),
     ("grey conversion", cv2, "cvtColor", 0),
     ("line_response (Numba)", kernels, "line_response", 0),
@@ -195,6 +292,7 @@ _STAGES: tuple[tuple[str, object, str, int], ...] = (
     ("classify", DamageChecker, "_classify", 0),
     ("straight strokes", DamageChecker, "_straight_strokes", 1),
     ("outline", DamageChecker, "_outline", 0),
+    ("outline depths (Numba)", kernels, "outline_depths", 1),
     ("corners", DamageChecker, "_corners", 1),
 )
 
@@ -244,15 +342,18 @@ def stage_table(checker: DamageChecker, frames: list[tuple[str, np.ndarray]], re
         top_level = sum(v for (label, _, _, depth) in _STAGES if depth == 0 for v in [best.get(label, 0.0)])
         best["everything else"] = best["whole check"] - top_level
         per_frame.append(best)
-    print(f"\nstages of the check, {len(frames)} frames, thread CPU ms, each frame's quietest of {repeats} runs "
-          "(inclusive; indented stages run inside the one above; the timers add ~1 us per call):")
+    print(
+        f"\nstages of the check, {len(frames)} frames, thread CPU ms, each frame's quietest of {repeats} runs "
+        "(inclusive; indented stages run inside the one above; the timers add ~1 us per call):"
+    )
     print(f"  {'stage':30s} {'median':>7s} {'p99':>7s} {'max':>7s}")
     depth_of = {label: depth for label, _, _, depth in _STAGES}
     for label in [*(label for label, *_ in _STAGES), "everything else", "whole check"]:
         values = [f.get(label, 0.0) for f in per_frame]
         name = "  " * depth_of.get(label, 0) + label
-        print(f"  {name:30s} {statistics.median(values):7.3f} {float(np.percentile(values, 99)):7.3f} "
-              f"{max(values):7.3f}")
+        print(
+            f"  {name:30s} {statistics.median(values):7.3f} {float(np.percentile(values, 99)):7.3f} {max(values):7.3f}"
+        )
 
 
 def barcode_table(rng: np.random.Generator, count: int) -> None:
