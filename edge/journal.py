@@ -5,20 +5,25 @@ reach the broker is written to the outbox in the same transaction as the state c
 announces. The MQTT side drains the outbox in order and marks rows sent on PUBACK, so a broker
 outage or a crash loses nothing and re-sends what was not acknowledged.
 
-SQLite calls run on one dedicated thread, so the event loop never waits on an fsync.
+SQLite calls run on one dedicated thread, so the event loop never waits on an fsync. Calls that
+queue up while that thread is busy run together in one transaction (group commit): each keeps its
+own atomicity through a savepoint, and each caller is answered only after the shared COMMIT, so
+"awaited" still means "on disk" while a burst costs one fsync and one wake-up of the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import queue
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 T = TypeVar("T")
 
@@ -51,7 +56,7 @@ CREATE TABLE IF NOT EXISTS orders (
     cell         TEXT NOT NULL,
     topic        TEXT NOT NULL,
     payload      BLOB NOT NULL,
-    state        TEXT NOT NULL,      -- QUEUED, ACCEPTED, RUNNING, FINISHED, FAILED, EXPIRED
+    state        TEXT NOT NULL,      -- QUEUED, ACCEPTED, RUNNING, FINISHED, FAILED, EXPIRED, CANCELLED
     sent_count   INTEGER NOT NULL DEFAULT 0,
     queued_at    REAL NOT NULL,
     updated_at   REAL NOT NULL,
@@ -80,7 +85,8 @@ SEQ_BLOCK = 1_000_000
 # or FAILED still completes the decision, a late ACCEPTED does not reopen it.
 STATE_RANK = {"QUEUED": 0, "ACCEPTED": 1, "RUNNING": 2, "EXPIRED": 2, "FINISHED": 3, "FAILED": 3}
 # Orders still waiting for their cell; the first term matches the orders_open partial index.
-OPEN_ORDER = "state NOT IN ('FINISHED', 'FAILED') AND state != 'EXPIRED'"
+# CANCELLED: withdrawn after an exit eye saw the unit leave by another lane (edge/departures.py).
+OPEN_ORDER = "state NOT IN ('FINISHED', 'FAILED') AND state NOT IN ('EXPIRED', 'CANCELLED')"
 RUNNING_FACTOR = 3  # accepted/running orders are re-sent after this many order timeouts
 
 
@@ -125,19 +131,193 @@ class JournalError(Exception):
     """The journal cannot be opened or written."""
 
 
+# "body": fn(db) run inside the shared transaction of its group; "raw": fn(*args) run alone,
+# outside any transaction (open, close, checkpoint, VACUUM cannot run inside one).
+CallKind = Literal["body", "raw"]
+
+
+@dataclass(slots=True)
+class _Call:
+    kind: CallKind
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+
+
+# (future, succeeded, result or exception), handed back to the event loop in one callback.
+_Outcome = tuple["asyncio.Future[Any]", bool, Any]
+
+
+class _JournalWorker:
+    """The thread that owns the SQLite connection and runs queued calls in FIFO order.
+
+    Every call that is already waiting when the thread picks up work is taken at once; runs of
+    consecutive transaction bodies share one BEGIN IMMEDIATE ... COMMIT, each body inside its own
+    savepoint so that a body that raises is rolled back alone, exactly as if it had had its own
+    transaction. Results go back only after the COMMIT, in one event-loop callback per group.
+    """
+
+    def __init__(self, journal: Journal, name: str) -> None:
+        self._journal = journal
+        self._queue: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        # Daemon: a loop that never closes the journal must not keep the process alive. Nothing is
+        # lost by that: a call nobody saw answered was never promised to be on disk.
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+        self.batches = 0  # groups run, and calls in them: how much group commit saves
+        self.calls = 0
+
+    def submit(self, call: _Call) -> None:
+        self._queue.put(call)
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            calls = [first]
+            stop = False
+            while True:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                calls.append(more)
+            try:
+                self._run_calls(calls)
+            except BaseException as exc:  # a bug here must not leave callers waiting forever
+                # Answers already sent stay (they are delivered first); the rest get this error,
+                # and no half-done transaction may block every later one.
+                db = self._journal._db
+                if db is not None and db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        db.execute("ROLLBACK")
+                self._answer(calls, [(c.future, False, exc) for c in calls])
+            if stop:
+                return
+
+    def _run_calls(self, calls: list[_Call]) -> None:
+        start = 0
+        while start < len(calls):
+            if calls[start].kind == "raw":
+                self._run_raw(calls[start])
+                start += 1
+                continue
+            end = start
+            while end < len(calls) and calls[end].kind == "body":
+                end += 1
+            self._run_group(calls[start:end])
+            start = end
+
+    @staticmethod
+    def _deliver(outcomes: list[_Outcome]) -> None:
+        for future, ok, value in outcomes:
+            if future.done():  # the caller was cancelled meanwhile
+                continue
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+
+    def _answer(self, calls: list[_Call], outcomes: list[_Outcome]) -> None:
+        if not outcomes:
+            return
+        # RuntimeError: the event loop is closed, nobody is waiting any more.
+        with contextlib.suppress(RuntimeError):
+            calls[0].loop.call_soon_threadsafe(self._deliver, outcomes)
+
+    def _run_raw(self, call: _Call) -> None:
+        if call.future.cancelled():  # cancelled before it started: never run, like an executor job
+            return
+        try:
+            outcome: _Outcome = (call.future, True, call.fn(*call.args))
+        except BaseException as exc:  # handed to the caller
+            outcome = (call.future, False, exc)
+        self._answer([call], [outcome])
+
+    def _run_group(self, calls: list[_Call]) -> None:
+        calls = [c for c in calls if not c.future.cancelled()]
+        if not calls:
+            return
+        db = self._journal._db
+        if db is None:
+            error = JournalError("journal is closed")
+            self._answer(calls, [(c.future, False, error) for c in calls])
+            return
+        self.batches += 1
+        self.calls += len(calls)
+        outcomes: list[_Outcome] = []
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except BaseException as exc:  # every caller learns of it
+            self._answer(calls, [(c.future, False, exc) for c in calls])
+            return
+        for index, call in enumerate(calls):
+            try:
+                db.execute("SAVEPOINT call")
+                result = call.fn(db)
+            except BaseException as exc:  # handed to the caller
+                if not self._undo_savepoint(db):
+                    # The error took the whole transaction with it (SQLite rolls back on some
+                    # failures, e.g. a full disk): the bodies before this one are gone too.
+                    outcomes = [(f, False, exc if ok else value) for f, ok, value in outcomes]
+                    outcomes.append((call.future, False, exc))
+                    self._answer(calls, outcomes)
+                    self._run_group(calls[index + 1 :])
+                    return
+                outcomes.append((call.future, False, exc))
+            else:
+                db.execute("RELEASE call")
+                outcomes.append((call.future, True, result))
+        try:
+            db.execute("COMMIT")
+        except BaseException as exc:  # nothing of this group is on disk
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            outcomes = [(f, False, exc if ok else value) for f, ok, value in outcomes]
+        self._answer(calls, outcomes)
+
+    @staticmethod
+    def _undo_savepoint(db: sqlite3.Connection) -> bool:
+        """Roll back the current body alone; False when the transaction itself is gone."""
+        if not db.in_transaction:
+            return False
+        try:
+            db.execute("ROLLBACK TO call")
+            db.execute("RELEASE call")
+        except sqlite3.Error:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            return False
+        return True
+
+
 class Journal:
     """Async facade over one SQLite connection owned by a dedicated thread."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
+        self._worker: _JournalWorker | None = None
+        self._closed = False
         self._db: sqlite3.Connection | None = None
         self.outbox_changed = asyncio.Event()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def __aenter__(self) -> Journal:
-        await self._call(self._open)
+        try:
+            await self._call(self._open)
+        except BaseException:
+            self._stop_worker()
+            raise
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -146,7 +326,19 @@ class Journal:
     async def close(self) -> None:
         if self._db is not None:
             await self._call(self._close)
-        self._executor.shutdown(wait=True)
+        self._closed = True
+        self._stop_worker()
+
+    def _stop_worker(self) -> None:
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.stop()
+
+    @property
+    def group_commit_figures(self) -> tuple[int, int]:
+        """(transactions committed, calls they carried) since the journal opened."""
+        worker = self._worker
+        return (worker.batches, worker.calls) if worker is not None else (0, 0)
 
     def _open(self) -> None:
         try:
@@ -174,9 +366,26 @@ class Journal:
         self._db.close()
         self._db = None
 
-    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+    def _submit(self, kind: CallKind, fn: Callable[..., Any], args: tuple[Any, ...]) -> asyncio.Future[Any]:
+        if self._closed:
+            raise RuntimeError("cannot use a closed journal")
+        if self._worker is None:
+            self._worker = _JournalWorker(self, "journal_0")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, fn, *args)
+        future: asyncio.Future[Any] = loop.create_future()
+        self._worker.submit(_Call(kind, fn, args, loop, future))
+        return future
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run fn(*args) on the journal thread on its own, outside any transaction."""
+        result: T = await self._submit("raw", fn, args)
+        return result
+
+    async def _tx(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        """Run body(db) on the journal thread in a transaction (shared with the calls queued
+        alongside it); returns once that transaction is committed."""
+        result: T = await self._submit("body", body, ())
+        return result
 
     async def checkpoint(self) -> None:
         """Fold the WAL into the database file and truncate it (keeps the WAL bounded)."""
@@ -216,21 +425,9 @@ class Journal:
         return await self._call(run)
 
     async def transact(self, body: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `body` in one IMMEDIATE transaction on the journal thread (for maintenance modules)."""
-        return await self._call(self._transaction, body)
-
-    def _transaction(self, body: Callable[[sqlite3.Connection], T]) -> T:
-        db = self._db
-        if db is None:
-            raise JournalError("journal is closed")
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            result = body(db)
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
-        return result
+        """Run `body` atomically in an IMMEDIATE transaction on the journal thread (for maintenance
+        modules); the transaction may carry other calls' bodies too, each in its own savepoint."""
+        return await self._tx(body)
 
     # -- message sequence numbers --------------------------------------------------------------
 
@@ -247,7 +444,7 @@ class Journal:
             )
             return start + 1
 
-        return await self._call(self._transaction, body)
+        return await self._tx(body)
 
     # -- decisions -------------------------------------------------------------------------------
 
@@ -279,7 +476,7 @@ class Journal:
                 [(unit_id, now, kind, json.dumps(data)) for kind, data in audit],
             )
 
-        await self._call(self._transaction, body)
+        await self._tx(body)
 
     async def record_outcome(
         self,
@@ -323,7 +520,7 @@ class Journal:
                 [(unit_id, now, kind, json.dumps(data)) for kind, data in audit],
             )
 
-        await self._call(self._transaction, body)
+        await self._tx(body)
         self.outbox_changed.set()
 
     @staticmethod
@@ -334,12 +531,11 @@ class Journal:
         )
 
     async def enqueue(self, publications: list[Publication]) -> None:
-        await self._call(self._transaction, lambda db: self._enqueue(db, publications, time.time()))
+        await self._tx(lambda db: self._enqueue(db, publications, time.time()))
         self.outbox_changed.set()
 
     async def add_event(self, unit_id: str | None, kind: str, data: dict[str, Any]) -> None:
-        await self._call(
-            self._transaction,
+        await self._tx(
             lambda db: db.execute(
                 "INSERT INTO events(unit_id, at, kind, data) VALUES (?,?,?,?)",
                 (unit_id, time.time(), kind, json.dumps(data)),
@@ -348,23 +544,32 @@ class Journal:
 
     # -- outbox ------------------------------------------------------------------------------------
 
-    async def unsent(self, limit: int = 100) -> list[OutboxMessage]:
-        def query() -> list[OutboxMessage]:
-            assert self._db is not None
-            rows = self._db.execute(
-                "SELECT seq, topic, payload, qos, retain FROM outbox WHERE sent_at IS NULL ORDER BY seq LIMIT ?",
-                (limit,),
-            ).fetchall()
-            return [OutboxMessage(r[0], r[1], bytes(r[2]), r[3], bool(r[4])) for r in rows]
+    @staticmethod
+    def _unsent(db: sqlite3.Connection, limit: int) -> list[OutboxMessage]:
+        rows = db.execute(
+            "SELECT seq, topic, payload, qos, retain FROM outbox WHERE sent_at IS NULL ORDER BY seq LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [OutboxMessage(r[0], r[1], bytes(r[2]), r[3], bool(r[4])) for r in rows]
 
-        return await self._call(query)
+    async def unsent(self, limit: int = 100) -> list[OutboxMessage]:
+        return await self._tx(lambda db: self._unsent(db, limit))
 
     async def mark_sent(self, seqs: list[int]) -> None:
         now = time.time()
-        await self._call(
-            self._transaction,
+        await self._tx(
             lambda db: db.executemany("UPDATE outbox SET sent_at=? WHERE seq=?", [(now, s) for s in seqs]),
         )
+
+    async def mark_sent_and_fetch(self, seqs: list[int], limit: int = 100) -> list[OutboxMessage]:
+        """`mark_sent(seqs)` then `unsent(limit)` in one trip to the journal thread (the drain loop's step)."""
+        now = time.time()
+
+        def body(db: sqlite3.Connection) -> list[OutboxMessage]:
+            db.executemany("UPDATE outbox SET sent_at=? WHERE seq=?", [(now, s) for s in seqs])
+            return self._unsent(db, limit)
+
+        return await self._tx(body)
 
     # -- robot cell orders -------------------------------------------------------------------------
 
@@ -381,6 +586,15 @@ class Journal:
             unit_id, order_cell, current = row
             if order_cell != cell:
                 return "wrong_cell"
+            if current == "CANCELLED":
+                # The unit left by another lane and a newer decision superseded this order: a late
+                # answer goes into the audit trail but says nothing about the unit's state.
+                db.execute(
+                    "INSERT INTO events(unit_id, at, kind, data) VALUES (?,?,?,?)",
+                    (unit_id, now, "cell_state", json.dumps(
+                        {"cell": cell, "state": state, "reason": reason, "order": "cancelled"})),
+                )
+                return "cancelled"
             if current in FINAL_CELL_STATES or STATE_RANK.get(state, 0) <= STATE_RANK.get(current, 0):
                 # QoS 1 re-deliveries and repeated answers: apply each step once, never go backwards
                 return "duplicate"
@@ -396,7 +610,7 @@ class Journal:
             )
             return "applied"
 
-        return await self._call(self._transaction, body)
+        return await self._tx(body)
 
     async def requeue_unanswered_orders(self, older_than_s: dict[str, float], default_s: float) -> int:
         """Put orders with no final answer back in the outbox, same decision_id and payload.
@@ -428,7 +642,7 @@ class Journal:
                 )
             return len(due)
 
-        count = await self._call(self._transaction, body)
+        count = await self._tx(body)
         if count:
             self.outbox_changed.set()
         return count
@@ -459,27 +673,23 @@ class Journal:
                 )
             return expired
 
-        return await self._call(self._transaction, body)
+        return await self._tx(body)
 
     # -- figures and audit -------------------------------------------------------------------------
 
     async def depths(self) -> dict[str, int]:
-        def query() -> dict[str, int]:
-            assert self._db is not None
-            outbox = self._db.execute("SELECT count(*) FROM outbox WHERE sent_at IS NULL").fetchone()[0]
-            open_orders = self._db.execute(f"SELECT count(*) FROM orders WHERE {OPEN_ORDER}").fetchone()[0]
+        def query(db: sqlite3.Connection) -> dict[str, int]:
+            outbox = db.execute("SELECT count(*) FROM outbox WHERE sent_at IS NULL").fetchone()[0]
+            open_orders = db.execute(f"SELECT count(*) FROM orders WHERE {OPEN_ORDER}").fetchone()[0]
             return {"outbox": outbox, "open_orders": open_orders}
 
-        return await self._call(query)
+        return await self._tx(query)
 
     async def units_in_state(self, state: str) -> list[tuple[str, str, int]]:
-        def query() -> list[tuple[str, str, int]]:
-            assert self._db is not None
-            return self._db.execute(
-                "SELECT unit_id, decision_id, item_id FROM units WHERE state=?", (state,)
-            ).fetchall()
+        def query(db: sqlite3.Connection) -> list[tuple[str, str, int]]:
+            return db.execute("SELECT unit_id, decision_id, item_id FROM units WHERE state=?", (state,)).fetchall()
 
-        return await self._call(query)
+        return await self._tx(query)
 
 
 def read_unit_history(path: Path, unit_id: str) -> dict[str, Any] | None:
@@ -495,9 +705,12 @@ def read_unit_history(path: Path, unit_id: str) -> dict[str, Any] | None:
         events = db.execute(
             "SELECT at, kind, data FROM events WHERE unit_id=? ORDER BY id", (unit_id,)
         ).fetchall()
-        order = db.execute(
-            "SELECT cell, state, sent_count, reason FROM orders WHERE unit_id=?", (unit_id,)
-        ).fetchone()
+        # A unit has more than one order when its decision was superseded (edge/departures.py).
+        orders = db.execute(
+            "SELECT cell, state, sent_count, reason, decision_id FROM orders WHERE unit_id=? ORDER BY queued_at",
+            (unit_id,),
+        ).fetchall()
+        order = next((o[:4] for o in orders if o[4] == row[1]), orders[-1][:4] if orders else None)
     finally:
         db.close()
     return {
@@ -508,5 +721,6 @@ def read_unit_history(path: Path, unit_id: str) -> dict[str, Any] | None:
         "state": row[4],
         "decision": json.loads(row[5]),
         "order": dict(zip(("cell", "state", "sent_count", "reason"), order, strict=True)) if order else None,
+        "orders": [dict(zip(("cell", "state", "sent_count", "reason", "decision_id"), o, strict=True)) for o in orders],
         "events": [{"at": e[0], "kind": e[1], "data": json.loads(e[2])} for e in events],
     }

@@ -18,7 +18,7 @@ from pathlib import Path
 import aiomqtt
 
 from edge.contract import Topics, encode
-from edge.journal import Journal
+from edge.journal import Journal, OutboxMessage
 from edge.mqtt_session import ProtocolMode, SessionNegotiator
 from edge.secrets import SecretError, read_secret
 
@@ -204,12 +204,15 @@ class MqttLink:
                 log.exception("handler failed for a message on %s", message.topic)
 
     async def _drain_outbox(self, client: aiomqtt.Client) -> None:
+        batch: list[OutboxMessage] | None = None
         while True:
-            self.journal.outbox_changed.clear()
-            batch = await self.journal.unsent(OUTBOX_BATCH)
+            if batch is None:
+                self.journal.outbox_changed.clear()
+                batch = await self.journal.unsent(OUTBOX_BATCH)
             if not batch:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.journal.outbox_changed.wait(), timeout=1.0)
+                batch = None
                 continue
             # paho sends in call order, so publishing a batch concurrently keeps the order while
             # overlapping the PUBACK round trips.
@@ -223,9 +226,14 @@ class MqttLink:
                     self.counters["publish_errors"] += 1
                     break  # keep the order: everything after a failure is sent again later
                 acknowledged.append(message.seq)
-            if acknowledged:
-                await self.journal.mark_sent(acknowledged)
-                self.counters["published"] += len(acknowledged)
             if len(acknowledged) < len(batch):
+                if acknowledged:
+                    await self.journal.mark_sent(acknowledged)
+                    self.counters["published"] += len(acknowledged)
                 error = next(r for r in results if isinstance(r, BaseException))
                 raise aiomqtt.MqttError(f"publish failed: {error}") from error
+            # Cleared before the read that follows the update: a message enqueued meanwhile is
+            # either in the next batch or sets the event again, never missed.
+            self.journal.outbox_changed.clear()
+            batch = await self.journal.mark_sent_and_fetch(acknowledged, OUTBOX_BATCH)
+            self.counters["published"] += len(acknowledged)

@@ -148,6 +148,21 @@ def _check_word(name: str, word: int) -> int:
 
 _SIGNAL_KEYS: Final = frozenset({"table", "address", "type", "word_order"})
 
+# Decode plan entries: (signal name, offset in the read, value kind, big word order first).
+_PlanEntry = tuple[str, int, int, bool]
+_UINT16, _INT16, _UINT32, _INT32, _FLOAT32_KIND = range(5)
+_KIND: Final[dict[str, int]] = {
+    "bool": _UINT16,  # only ever in the bit tables, decoded there as bool
+    "uint16": _UINT16,
+    "int16": _INT16,
+    "uint32": _UINT32,
+    "int32": _INT32,
+    "float32": _FLOAT32_KIND,
+}
+_UINT32_BYTES: Final = struct.Struct(">I")
+_FLOAT32: Final = struct.Struct(">f")
+_MAX_PLANS: Final = 64
+
 
 class RegisterMap:
     """A validated set of signals plus the Modbus device (unit) id they are read from."""
@@ -173,6 +188,9 @@ class RegisterMap:
                         f"signal {cur.name!r} overlaps signal {prev.name!r} in {table} "
                         f"at address {cur.address}"
                     )
+        # Decode plans per (table, start, count) read: the link decodes the same few blocks a
+        # hundred times a second, so the per-signal lookups are done once (see `decode`).
+        self._plans: dict[tuple[str, int, int], tuple[_PlanEntry, ...]] = {}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], device_id: int = 1) -> RegisterMap:
@@ -255,10 +273,55 @@ class RegisterMap:
     def decode(self, table: Table, start: int, values: Sequence[int] | Sequence[bool]) -> dict[str, Value]:
         """Decode every signal of `table` lying wholly inside `values` read from `start`.
 
-        Extra trailing values (bit reads come back padded to a byte) are ignored.
+        Extra trailing values (bit reads come back padded to a byte) are ignored. Same result as
+        decoding each signal with `Signal.decode`, which is what happens whenever a word is not a
+        plain int in 0..0xFFFF (so a bad word raises the very same error).
         """
-        if table not in TABLES:
-            raise ValueError(f"unknown table {table!r}")
+        key = (table, start, len(values))
+        plan = self._plans.get(key)
+        if plan is None:
+            if table not in TABLES:
+                raise ValueError(f"unknown table {table!r}")
+            plan = self._plan(table, start, len(values))
+            if len(self._plans) >= _MAX_PLANS:  # odd one-off reads (tools) must not grow it forever
+                self._plans.clear()
+            self._plans[key] = plan
+        out: dict[str, Value] = {}
+        if table in BIT_TABLES:
+            for name, off, _kind, _big in plan:
+                out[name] = bool(values[off])
+            return out
+        for name, off, kind, big in plan:
+            word = values[off]
+            if word.__class__ is not int or not 0 <= word <= 0xFFFF:
+                return self._decode_signals(table, start, values)
+            if kind == _UINT16:
+                out[name] = word
+            elif kind == _INT16:
+                out[name] = word - 0x10000 if word & 0x8000 else word
+            else:
+                other = values[off + 1]
+                if other.__class__ is not int or not 0 <= other <= 0xFFFF:
+                    return self._decode_signals(table, start, values)
+                raw = (word << 16) | other if big else (other << 16) | word
+                if kind == _UINT32:
+                    out[name] = raw
+                elif kind == _INT32:
+                    out[name] = raw - 0x1_0000_0000 if raw & 0x8000_0000 else raw
+                else:
+                    out[name] = float(_FLOAT32.unpack(_UINT32_BYTES.pack(raw))[0])
+        return out
+
+    def _plan(self, table: Table, start: int, count: int) -> tuple[_PlanEntry, ...]:
+        end = start + count
+        return tuple(
+            (sig.name, sig.address - start, _KIND[sig.type or "uint16"], sig.word_order == "big")
+            for sig in self._by_table[table]
+            if sig.address >= start and sig.end <= end
+        )
+
+    def _decode_signals(self, table: Table, start: int, values: Sequence[int] | Sequence[bool]) -> dict[str, Value]:
+        """Signal by signal: the reference for `decode`, and the path that reports bad words."""
         end = start + len(values)
         out: dict[str, Value] = {}
         for sig in self._by_table[table]:

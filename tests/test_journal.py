@@ -1,5 +1,7 @@
+import asyncio
 import json
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -86,3 +88,104 @@ async def test_close_checkpoints_the_wal(tmp_path: Path) -> None:
     wal = Path(str(path) + "-wal")
     assert not wal.exists() or wal.stat().st_size == 0
     assert sqlite3.connect(path).execute("SELECT count(*) FROM units").fetchone()[0] == 1
+
+
+# -- group commit: calls queued together share one transaction, each still all-or-nothing -----------
+
+
+async def _hold_journal_thread(journal: Journal) -> tuple[threading.Event, asyncio.Future[object]]:
+    """Park the journal thread so that the calls made next all queue up behind it."""
+    parked, release = threading.Event(), threading.Event()
+
+    def wait() -> None:
+        parked.set()
+        release.wait(10)
+
+    held = asyncio.ensure_future(journal._call(wait))
+    await asyncio.to_thread(parked.wait, 10)
+    return release, held
+
+
+def _boom(db: sqlite3.Connection) -> None:
+    db.execute("INSERT INTO events(unit_id, at, kind, data) VALUES ('U-bad', 0, 'half', '{}')")
+    raise ValueError("body failed halfway")
+
+
+async def test_queued_calls_share_one_commit_keep_order_and_fail_alone(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+    async with Journal(path) as journal:
+        release, held = await _hold_journal_thread(journal)
+        batches_before, _ = journal.group_commit_figures
+        calls = [journal.enqueue([Publication(f"t/{n}", str(n).encode())]) for n in range(10)]
+        calls.insert(5, journal.transact(_boom))
+        calls.append(journal.add_event("U1", "after", {"n": 1}))
+        calls.append(journal.unsent(100))  # a read queued behind the writes sees all of them
+        tasks = [asyncio.ensure_future(c) for c in calls]
+        await asyncio.sleep(0.05)
+        assert not any(t.done() for t in tasks), "answered before the shared commit"
+        release.set()
+        await held
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        batches_after, _ = journal.group_commit_figures
+        assert batches_after - batches_before == 1  # 13 calls, one transaction, one fsync
+        assert isinstance(results[5], ValueError)
+        assert [r for i, r in enumerate(results[:-1]) if i != 5] == [None] * 11
+        assert [m.topic for m in results[-1]] == [f"t/{n}" for n in range(10)]
+        # Committed, seen by another connection; the failed body left nothing behind.
+        other = sqlite3.connect(path)
+        topics = [r[0] for r in other.execute("SELECT topic FROM outbox ORDER BY seq")]
+        assert topics == [f"t/{n}" for n in range(10)]
+        assert other.execute("SELECT kind FROM events ORDER BY id").fetchall() == [("after",)]
+        other.close()
+
+
+async def test_a_body_that_ends_the_transaction_fails_its_group_and_later_calls_still_run(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+
+    def ends_transaction(db: sqlite3.Connection) -> None:
+        db.execute("ROLLBACK")  # what SQLite does by itself on some errors, e.g. a full disk
+        raise sqlite3.OperationalError("database or disk is full")
+
+    async with Journal(path) as journal:
+        release, held = await _hold_journal_thread(journal)
+        before = asyncio.ensure_future(journal.enqueue([Publication("t/before", b"1")]))
+        broken = asyncio.ensure_future(journal.transact(ends_transaction))
+        after = asyncio.ensure_future(journal.enqueue([Publication("t/after", b"2")]))
+        release.set()
+        await held
+        results = await asyncio.gather(before, broken, after, return_exceptions=True)
+        # The first body's writes went with the transaction: its caller must not think them on disk.
+        assert isinstance(results[0], sqlite3.OperationalError)
+        assert isinstance(results[1], sqlite3.OperationalError)
+        assert results[2] is None
+        assert [m.topic for m in await journal.unsent()] == ["t/after"]
+
+
+async def test_a_call_cancelled_before_it_ran_is_never_run(tmp_path: Path) -> None:
+    async with Journal(tmp_path / "j.db") as journal:
+        release, held = await _hold_journal_thread(journal)
+        cancelled = asyncio.ensure_future(journal.enqueue([Publication("t/cancelled", b"x")]))
+        kept = asyncio.ensure_future(journal.enqueue([Publication("t/kept", b"y")]))
+        await asyncio.sleep(0)
+        cancelled.cancel()
+        release.set()
+        await held
+        await kept
+        assert [m.topic for m in await journal.unsent()] == ["t/kept"]
+
+
+async def test_mark_sent_and_fetch_is_mark_sent_then_unsent(tmp_path: Path) -> None:
+    async with Journal(tmp_path / "j.db") as journal:
+        await journal.enqueue([Publication(f"t/{n}", b"") for n in range(5)])
+        first = await journal.unsent(2)
+        rest = await journal.mark_sent_and_fetch([m.seq for m in first], 10)
+        assert [m.topic for m in rest] == ["t/2", "t/3", "t/4"]
+        assert await journal.unsent(10) == rest
+
+
+async def test_a_closed_journal_refuses_calls(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.db")
+    async with journal:
+        await journal.enqueue([Publication("t/x", b"")])
+    with pytest.raises(RuntimeError):
+        await journal.unsent()

@@ -332,3 +332,53 @@ def test_tracker_remembers_its_baseline_only_once() -> None:
     assert tracker.update(40) == ([], 0)
     assert tracker.update(42) == ([41, 42], 0)
     assert (tracker.baseline, tracker.last) == (40, 42)
+
+
+def _same_value(a: object, b: object) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return type(a) is type(b) and a == b
+
+
+# Words as a PLC or a broken library could hand them over: mostly fine, some out of range, bools.
+_raw_word = st.one_of(st.integers(0, 0xFFFF), st.integers(0, 0xFFFF), st.integers(-5, 0x1_0005), st.booleans())
+
+
+@given(_maps_and_words(), st.data())
+@settings(max_examples=400, deadline=None)
+def test_planned_decode_matches_signal_by_signal_decode(
+    case: tuple[RegisterMap, list[int]], data: st.DataObject
+) -> None:
+    m, _ = case
+    first, end = m.table_span("input_register")  # type: ignore[misc]
+    # Any window over the map (signals cut by its edges are left out), words possibly hostile.
+    start = data.draw(st.integers(max(0, first - 2), end))
+    count = data.draw(st.integers(0, end + 2 - start))
+    word = _raw_word if data.draw(st.booleans()) else st.integers(0, 0xFFFF)
+    window = data.draw(st.lists(word, min_size=count, max_size=count))
+    for _ in range(2):  # the second call runs from the cached plan
+        try:
+            want: dict[str, object] | str = m._decode_signals("input_register", start, window)
+        except ValueError as exc:
+            want = str(exc)
+        try:
+            got: dict[str, object] | str = m.decode("input_register", start, window)
+        except ValueError as exc:
+            got = str(exc)
+        if isinstance(want, str) or isinstance(got, str):
+            assert got == want
+        else:
+            assert list(got) == list(want)
+            assert all(_same_value(got[k], want[k]) for k in want), (got, want)
+
+
+@given(st.lists(st.booleans(), min_size=16, max_size=16), st.integers(0, 11))
+def test_planned_decode_of_bits_matches_signal_by_signal(bits: list[bool], start: int) -> None:
+    m = default_map()
+    window = bits[: 16 - start]
+    assert m.decode("discrete_input", start, window) == m._decode_signals("discrete_input", start, window)
+
+
+def test_decode_rejects_an_unknown_table() -> None:
+    with pytest.raises(ValueError, match="unknown table"):
+        default_map().decode("analog_input", 0, [1])  # type: ignore[arg-type]
