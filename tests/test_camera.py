@@ -474,3 +474,23 @@ async def test_frames_stay_intact_when_the_receive_buffer_is_reused() -> None:
     np.testing.assert_array_equal(second, captured[2])
     for frame, trigger in zip(together, (3, 4, 1), strict=True):
         np.testing.assert_array_equal(frame, captured[trigger])
+
+
+# --- frame lifetime ------------------------------------------------------------------------------------
+
+
+async def test_a_frame_in_use_is_never_overwritten_by_the_next_fetch() -> None:
+    """The pipeline holds a frame (damage check, barcode fallback, queued evidence image) while the
+    next units' frames arrive through the same driver and its reused receive buffer."""
+    async with SimulatedCamera(seed=13) as camera:
+        captured = {t: await camera.capture(t, _appearance(seed=t)) for t in (1, 2, 3)}
+        driver = HttpTriggerCamera(camera.url, timeout_s=2.0, expected_size=(1280, 720))
+        kept = await driver.fetch(1)
+        corner = kept[:100, :100]  # a view, as a crop for the evidence image would be
+        for trigger in (2, 3, 2, 3):
+            other = await driver.fetch(trigger)
+            assert not np.shares_memory(other, kept)
+            np.testing.assert_array_equal(other, captured[trigger])
+        np.testing.assert_array_equal(kept, captured[1])
+        del kept
+        np.testing.assert_array_equal(corner, captured[1][:100, :100])

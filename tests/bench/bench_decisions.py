@@ -23,10 +23,7 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,12 +33,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-import yaml  # noqa: E402
-
 from edge.contract import Envelope, Topics, encode  # noqa: E402
 from edge.journal import Journal, OrderToSend, Publication  # noqa: E402
 from edge.mqtt import MqttLink  # noqa: E402
-from tests.conftest import CONFIG, Mosquitto  # noqa: E402
+from tests.bench.launch import cpu_s, simulated_line  # noqa: E402
+from tests.conftest import Mosquitto  # noqa: E402
 from tests.fault_harness import PersistentRecorder, wait_for  # noqa: E402
 
 BUDGET_MS = 50.0
@@ -82,52 +78,28 @@ async def durable_rate(broker: Mosquitto, workdir: Path, count: int) -> None:
           f"(journal alone {count / journaled:.0f}/s; 2 commits + 2 QoS 1 messages with PUBACK per decision)")
 
 
-def cpu_s(pid: int) -> float:
-    """CPU seconds (user + system, all threads) a running process has used, from /proc."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def latency_at_rate(
     broker: Mosquitto, workdir: Path, units: int, rate: float, belt_speed: float, lookahead: int
 ) -> None:
     run_dir = workdir / "run"
-    scenario = yaml.safe_load((CONFIG / "scenario.demo.yaml").read_text())
-    scenario.update(station=str(CONFIG / "station.sim.yaml"), units=units, rate_per_s=rate, seed=20,
-                    belt_speed_mm_s=belt_speed, camera_lookahead_units=lookahead)
-    (workdir / "scenario.yaml").write_text(yaml.safe_dump(scenario))
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    pin = shutil.which("taskset")
-    cores = os.cpu_count() or 1
-    sim_pin = [pin, "-c", str(1 % cores)] if pin else []
-    daemon_pin = [pin, "-c", "0"] if pin else []
+    changes = {"units": units, "rate_per_s": rate, "seed": 20, "belt_speed_mm_s": belt_speed,
+               "camera_lookahead_units": lookahead}
     recorder = PersistentRecorder(broker.host, broker.port)
-    sim = subprocess.Popen([*sim_pin, sys.executable, "-m", "edge", "sim", "--scenario", str(workdir / "scenario.yaml"),
-                            "--broker", broker.url, "--run-dir", str(run_dir), "--linger", "10"],
-                           stdout=(workdir / "sim.log").open("wb"), stderr=subprocess.STDOUT, cwd=REPO, env=env)
-    daemon = None
     try:
-        wait_for(lambda: (run_dir / "station.yaml").exists(), 30, "station file")
-        daemon = subprocess.Popen([*daemon_pin, sys.executable, "-m", "edge", "run", "--config",
-                                   str(run_dir / "station.yaml")],
-                                  stdout=(workdir / "daemon.log").open("wb"), stderr=subprocess.STDOUT, cwd=REPO,
-                                  env=env)
-        wait_for(lambda: "READY" in (workdir / "daemon.log").read_text(errors="replace"), 120, "the daemon")
-        idle_before = cpu_s(daemon.pid)
-        time.sleep(3.0)
-        idle_s = cpu_s(daemon.pid) - idle_before
-        wait_for(lambda: "sim: inducted unit 1/" in (workdir / "sim.log").read_text(errors="replace"), 120, "units")
-        busy_before, busy_at = cpu_s(daemon.pid), time.monotonic()
-        wait_for(lambda: sim.poll() is not None, 300, "the simulator")
-        busy_cpu_s = cpu_s(daemon.pid) - busy_before
-        busy_s = time.monotonic() - busy_at
-        time.sleep(1.0)
+        with simulated_line(broker, workdir, changes) as line:
+            line.wait_ready()
+            assert line.daemon is not None
+            pid = line.daemon.pid
+            idle_before = cpu_s(pid)
+            time.sleep(3.0)
+            idle_s = cpu_s(pid) - idle_before
+            wait_for(lambda: "sim: inducted unit 1/" in line.sim_log(), 120, "units")
+            busy_before, busy_at = cpu_s(pid), time.monotonic()
+            wait_for(lambda: line.sim.poll() is not None, 300, "the simulator")
+            busy_cpu_s = cpu_s(pid) - busy_before
+            busy_s = time.monotonic() - busy_at
+            time.sleep(1.0)
     finally:
-        for process in (daemon, sim):
-            if process is not None and process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                process.wait(timeout=30)
         recorder.stop()
     decisions = recorder.json_on("/units/decisions")
     truth = [json.loads(line) for line in (run_dir / "truth.jsonl").read_text().splitlines()]
