@@ -18,6 +18,8 @@ TOPIC_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 CONTRACT_VERSION = "v1"
 CELL_STATES = ("ACCEPTED", "RUNNING", "FINISHED", "FAILED")
 CONNECTION_STATES = ("ONLINE", "OFFLINE", "CONNECTIONBROKEN")
+# An order message without `action` is a pick order (every order before cancellations existed).
+ORDER_ACTIONS = ("pick", "cancel")
 MAX_INBOUND_PAYLOAD = 64 * 1024
 
 
@@ -145,3 +147,75 @@ def parse_cell_state(payload: bytes) -> CellState:
     if capacity is not None and (not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 0):
         raise ContractError("lane_capacity must be a non-negative integer")
     return CellState(decision_id, state, reason[:500] if reason else None, capacity)
+
+
+@dataclass(frozen=True)
+class OrderMessage:
+    """What a robot cell needs from a message on cells/{cell}/orders."""
+
+    decision_id: str
+    action: str
+    unit_id: str | None
+    item_id: int | None
+    lane: int
+    superseded_by: str | None = None
+
+
+def parse_order(payload: bytes) -> OrderMessage:
+    """Validate an order or order cancellation (for robot cells); raises ContractError."""
+    if len(payload) > MAX_INBOUND_PAYLOAD:
+        raise ContractError(f"payload of {len(payload)} bytes is over the {MAX_INBOUND_PAYLOAD} byte limit")
+    try:
+        data = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ContractError(f"not UTF-8 JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ContractError("payload is not a JSON object")
+    decision_id = data.get("decision_id")
+    if not isinstance(decision_id, str) or not 1 <= len(decision_id) <= 64:
+        raise ContractError("decision_id missing or not a string of 1-64 characters")
+    action = data.get("action", "pick")
+    if action not in ORDER_ACTIONS:
+        raise ContractError(f"action {action!r} is not one of {', '.join(ORDER_ACTIONS)}")
+    lane = data.get("lane")
+    if not isinstance(lane, int) or isinstance(lane, bool) or not 0 <= lane <= 255:
+        raise ContractError("lane missing or not an integer 0-255")
+    item_id = data.get("item_id")
+    if item_id is not None and (
+        not isinstance(item_id, int) or isinstance(item_id, bool) or not 0 <= item_id <= 0xFFFF
+    ):
+        raise ContractError("item_id must be an integer 0-65535")
+    unit_id = data.get("unit_id")
+    superseded_by = data.get("superseded_by")
+    return OrderMessage(
+        decision_id,
+        action,
+        unit_id if isinstance(unit_id, str) else None,
+        item_id,
+        lane,
+        superseded_by if isinstance(superseded_by, str) else None,
+    )
+
+
+def order_cancellation(
+    *,
+    decision_id: str,
+    unit_id: str,
+    item_id: int | None,
+    lane: int,
+    reason: str,
+    superseded_by: str,
+    actual_lane: int | None,
+) -> dict[str, Any]:
+    """Body of an order cancellation: same decision_id as the order it withdraws. A cell that has
+    not finished that order drops it; one that has finished it (or never had it) ignores this."""
+    return {
+        "action": "cancel",
+        "decision_id": decision_id,
+        "unit_id": unit_id,
+        "item_id": item_id,
+        "lane": lane,
+        "reason": reason,
+        "superseded_by": superseded_by,
+        "actual_lane": actual_lane,
+    }

@@ -38,6 +38,7 @@ from edge.recovery import (
     announce_unseen_units,
     decide_passed_units,
     recover_undiverted,
+    report_unaccounted,
 )
 from edge.retention import retention_loop
 from edge.secrets import mqtt_tls_factory
@@ -138,7 +139,10 @@ class Controller:
                 # Only up to the first value seen: later ids are live arrivals, decided as usual.
                 await self._announce_unseen(plc, journal, envelope, alarms)
             camera = HttpTriggerCamera(cfg.camera.url, timeout_s=cfg.camera.timeout_s)
-            checker = DamageChecker(px_per_mm=cfg.vision.px_per_mm, camera_homography=cfg.vision.camera_homography)
+            checker = DamageChecker(
+                px_per_mm=cfg.vision.px_per_mm, camera_homography=cfg.vision.camera_homography,
+                **cfg.vision.ridge_rules(),
+            )
             reads: ReadMatcher[Any] = ReadMatcher(
                 cfg.scanner.read_before_s, cfg.scanner.read_after_s,
                 arrival_lag_s=cfg.plc.poll_period_s * 2 + 0.01,
@@ -172,6 +176,8 @@ class Controller:
             )
             await stack.enter_async_context(mqtt)
             stack.callback(vision_executor.shutdown, wait=True)
+            if pipeline.evidence is not None:
+                stack.callback(pipeline.evidence.close)  # queued evidence images are written before the journal closes
             self._parts = {
                 "journal": journal, "alarms": alarms, "scanner": scanner, "scale": scale, "plc": plc,
                 "plc_devices": plc_devices,
@@ -199,7 +205,7 @@ class Controller:
                     group.create_task(self._supervised("device-watch", lambda: self._watch_devices(alarms)),
                                       name="device-watch")
                     group.create_task(
-                        self._supervised("departures", lambda: departures_loop(plc, journal, alarms)),
+                        self._supervised("departures", lambda: departures_loop(plc, journal, alarms, lanes=cfg)),
                         name="departures",
                     )
                     watchdog_s = watchdog_interval_s()
@@ -271,7 +277,11 @@ class Controller:
         while not self.stop_requested.is_set():
             arrival = await plc.arrivals.get()
             # Accounted before any await: _decide_missed relies on it once the queue is empty.
-            self._missed_ids += self.missed.on_arrival(arrival.item_id, plc.tracker.resyncs)
+            missed = self.missed.on_arrival(arrival.item_id, plc.tracker.resyncs)
+            if missed:
+                # Units passed unseen just before this one: reads from before its edge may be theirs.
+                self._missed_ids += missed
+                self._drop_missed_reads(pipeline.reads, arrival.seen_at, missed)
             if self.stop_requested.is_set():
                 break
             await pipeline.reads.note_arrival(arrival.seen_at)
@@ -287,6 +297,14 @@ class Controller:
         await announce_unseen_units(journal, envelope, self.topics, alarms, self.config, plc.tracker.baseline,
                                     time.time())
 
+    @staticmethod
+    def _drop_missed_reads(reads: ReadMatcher[Any], before: float, missed: list[int]) -> None:
+        """A missed unit's scanner read must not become the identity of the next unit reported."""
+        dropped = reads.discard_before(before)
+        if dropped:
+            log.warning("dropped %d scanner read(s) of the %d unit(s) that passed unseen (PLC items %d..%d)",
+                        dropped, len(missed), missed[0], missed[-1])
+
     async def _decide_missed(self, plc: Any) -> None:
         """Units the PLC link skipped (scanned while the link was down) rode to the reject lane with
         no divert: give each its reject-lane decision and order, as at start-up."""
@@ -294,6 +312,7 @@ class Controller:
         # The link never reports a jump beyond this as arrivals (it resyncs): neither do we.
         self.missed.max_gap = getattr(plc.tracker, "max_jump", self.missed.max_gap)
         unbelievable = 0
+        counter_jumps = getattr(plc.tracker, "jumps", 0)
         while True:
             await asyncio.sleep(0.1)
             if self.missed.frontier is None and plc.tracker.baseline is not None and not self._missed_ids:
@@ -301,13 +320,21 @@ class Controller:
                 # announced once its counter is first seen (anchored first, so arrivals count on).
                 await self._announce_unseen(plc, parts["journal"], parts["envelope"], parts["alarms"])
             if plc.arrivals.empty():
-                self._missed_ids += self.missed.on_sample(plc.tracker.last, plc.tracker.resyncs)
-            if self.missed.unbelievable != unbelievable:
+                missed = self.missed.on_sample(plc.tracker.last, plc.tracker.resyncs)
+                if missed:
+                    self._missed_ids += missed
+                    # They passed before the latest poll; no unit reported after them has claimed yet.
+                    self._drop_missed_reads(parts["reads"], getattr(plc, "last_poll_at", None) or time.monotonic(),
+                                            missed)
+            # Jumps too large to announce unit by unit: one critical alarm and journal record each.
+            if getattr(plc.tracker, "jumps", 0) != counter_jumps and plc.tracker.last_jump is not None:
+                counter_jumps = plc.tracker.jumps
+                await report_unaccounted(parts["journal"], parts["alarms"], *plc.tracker.last_jump,
+                                         limit=plc.tracker.max_jump)
+            if self.missed.unbelievable != unbelievable and self.missed.last_unbelievable is not None:
                 unbelievable = self.missed.unbelievable
-                await parts["alarms"].event(
-                    "units_unseen", f"PLC scan counter jumped by more than {self.missed.max_gap}: units that "
-                    "passed meanwhile are not announced; check the reject lane", severity="warning",
-                )
+                await report_unaccounted(parts["journal"], parts["alarms"], *self.missed.last_unbelievable,
+                                         limit=self.missed.max_gap)
             if self._missed_ids:
                 ids = list(self._missed_ids)
                 # Dropped only once decided: after a failure the loop restarts and retries them (ids
@@ -334,12 +361,10 @@ class Controller:
                 continue  # re-sends wait for the broker; every open order is re-sent on reconnect
             # Only while connected: a broker outage is its own alarm, and cells could not answer
             # meanwhile. After reconnecting, every open order was re-sent once before it can expire.
+            # Each expired order is journalled; the alarm is one per cell until that cell answers.
             for order in await journal.expire_unanswered_orders(expiries, default_s=900.0):
-                await alarms.event(
-                    "order_unanswered", f"cell {order.cell} did not finish decision {order.decision_id} (unit "
-                    f"{order.unit_id}) within {order.waited_s:.0f} s after {order.sent_count} send(s): no longer "
-                    "re-sent; a person must see to the unit", subject=order.cell, severity="critical",
-                )
+                await alarms.order_unanswered(order.cell, order.decision_id, order.unit_id, order.waited_s,
+                                              order.sent_count)
             count = await journal.requeue_unanswered_orders(timeouts, default_s=5.0)
             if count:
                 log.info("re-sent %d unanswered order(s)", count)
@@ -367,6 +392,7 @@ class Controller:
                 await alarms.event("bad_message", f"bad state message from cell {cell}: {exc}", subject=cell)
                 return
             outcome = await journal.record_cell_state(message.decision_id, cell, message.state, message.reason)
+            await alarms.cell_answered(cell)
             await self.lanes.on_capacity(cell, message.decision_id, message.lane_capacity)
             if outcome == "applied" and message.state == "FAILED":
                 await alarms.event("order_failed", f"cell {cell} FAILED decision {message.decision_id}: "
@@ -447,7 +473,8 @@ class Controller:
             },
             "latency_ms": {"p50": round(p50, 2) if p50 else None, "p99": round(p99, 2) if p99 else None},
             "errors": {**dict(pipeline.errors), **error_counters(self._parts, self._inbound_counters),
-                       **{f"loop:{k}": v for k, v in self.loop_failures.items()}},
+                       **{f"loop:{k}": v for k, v in self.loop_failures.items()},
+                       **(pipeline.evidence.error_counters() if pipeline.evidence is not None else {})},
             "reads": dict(self._parts["reads"].counters),
             "inbound": dict(self._inbound_counters),
             "alarms_active": len(self._parts["alarms"].active),
@@ -457,11 +484,16 @@ class Controller:
     async def _publish_status(self, lifecycle: str = "running") -> None:
         journal: Journal = self._parts["journal"]
         status = self.status(lifecycle)
-        status["queues"] = await journal.depths()
+        status["queues"] = {**await journal.depths(), "evidence": self._evidence_backlog()}
         envelope: Envelope = self._parts["envelope"]
         await self._parts["mqtt"].publish_now(
             self.topics.status, envelope.build("status", status), qos=1, retain=True
         )
+
+    def _evidence_backlog(self) -> int:
+        """Evidence images queued and not yet written (bounded; past the bound they are dropped and counted)."""
+        evidence = self._parts["pipeline"].evidence
+        return evidence.pending if evidence is not None else 0
 
     async def _update_metrics(self) -> None:
         status = self.status()
@@ -469,7 +501,7 @@ class Controller:
         status["queues"] = {
             "outbox": depths["outbox"], "open_orders": depths["open_orders"],
             "in_flight": status["units"]["in_flight"], "plc_arrivals": self._parts["plc"].arrivals.qsize(),
-            "scanner_events": self._parts["scanner"].events.qsize(),
+            "scanner_events": self._parts["scanner"].events.qsize(), "evidence": self._evidence_backlog(),
         }
         status["controller"] = self.config.controller_id
         self.metrics.update(status)

@@ -5,7 +5,10 @@ as a `departed` / `not_seen_leaving` / `unmatched_exit` event in the journal, ag
 PLC item id belongs to, and raises:
 
 - `divert_mismatch` (critical): the unit left by a lane other than the one the PLC accepted: a
-  diverter that did not fire, or fired on the wrong unit. The unit's published lane is wrong.
+  diverter that did not fire, or fired on the wrong unit. The unit's published lane is wrong, so
+  the record is corrected (see `correct_mismatch`): the first cell's order is cancelled, a new
+  decision supersedes the old one with the lane the unit really took, and that lane's cell, if it
+  has one, gets an order. All of it, the departure and the alarm are one journal transaction.
 - `unit_not_seen_leaving` (critical): the unit passed the belt end and no exit eye saw it: fell off,
   was taken off by hand, or an eye is dead.
 - `exit_unmatched` (warning): an exit eye saw something no tracked unit explains.
@@ -14,13 +17,17 @@ PLC item id belongs to, and raises:
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sqlite3
 import time
+import uuid
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from edge.alarms import Alarms
-from edge.journal import Journal
+from edge.contract import encode, order_cancellation
+from edge.journal import Journal, Publication
 
 log = logging.getLogger("edge.departures")
 
@@ -54,19 +61,243 @@ async def unit_for_item(journal: Journal, item_id: int) -> str | None:
     return await journal.transact(query)
 
 
+class LaneDirectory(Protocol):
+    """The station's lanes (StationConfig): `lane(id)` has `.id`, `.name` and `.cell`."""
+
+    def lane(self, lane_id: int) -> Any: ...
+
+
+MISMATCH_REASON = "divert_mismatch"
+_HEADER = ("schema", "message_id", "timestamp", "controller", "seq")
+# Decision fields that described the divert as the pipeline saw it, not where the unit is now.
+_STALE = ("recovery", "timings_ms")
+
+
+@dataclass(frozen=True)
+class Correction:
+    """What correct_mismatch changed for one unit."""
+
+    unit_id: str
+    superseded: str
+    decision_id: str
+    decided_lane: int | None
+    actual_lane: int
+    cancelled_cell: str | None
+    order_cell: str | None
+
+
+async def _decision_state(journal: Journal, unit_id: str) -> str | None:
+    def query(db: sqlite3.Connection) -> str | None:
+        row = db.execute("SELECT state FROM units WHERE unit_id = ?", (unit_id,)).fetchone()
+        return str(row[0]) if row else None
+
+    return await journal.transact(query)
+
+
+async def correct_mismatch(
+    journal: Journal, alarms: Alarms, lanes: LaneDirectory, unit_id: str, event: ExitEventLike
+) -> Correction | None:
+    """Put the record right for a unit an exit eye saw leave by a lane its decision did not name.
+
+    In one journal transaction: the departure event; a cancellation (same decision_id, `action`
+    `cancel`) to the cell of the unit's open order; a new decision with its own decision_id that
+    `supersedes` the old one, names the lane the unit took, `quarantine` and the reason; an order to
+    that lane's cell if it has one; the unit's journal row pointing at the new decision; and the
+    `divert_mismatch` alarm. None (and nothing written) when there is nothing to correct: the unit
+    is not in the journal, was corrected already, or its decision already names that lane.
+    """
+    envelope, topics = alarms.envelope, alarms.topics
+    actual = event.lane
+    if actual is None:
+        return None
+    try:
+        lane = lanes.lane(actual)
+        lane_name, cell = lane.name, lane.cell
+    except (StopIteration, KeyError, LookupError):
+        lane_name, cell = None, None  # an eye on a lane the station file does not list: no cell to tell
+    departure = dict(event.to_dict())
+
+    def body(db: sqlite3.Connection) -> tuple[Correction, str] | None:
+        row = db.execute("SELECT decision_id, decision FROM units WHERE unit_id = ?", (unit_id,)).fetchone()
+        if row is None:
+            return None
+        superseded, decision_json = row
+        if db.execute(
+            "SELECT 1 FROM events WHERE unit_id = ? AND kind = 'divert_corrected' LIMIT 1", (unit_id,)
+        ).fetchone():
+            return None  # a departure is concluded once per unit; a repeat must not correct twice
+        try:
+            old = json.loads(decision_json)
+        except json.JSONDecodeError:
+            old = {}
+        old = old if isinstance(old, dict) else {}
+        decided_lane = old.get("lane")
+        if decided_lane == actual:
+            return None
+        now = time.time()
+        decision_id = str(uuid.uuid4())
+        publications: list[Publication] = []
+        note = f"left by lane {actual}, but its decision named lane {decided_lane}"
+        order_row = db.execute("SELECT cell, topic, state FROM orders WHERE decision_id = ?", (superseded,)).fetchone()
+        cancelled_cell = None
+        if order_row is not None and order_row[2] not in ("FINISHED", "FAILED"):
+            cancelled_cell = str(order_row[0])
+            cancel = envelope.build(
+                "order",
+                order_cancellation(
+                    decision_id=superseded,
+                    unit_id=unit_id,
+                    item_id=event.item_id,
+                    lane=int(decided_lane or 0),
+                    reason=f"{MISMATCH_REASON}: unit {note}",
+                    superseded_by=decision_id,
+                    actual_lane=actual,
+                ),
+            )
+            publications.append(Publication(str(order_row[1]), encode(cancel)))
+            db.execute(
+                "UPDATE orders SET state = 'CANCELLED', updated_at = ?, reason = ? WHERE decision_id = ?",
+                (now, f"cancelled: unit {note} (superseded by {decision_id})", superseded),
+            )
+        identity = old.get("identity") if isinstance(old.get("identity"), dict) else {}
+        divert = old.get("divert") if isinstance(old.get("divert"), dict) else {}
+        old_reasons = old.get("reasons")
+        reasons = [r for r in old_reasons if isinstance(r, str)] if isinstance(old_reasons, list) else []
+        corrected = {k: v for k, v in old.items() if k not in _HEADER and k not in _STALE}
+        corrected.update(
+            decision_id=decision_id,
+            unit_id=unit_id,
+            item_id=old.get("item_id", event.item_id),
+            disposition="quarantine",
+            lane=actual,
+            lane_name=lane_name,
+            cell=cell,
+            latency_ms=None,
+            reasons=[*reasons, f"{MISMATCH_REASON}: unit {note}: quarantine, a person must check it"],
+            divert={
+                **divert,
+                "status": divert.get("status", "unknown"),
+                "intended_lane": divert.get("intended_lane", decided_lane if isinstance(decided_lane, int) else actual),
+            },
+            supersedes=superseded,
+            correction={
+                "reason": MISMATCH_REASON,
+                "supersedes": superseded,
+                "decided_lane": decided_lane,
+                "actual_lane": actual,
+                "expected_lanes": list(event.expected),
+                "cancelled_cell": cancelled_cell,
+            },
+        )
+        decision = envelope.build("decision", corrected)
+        publications.append(Publication(topics.decisions, encode(decision)))
+        if cell is not None:
+            order = envelope.build(
+                "order",
+                {
+                    "decision_id": decision_id,
+                    "unit_id": unit_id,
+                    "item_id": corrected["item_id"],
+                    "lane": actual,
+                    "disposition": "quarantine",
+                    "grade": corrected.get("grade"),
+                    "sku": identity.get("sku"),
+                    "barcode": identity.get("barcode"),
+                    "needs_sanitization": bool(corrected.get("needs_sanitization", True)),
+                },
+            )
+            topic = topics.cell_orders(cell)
+            db.execute(
+                "INSERT INTO orders(decision_id, unit_id, cell, topic, payload, state, sent_count, queued_at,"
+                " updated_at) VALUES (?,?,?,?,?,'QUEUED',1,?,?)",
+                (decision_id, unit_id, cell, topic, encode(order), now, now),
+            )
+            publications.append(Publication(topic, encode(order)))
+        db.execute(
+            "UPDATE units SET decision_id = ?, state = ?, lane = ?, cell = ?, disposition = 'quarantine', decision = ?"
+            " WHERE unit_id = ?",
+            (decision_id, "diverted" if cell is not None else "complete", actual, cell, json.dumps(decision), unit_id),
+        )
+        correction = Correction(unit_id, superseded, decision_id, decided_lane, actual, cancelled_cell, cell)
+        message = (
+            f"{unit_id} {note} (PLC accepted lane {'/'.join(map(str, event.expected))}): check that lane's "
+            f"diverter; decision {superseded} superseded by {decision_id} (quarantine, lane {actual}"
+            + (f", order to {cell}" if cell else ", no cell: a person must take it")
+            + (f"; order to {cancelled_cell} cancelled)" if cancelled_cell else ")")
+        )
+        publications.append(alarms.publication("event", "divert_mismatch", unit_id, message, "critical"))
+        db.executemany(
+            "INSERT INTO events(unit_id, at, kind, data) VALUES (?,?,?,?)",
+            [
+                (unit_id, now, event.kind, json.dumps(departure)),
+                (
+                    unit_id,
+                    now,
+                    "divert_corrected",
+                    json.dumps(
+                        {
+                            "superseded": superseded,
+                            "decision_id": decision_id,
+                            "decided_lane": decided_lane,
+                            "actual_lane": actual,
+                            "cancelled_cell": cancelled_cell,
+                            "order_cell": cell,
+                        }
+                    ),
+                ),
+            ],
+        )
+        db.executemany(
+            "INSERT INTO outbox(topic, payload, qos, retain, created_at) VALUES (?,?,1,0,?)",
+            [(p.topic, p.payload, now) for p in publications],
+        )
+        return correction, message
+
+    result = await journal.transact(body)
+    if result is None:
+        return None
+    journal.outbox_changed.set()
+    correction, message = result
+    alarms.note_event("divert_mismatch", message, subject=unit_id)
+    log.error(
+        "corrected unit %s: decision %s superseded by %s, lane %s -> %s",
+        unit_id,
+        correction.superseded,
+        correction.decision_id,
+        correction.decided_lane,
+        correction.actual_lane,
+    )
+    return correction
+
+
 async def record_departure(
-    journal: Journal, alarms: Alarms, event: ExitEventLike, *, decision_wait_s: float = 0.0
+    journal: Journal,
+    alarms: Alarms,
+    event: ExitEventLike,
+    *,
+    decision_wait_s: float = 0.0,
+    lanes: LaneDirectory | None = None,
 ) -> str | None:
     """Journal one exit conclusion and raise its alarm; returns the unit id it was matched to.
 
     A unit can leave the belt before its decision is journalled (grading ran late and it rode to
-    the reject lane meanwhile): the lookup is retried for up to `decision_wait_s`.
+    the reject lane meanwhile): the lookup is retried for up to `decision_wait_s`. With `lanes`, a
+    unit that left by a lane its decision did not name gets its record corrected (correct_mismatch).
     """
     unit_id = None
+    deadline = time.monotonic() + decision_wait_s
     if event.item_id is not None:
-        deadline = time.monotonic() + decision_wait_s
         while (unit_id := await unit_for_item(journal, event.item_id)) is None and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
+    if unit_id is not None and lanes is not None and event.kind == "departed" and not event.confirmed:
+        # The decision and its order go out only once the divert outcome is journalled: correcting
+        # before that would be overtaken by the pipeline publishing the old lane.
+        while await _decision_state(journal, unit_id) == "decided" and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if await _decision_state(journal, unit_id) != "decided" and await correct_mismatch(
+            journal, alarms, lanes, unit_id, event
+        ):
+            return unit_id
     data: dict[str, Any] = dict(event.to_dict())
     await journal.add_event(unit_id, event.kind, data)
     who = unit_id or f"PLC item {event.item_id}"
@@ -87,7 +318,9 @@ async def record_departure(
     return unit_id
 
 
-async def departures_loop(plc: Any, journal: Journal, alarms: Alarms, decision_wait_s: float = 10.0) -> None:
+async def departures_loop(
+    plc: Any, journal: Journal, alarms: Alarms, decision_wait_s: float = 10.0, lanes: LaneDirectory | None = None
+) -> None:
     """Record every exit conclusion the PLC link produces (runs until cancelled)."""
     queue = getattr(plc, "departures", None)
     if queue is None:
@@ -97,7 +330,9 @@ async def departures_loop(plc: Any, journal: Journal, alarms: Alarms, decision_w
         while True:
             event = await queue.get()
             # One task each: an event waiting for its unit's decision must not hold up the others.
-            task = asyncio.create_task(record_departure(journal, alarms, event, decision_wait_s=decision_wait_s))
+            task = asyncio.create_task(
+                record_departure(journal, alarms, event, decision_wait_s=decision_wait_s, lanes=lanes)
+            )
             pending.add(task)
             task.add_done_callback(_finished(pending))
     finally:

@@ -5,6 +5,12 @@ photo-eye edge: a little before it (the PLC poll lags) or a little after (decode
 claim events in the order they arrived, oldest unclaimed event first, but an event only goes to a
 unit when that unit's edge is the nearest one to it: a unit with no read must never take the read
 of the unit behind it. Events too old for any unit are dropped and counted.
+
+Units can pass the scan point unseen by the controller (PLC link down, a burst too old to report):
+they are decided as missed, but their reads still came in. `discard_before` makes every read up to
+the moment those units were known to have passed unclaimable, so the next unit the PLC does report
+cannot take one of them as its own: it gets no read (camera fallback or quarantine) instead of a
+wrong identity.
 """
 
 from __future__ import annotations
@@ -35,14 +41,35 @@ class ReadMatcher(Generic[E]):
         self._arrivals: deque[float] = deque(maxlen=capacity)
         self._changed = asyncio.Condition()
         self._claim_order = asyncio.Lock()
-        self.counters = {"matched": 0, "unmatched_events": 0, "units_without_event": 0}
+        self.counters = {"matched": 0, "unmatched_events": 0, "units_without_event": 0, "missed_unit_reads": 0}
+        # Reads received before this moment may belong to units declared missed: never claimed.
+        self._discard_before: float | None = None
 
     async def add(self, event: E) -> None:
         async with self._changed:
+            if self._discard_before is not None and event.received_at < self._discard_before:
+                # Received before the cut but fed in after it (the scanner queue lags): same rule.
+                self.counters["missed_unit_reads"] += 1
+                return
             if len(self._events) == self._events.maxlen:
                 self.counters["unmatched_events"] += 1
             self._events.append(event)
             self._changed.notify_all()
+
+    def discard_before(self, moment: float) -> int:
+        """Units that passed the scan point before `moment` (time.monotonic()) were declared missed:
+        drop every unclaimed read received before it, and any such read still to be fed in, and
+        count them. Returns how many were dropped now. Synchronous, so a caller can do it before
+        the next unit gets a chance to claim."""
+        if self._discard_before is None or moment > self._discard_before:
+            self._discard_before = moment
+        kept = [event for event in self._events if event.received_at >= moment]
+        dropped = len(self._events) - len(kept)
+        if dropped:
+            self._events.clear()
+            self._events.extend(kept)
+            self.counters["missed_unit_reads"] += dropped
+        return dropped
 
     async def note_arrival(self, seen_at: float) -> None:
         """Record a unit's scan photo-eye edge as soon as it is seen, before it claims its read."""

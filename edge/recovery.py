@@ -220,6 +220,8 @@ class MissedArrivals:
     frontier: int | None = None
     resyncs: int = 0
     unbelievable: int = 0
+    # (frontier, value) of the latest jump too large to believe, for the alarm.
+    last_unbelievable: tuple[int, int] | None = None
 
     def _between(self, upto: int, resyncs: int, inclusive: bool) -> list[int]:
         if self.frontier is None or resyncs != self.resyncs:
@@ -230,6 +232,7 @@ class MissedArrivals:
             return []
         if distance > self.max_gap:
             self.unbelievable += 1
+            self.last_unbelievable = (self.frontier, upto)
             self.frontier = upto
             return []
         ids, item = [], self.frontier
@@ -253,3 +256,32 @@ class MissedArrivals:
             self.frontier, self.resyncs = 0, resyncs
             return []
         return self._between(plc_item, resyncs, inclusive=True)
+
+
+UNACCOUNTED_EVENT = "units_unaccounted"
+
+
+def unaccounted_units(previous: int, current: int) -> tuple[int, int]:
+    """(units that passed if the counter really moved forward, units scanned since a PLC restart if
+    it went back to 1): the two readings of a scan_item_id jump too large to believe (pure)."""
+    return forward_distance(previous, current) if previous else current, current
+
+
+async def report_unaccounted(journal: Journal, alarms: Alarms, previous: int, current: int, limit: int) -> None:
+    """A scan counter jump larger than `limit`: the units behind it were never reported, so they had
+    no divert and rode to the reject lane, undecided. Too many (or too doubtful: a PLC restart looks
+    the same) to decide one by one, so one journal record and one critical alarm say how many, for a
+    person to sort out the reject lane. No unit is sent anywhere on the strength of it."""
+    forward, since_restart = unaccounted_units(previous, current)
+    await journal.add_event(None, UNACCOUNTED_EVENT, {
+        "previous_scan_item_id": previous, "scan_item_id": current, "limit": limit,
+        "if_passed": forward, "if_plc_restarted": since_restart,
+    })
+    await alarms.event(
+        "units_unseen",
+        f"PLC scan counter jumped from {previous} to {current}, more than {limit}: up to {forward} unit(s) are "
+        f"unaccounted for (or, if the PLC restarted, up to {since_restart} scanned since). None was diverted or "
+        "decided: they are in the reject lane without a decision; a person must check it",
+        severity="critical",
+    )
+    log.error("scan counter jump %d -> %d: up to %d unit(s) unaccounted for", previous, current, forward)

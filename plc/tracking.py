@@ -32,7 +32,10 @@ class ArrivalTracker:
 
     max_jump is the largest forward step believed at all. On a ring every step is "forward",
     so a counter that went backwards (PLC restart, program download) looks like a huge forward
-    step; anything beyond max_jump (about a minute of a fast line) is treated as that.
+    step; anything beyond max_jump (about a minute of a fast line) is treated as that. Either way
+    the units behind such a jump (the ones the restarted PLC already scanned, or the ones that really
+    passed) were never reported: `jumps` counts them and `last_jump` keeps the (from, to) values so
+    the daemon can say how many units are unaccounted for.
     """
 
     max_burst: int = 16
@@ -42,6 +45,8 @@ class ArrivalTracker:
     baseline: int | None = None
     missed: int = 0
     resyncs: int = 0
+    jumps: int = 0
+    last_jump: tuple[int, int] | None = None
     _gap_pending: bool = field(default=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -80,6 +85,8 @@ class ArrivalTracker:
             # Went backwards: the PLC restarted and already scanned something. We cannot know
             # how many, and guessing would flood the pipeline with phantom arrivals.
             self.resyncs += 1
+            self.jumps += 1
+            self.last_jump = (last, value)
             return [], 0
         if gap:
             self.missed += dist

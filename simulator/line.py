@@ -96,6 +96,7 @@ class SimulatedLine:
             )
         self.conveyor.on_scan = self._on_scan
         self.conveyor.on_exit = self._on_exit
+        self.conveyor.stuck_diverters.update(self.scenario.stuck_diverters)
         # A station with host_trigger gets a scanner in serial trigger mode: silent until SYN T CR.
         self.scanner = await stack.enter_async_context(
             SimulatedScanner(link_path=str(self.run_dir / "scanner"), triggered=self.station.scanner.host_trigger)

@@ -4,13 +4,14 @@ It announces itself on cells/{cell}/connection (retained, with a Will), takes or
 cells/{cell}/orders and answers on cells/{cell}/state: ACCEPTED, then FINISHED once the unit is in
 its lane, or FAILED with a reason. An order whose decision_id it has already handled is not done
 again; the cell repeats its last answer so a controller that missed it can complete the decision.
+An order cancellation (`action` `cancel`, same decision_id) stops an order the cell has not
+finished, without an answer; one for a finished order is ignored.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from typing import Any
 
 import aiomqtt
 
-from edge.contract import Topics, encode, utc_timestamp
+from edge.contract import ContractError, Topics, encode, parse_order, utc_timestamp
 
 log = logging.getLogger("simulator.cell")
 
@@ -40,6 +41,9 @@ class HandledOrder:
 class CellRecord:
     handled: dict[str, HandledOrder] = field(default_factory=dict)
     bad_orders: int = 0
+    # Cancellations that stopped an order, and ones that came for an order already finished.
+    cancelled: list[str] = field(default_factory=list)
+    cancels_ignored: int = 0
 
     @property
     def duplicates(self) -> int:
@@ -84,6 +88,7 @@ class SimulatedRobotCell:
         self._client: aiomqtt.Client | None = None
         self._task: asyncio.Task[None] | None = None
         self._work: set[asyncio.Task[None]] = set()
+        self._jobs: dict[str, asyncio.Task[None]] = {}
 
     async def __aenter__(self) -> SimulatedRobotCell:
         self._task = asyncio.create_task(self._run(), name=f"cell-{self.cell_id}")
@@ -94,7 +99,7 @@ class SimulatedRobotCell:
         if client is not None:
             with contextlib.suppress(aiomqtt.MqttError):
                 await client.publish(self.topics.cell_connection(self.cell_id), "OFFLINE", qos=1, retain=True)
-        for task in [*self._work, *( [self._task] if self._task else [])]:
+        for task in [*self._work, *([self._task] if self._task else [])]:
             task.cancel()
         for task in [*self._work, *([self._task] if self._task else [])]:
             with contextlib.suppress(asyncio.CancelledError):
@@ -105,7 +110,11 @@ class SimulatedRobotCell:
             will = aiomqtt.Will(self.topics.cell_connection(self.cell_id), "CONNECTIONBROKEN", qos=1, retain=True)
             try:
                 async with aiomqtt.Client(
-                    self.host, self.port, identifier=f"sim-{self.cell_id}", will=will, clean_session=False,
+                    self.host,
+                    self.port,
+                    identifier=f"sim-{self.cell_id}",
+                    will=will,
+                    clean_session=False,
                     keepalive=10,
                 ) as client:
                     self._client = client
@@ -119,8 +128,7 @@ class SimulatedRobotCell:
                             break
                     if self.went_offline:
                         # Maintenance: say so (retained), leave; the broker queues orders meanwhile.
-                        await client.publish(self.topics.cell_connection(self.cell_id), "OFFLINE", qos=1,
-                                             retain=True)
+                        await client.publish(self.topics.cell_connection(self.cell_id), "OFFLINE", qos=1, retain=True)
                         self._emit_note("OFFLINE")
             except aiomqtt.MqttError as exc:
                 log.info("cell %s lost the broker (%s); reconnecting", self.cell_id, exc)
@@ -147,25 +155,48 @@ class SimulatedRobotCell:
 
     def _on_order(self, payload: bytes) -> None:
         try:
-            order = json.loads(payload)
-            decision_id = str(order["decision_id"])
-            lane = int(order["lane"])
-        except (ValueError, KeyError, TypeError):
+            order = parse_order(payload)
+        except ContractError:
             self.record.bad_orders += 1
             return
+        decision_id = order.decision_id
         known = self.record.handled.get(decision_id)
+        if order.action == "cancel":
+            self._cancel(order.decision_id, known, order.unit_id, order.item_id, order.lane)
+            return
         if known is not None:
             known.received += 1
-            self._spawn(self._answer(known))  # repeat the last answer, do not handle it again
+            if known.state != "CANCELLED":
+                self._spawn(self._answer(known))  # repeat the last answer, do not handle it again
             return
-        handled = HandledOrder(decision_id, str(order.get("unit_id")), order.get("item_id"), lane)
+        handled = HandledOrder(decision_id, str(order.unit_id), order.item_id, order.lane)
         self.record.handled[decision_id] = handled
-        self._spawn(self._work_on(handled))
+        job = self._jobs[decision_id] = self._spawn(self._work_on(handled))
+        job.add_done_callback(lambda _: self._jobs.pop(decision_id, None))
 
-    def _spawn(self, coroutine: Any) -> None:
+    def _cancel(
+        self, decision_id: str, known: HandledOrder | None, unit_id: str | None, item_id: int | None, lane: int
+    ) -> None:
+        if known is not None and known.state in ("FINISHED", "FAILED", "CANCELLED"):
+            self.record.cancels_ignored += 1  # finished (or cancelled) already: nothing to stop
+            return
+        job = self._jobs.pop(decision_id, None)
+        if job is not None:
+            job.cancel()
+        if known is None:
+            # The order itself never came (or is still on its way): remember the cancel so that a
+            # late copy of it is not worked on.
+            known = HandledOrder(decision_id, str(unit_id), item_id, lane)
+            self.record.handled[decision_id] = known
+        known.state, known.reason = "CANCELLED", "cancelled by the controller"
+        self.record.cancelled.append(decision_id)
+        self._emit(known)
+
+    def _spawn(self, coroutine: Any) -> asyncio.Task[None]:
         task = asyncio.create_task(coroutine)
         self._work.add(task)
         task.add_done_callback(self._work.discard)
+        return task
 
     async def _answer(self, order: HandledOrder) -> None:
         client = self._client
@@ -213,7 +244,14 @@ class SimulatedRobotCell:
 
     def _emit(self, order: HandledOrder) -> None:
         if self.on_event is not None:
-            self.on_event({
-                "cell": self.cell_id, "decision_id": order.decision_id, "unit_id": order.unit_id,
-                "item_id": order.item_id, "lane": order.lane, "state": order.state, "reason": order.reason,
-            })
+            self.on_event(
+                {
+                    "cell": self.cell_id,
+                    "decision_id": order.decision_id,
+                    "unit_id": order.unit_id,
+                    "item_id": order.item_id,
+                    "lane": order.lane,
+                    "state": order.state,
+                    "reason": order.reason,
+                }
+            )

@@ -73,6 +73,11 @@ class Scenario(_Strict):
     plc_exit_tracking: bool = Field(
         False, description="Write the belt geometry into the station file: encoder tracking and exit confirmation."
     )
+    stuck_diverters: list[int] = Field(
+        default_factory=list,
+        description="Lanes whose diverter paddle never fires: units accepted for them ride on to the belt end "
+        "(lane 0), which the exit eyes report as a divert mismatch.",
+    )
     camera_port: int = Field(0, ge=0, le=65535, description="HTTP port of the simulated camera; 0 picks one.")
     camera_tilt_per_px: tuple[CameraTilt, CameraTilt] = Field(
         (3.0e-5, -2.0e-5),

@@ -136,6 +136,7 @@ class Verdict:
     unseen: list[int] = field(default_factory=list)
     recovered: list[str] = field(default_factory=list)
     overflowed: list[str] = field(default_factory=list)
+    corrected: list[str] = field(default_factory=list)  # decision ids superseded by a correction
 
 
 class LineRun:
@@ -273,8 +274,12 @@ class LineRun:
         cell_events = [json.loads(line) for line in (self.run_dir / "cells.jsonl").read_text().splitlines()]
         handled = [e for e in cell_events if "decision_id" in e]
         assert len(truth) == self.units, "every inducted unit left the belt"
-        decisions = {d["decision_id"]: d for d in self.recorder.json_on("/units/decisions")}
-        verdict = Verdict(units=len(truth), decisions=len(decisions))
+        published = {d["decision_id"]: d for d in self.recorder.json_on("/units/decisions")}
+        # A decision corrected after an exit eye saw its unit leave by another lane is void: only the
+        # correction (which names it in `supersedes`) must hold; its order may be cancelled or FAILED.
+        superseded = {d["supersedes"] for d in published.values() if d.get("supersedes")}
+        decisions = {k: d for k, d in published.items() if k not in superseded}
+        verdict = Verdict(units=len(truth), decisions=len(decisions), corrected=sorted(superseded))
 
         # at most one decision per unit; none only for units the controller never saw, in the reject lane
         per_item = Counter(d["item_id"] for d in decisions.values())
@@ -298,12 +303,12 @@ class LineRun:
         assert set(handled_count.values()) <= {1}, [k for k, n in handled_count.items() if n > 1]
         with_cell = {k for k, d in decisions.items() if d["cell"] is not None}
         assert with_cell <= set(handled_count), sorted(with_cell - set(handled_count))[:5]
-        assert set(handled_count) <= set(decisions)
+        assert set(handled_count) <= set(published)
         cell_of = {e["decision_id"]: e["cell"] for e in handled}
         assert all(cell_of[k] == decisions[k]["cell"] for k in with_cell)
 
         # no unit in a lane its decision did not name
-        failed = {e["decision_id"] for e in handled if e["state"] == "FAILED"}
+        failed = {e["decision_id"] for e in handled if e["state"] == "FAILED"} - superseded
         for decision_id, decision in decisions.items():
             physical = by_item[decision["item_id"]]["physical_lane"]
             if decision["lane"] is None:

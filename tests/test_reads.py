@@ -25,7 +25,7 @@ async def test_stale_reads_are_dropped_and_counted() -> None:
     now = time.monotonic()
     await matcher.add(Event("old", now - 1.0))
     assert await matcher.claim(now) is None
-    assert matcher.counters == {"matched": 0, "unmatched_events": 1, "units_without_event": 1}
+    assert matcher.counters == {"matched": 0, "unmatched_events": 1, "units_without_event": 1, "missed_unit_reads": 0}
 
 
 async def test_read_arriving_after_the_photo_eye_is_awaited() -> None:
@@ -82,3 +82,28 @@ async def test_a_read_late_after_the_eye_still_belongs_to_its_unit() -> None:
     read = await matcher.claim(seen)
     await task
     assert read is not None and read.text == "A"
+
+
+async def test_reads_of_units_declared_missed_are_never_claimed() -> None:
+    """A unit passed the scan point while the PLC link was down: its read came in, but no arrival
+    will ever claim it. The next unit reported must not take it as its own."""
+    seen = time.monotonic()
+
+    def matcher_with_a_missed_read() -> ReadMatcher[Event]:
+        matcher: ReadMatcher[Event] = ReadMatcher(before_s=0.25, after_s=0.05)
+        return matcher
+
+    unguarded = matcher_with_a_missed_read()
+    await unguarded.add(Event("missed unit", seen - 0.1))
+    assert (await unguarded.claim(seen)).text == "missed unit"  # the wrong identity this prevents
+
+    matcher = matcher_with_a_missed_read()
+    await matcher.add(Event("missed unit", seen - 0.1))
+    assert matcher.discard_before(seen) == 1
+    await matcher.add(Event("fed in late, read before the cut", seen - 0.05))
+    assert await matcher.claim(seen) is None
+    assert matcher.counters["missed_unit_reads"] == 2 and matcher.counters["matched"] == 0
+    # reads after the cut are claimed as usual; an older cut does not move it back
+    assert matcher.discard_before(seen - 5) == 0
+    await matcher.add(Event("next unit", seen + 0.5))
+    assert (await matcher.claim(seen + 0.5)).text == "next unit"
