@@ -124,8 +124,8 @@ class CellState:
     lane_capacity: int | None
 
 
-def parse_cell_state(payload: bytes) -> CellState:
-    """Validate a robot cell's state message; raises ContractError with a clear message."""
+def _json_object(payload: bytes) -> dict[str, Any]:
+    """The inbound payload as a JSON object, within the size limit; raises ContractError."""
     if len(payload) > MAX_INBOUND_PAYLOAD:
         raise ContractError(f"payload of {len(payload)} bytes is over the {MAX_INBOUND_PAYLOAD} byte limit")
     try:
@@ -134,6 +134,12 @@ def parse_cell_state(payload: bytes) -> CellState:
         raise ContractError(f"not UTF-8 JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise ContractError("payload is not a JSON object")
+    return data
+
+
+def parse_cell_state(payload: bytes) -> CellState:
+    """Validate a robot cell's state message; raises ContractError with a clear message."""
+    data = _json_object(payload)
     decision_id = data.get("decision_id")
     state = data.get("state")
     if not isinstance(decision_id, str) or not 1 <= len(decision_id) <= 64:
@@ -163,14 +169,7 @@ class OrderMessage:
 
 def parse_order(payload: bytes) -> OrderMessage:
     """Validate an order or order cancellation (for robot cells); raises ContractError."""
-    if len(payload) > MAX_INBOUND_PAYLOAD:
-        raise ContractError(f"payload of {len(payload)} bytes is over the {MAX_INBOUND_PAYLOAD} byte limit")
-    try:
-        data = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ContractError(f"not UTF-8 JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ContractError("payload is not a JSON object")
+    data = _json_object(payload)
     decision_id = data.get("decision_id")
     if not isinstance(decision_id, str) or not 1 <= len(decision_id) <= 64:
         raise ContractError("decision_id missing or not a string of 1-64 characters")
