@@ -281,7 +281,8 @@ class Controller:
             if missed:
                 # Units passed unseen just before this one: reads from before its edge may be theirs.
                 self._missed_ids += missed
-                self._drop_missed_reads(pipeline.reads, arrival.seen_at, missed)
+                # This unit's own read may come up to one poll lag before its edge was noticed.
+                self._drop_missed_reads(pipeline.reads, arrival.seen_at - pipeline.reads.arrival_lag_s, missed)
             if self.stop_requested.is_set():
                 break
             await pipeline.reads.note_arrival(arrival.seen_at)

@@ -94,6 +94,16 @@ async def _decision_state(journal: Journal, unit_id: str) -> str | None:
     return await journal.transact(query)
 
 
+async def _corrected_already(journal: Journal, unit_id: str) -> bool:
+    def query(db: sqlite3.Connection) -> bool:
+        found = db.execute(
+            "SELECT 1 FROM events WHERE unit_id = ? AND kind = 'divert_corrected' LIMIT 1", (unit_id,)
+        ).fetchone()
+        return found is not None
+
+    return await journal.transact(query)
+
+
 async def correct_mismatch(
     journal: Journal, alarms: Alarms, lanes: LaneDirectory, unit_id: str, event: ExitEventLike
 ) -> Correction | None:
@@ -298,6 +308,8 @@ async def record_departure(
             journal, alarms, lanes, unit_id, event
         ):
             return unit_id
+        if await _corrected_already(journal, unit_id):
+            return unit_id  # a repeat of a concluded departure: no second event, no second alarm
     data: dict[str, Any] = dict(event.to_dict())
     await journal.add_event(unit_id, event.kind, data)
     who = unit_id or f"PLC item {event.item_id}"

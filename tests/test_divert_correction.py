@@ -142,6 +142,7 @@ def test_a_mismatch_cancels_the_order_and_publishes_a_corrected_decision_once(tm
             again = await _last_seq(journal)
             # The same conclusion twice (a retried task) corrects nothing more.
             assert await correct_mismatch(journal, alarms, LANES, "U1", _left_by(42, 0)) is None
+            assert await record_departure(journal, alarms, _left_by(42, 0), lanes=LANES) == "U1"
             assert await _outbox_after(journal, again) == []
             assert alarms.raised_total["divert_mismatch"] == 1
             # The superseded order is not re-sent; its cell's late answer does not close the unit.

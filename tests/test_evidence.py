@@ -128,7 +128,9 @@ def test_writer_writes_a_cropped_jpeg_and_reports_its_backlog(tmp_path: Path) ->
     assert path is not None and path.parent.parent == tmp_path
     image = cv2.imread(str(path))
     assert image is not None and image.shape[1] < 1280 and image.shape[0] < 720
-    assert writer.stats() == {"pending": 0, "peak_pending": 1, "written": 1}
+    stats = writer.stats()
+    stats.pop("priority_raised", None)  # closed with the image maybe still queued: raised to finish it
+    assert stats == {"pending": 0, "peak_pending": 1, "written": 1}
     assert writer.cpu_ns > 0
     assert writer.submit("U1", _frame(), _report(), "D") is None  # closed: dropped and counted, no exception
     assert writer.error_counters() == {"evidence:dropped": 1} and writer.pending == 0
@@ -160,6 +162,10 @@ def test_a_writer_that_falls_behind_drops_and_counts_but_loses_nothing_queued(
     assert paths[5:] == [None, None, None] and all(p is not None for p in paths[:5])
     assert writer.error_counters() == {"evidence:dropped": 3}
     gate.set()
+    for _ in range(3000):  # caught up before the stop (closing would raise it again)
+        if writer.pending == 0:
+            break
+        threading.Event().wait(0.01)
     writer.close()
     assert writer.stats()["pending"] == 0 and writer.counters["written"] == 5
     assert all(p is not None and p.exists() for p in paths[:5])
@@ -217,3 +223,48 @@ def test_writer_falls_back_to_nice_10_where_idle_scheduling_is_not_reversible(
     finally:
         writer.close()
     assert (policy, nice) == (os.SCHED_OTHER, 10)
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux only")
+def test_closing_raises_an_idle_writer_so_the_stop_never_waits_on_a_starved_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = threading.Event()
+    policies: list[int] = []
+    real_write = evidence.write_atomically
+
+    def slow_disk(path: Path, data: bytes) -> None:
+        policies.append(os.sched_getscheduler(0))
+        assert gate.wait(30)
+        real_write(path, data)
+
+    monkeypatch.setattr(evidence, "write_atomically", slow_disk)
+    writer = EvidenceWriter(tmp_path, max_pending=8, raise_at=8)  # a backlog of 2 never raises it
+    writer.submit("U0", _frame(), _report(), "B")
+    writer.submit("U1", _frame(), _report(), "B")
+    for _ in range(3000):
+        if policies:
+            break
+        threading.Event().wait(0.01)
+    assert policies == [os.SCHED_IDLE]
+    closing = threading.Thread(target=writer.close)
+    closing.start()
+    for _ in range(3000):
+        if writer.counters["priority_raised"]:
+            break
+        threading.Event().wait(0.01)
+    gate.set()
+    closing.join(30)
+    assert not closing.is_alive() and writer.counters["written"] == 2
+    assert writer.counters["priority_raised"] == 1 and policies[-1] == os.SCHED_OTHER
+
+
+def test_any_failure_while_drawing_is_counted_not_lost(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def overflow(*_args: object, **_kwargs: object) -> np.ndarray:
+        raise OverflowError("cannot convert float infinity to integer")
+
+    monkeypatch.setattr(evidence, "cut_evidence", overflow)
+    writer = EvidenceWriter(tmp_path)
+    assert writer.submit("U1", _frame(), _report(), "A") is not None
+    writer.close()
+    assert writer.counters["failed"] == 1 and writer.pending == 0 and writer.counters["written"] == 0

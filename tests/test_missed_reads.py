@@ -83,6 +83,32 @@ async def test_the_unit_after_a_link_gap_does_not_get_a_missed_units_read() -> N
     assert controller._missed_ids == [12]  # decided as missed by _decide_missed, reject lane
 
 
+async def test_the_unit_after_a_link_gap_keeps_its_own_read_from_just_before_its_edge() -> None:
+    """The scanner reads a unit a little before the controller notices its edge (the poll lag):
+    that read is the unit's own, while the missed unit's read from a unit gap earlier is dropped."""
+    controller = Controller(load_station(CONFIG / "station.sim.yaml"), policy=None, catalog=None)  # type: ignore[arg-type]
+    plc, pipeline = Plc(), Pipeline()
+    plc.poll(10)
+    controller.missed.frontier = plc.tracker.baseline
+    induction = asyncio.create_task(controller._induct(plc, pipeline))  # type: ignore[arg-type]
+    try:
+        plc.tracker.mark_gap()  # the link drops; unit 11 passes the scanner meanwhile
+        await pipeline.reads.add(Read("unit 11", time.monotonic()))
+        assert plc.poll(11) == []  # counted as missed, not reported
+        await asyncio.sleep(0.05)
+        await pipeline.reads.add(Read("unit 12", time.monotonic() - 0.01))  # within the 0.02 s lag
+        assert plc.poll(12) == [12]
+        await _until(lambda: 12 in pipeline.identity)
+    finally:
+        controller.request_stop()
+        induction.cancel()
+        await asyncio.gather(induction, return_exceptions=True)
+        await asyncio.gather(*controller._unit_tasks, return_exceptions=True)
+    assert pipeline.identity == {12: "unit 12"}
+    assert pipeline.reads.counters["missed_unit_reads"] == 1
+    assert controller._missed_ids == [11]
+
+
 async def _until(predicate: Any, timeout_s: float = 5.0) -> None:
     async with asyncio.timeout(timeout_s):
         while not predicate():

@@ -390,9 +390,9 @@ class EvidenceWriter:
             crop = cut_evidence(frame, report, crop=self.crop)
             write_atomically(path, encode_jpeg(render_evidence(crop, grade, caption), self.quality))
             self.counters["written"] += 1
-        except (OSError, ValueError, cv2.error) as exc:
+        except Exception as exc:  # any failure is counted and logged, never lost in a discarded future
             self.counters["failed"] += 1
-            log.warning("evidence image %s not written: %s", path, exc)
+            log.warning("evidence image %s not written: %s: %s", path, type(exc).__name__, exc)
         finally:
             self.cpu_ns += time.thread_time_ns() - started
             with self._lock:
@@ -400,6 +400,12 @@ class EvidenceWriter:
 
     def close(self) -> None:
         """Write every queued image, then stop the worker; logs what the images cost."""
+        with self._lock:
+            # An idle-scheduled writer could starve on a busy core and hold the stop: catch up at
+            # normal priority from here on.
+            self._idle_priority = False
+            if self._idle_now and self._pending:
+                self._raise_worker()
         self._pool.shutdown(wait=True)
         written = self.counters["written"]
         if written or self.counters["dropped"] or self.counters["failed"]:
