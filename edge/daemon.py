@@ -313,7 +313,6 @@ class Controller:
         # The link never reports a jump beyond this as arrivals (it resyncs): neither do we.
         self.missed.max_gap = getattr(plc.tracker, "max_jump", self.missed.max_gap)
         unbelievable = 0
-        counter_jumps = getattr(plc.tracker, "jumps", 0)
         while True:
             await asyncio.sleep(0.1)
             if self.missed.frontier is None and plc.tracker.baseline is not None and not self._missed_ids:
@@ -327,11 +326,12 @@ class Controller:
                     # They passed before the latest poll; no unit reported after them has claimed yet.
                     self._drop_missed_reads(parts["reads"], getattr(plc, "last_poll_at", None) or time.monotonic(),
                                             missed)
-            # Jumps too large to announce unit by unit: one critical alarm and journal record each.
-            if getattr(plc.tracker, "jumps", 0) != counter_jumps and plc.tracker.last_jump is not None:
-                counter_jumps = plc.tracker.jumps
-                await report_unaccounted(parts["journal"], parts["alarms"], *plc.tracker.last_jump,
-                                         limit=plc.tracker.max_jump)
+            # Jumps too large to announce unit by unit: one critical alarm and journal record each,
+            # taken off the tracker's queue only once reported (a loop restart loses none).
+            jumps = plc.tracker.unreported_jumps
+            while jumps:
+                await report_unaccounted(parts["journal"], parts["alarms"], *jumps[0], limit=plc.tracker.max_jump)
+                jumps.popleft()
             if self.missed.unbelievable != unbelievable and self.missed.last_unbelievable is not None:
                 unbelievable = self.missed.unbelievable
                 await report_unaccounted(parts["journal"], parts["alarms"], *self.missed.last_unbelievable,

@@ -7,6 +7,7 @@ drop for a while, and the PLC can restart and count from the beginning again. Pu
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 ID_MAX = 0xFFFF
@@ -34,8 +35,8 @@ class ArrivalTracker:
     so a counter that went backwards (PLC restart, program download) looks like a huge forward
     step; anything beyond max_jump (about a minute of a fast line) is treated as that. Either way
     the units behind such a jump (the ones the restarted PLC already scanned, or the ones that really
-    passed) were never reported: `jumps` counts them and `last_jump` keeps the (from, to) values so
-    the daemon can say how many units are unaccounted for.
+    passed) were never reported: `jumps` counts them and `unreported_jumps` queues the (from, to)
+    values until the daemon takes them, to say how many units are unaccounted for.
     """
 
     max_burst: int = 16
@@ -46,7 +47,8 @@ class ArrivalTracker:
     missed: int = 0
     resyncs: int = 0
     jumps: int = 0
-    last_jump: tuple[int, int] | None = None
+    # Bounded: a PLC flapping for hours must not grow it; the count in `jumps` stays exact.
+    unreported_jumps: deque[tuple[int, int]] = field(default_factory=lambda: deque(maxlen=64), repr=False)
     _gap_pending: bool = field(default=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -86,7 +88,7 @@ class ArrivalTracker:
             # how many, and guessing would flood the pipeline with phantom arrivals.
             self.resyncs += 1
             self.jumps += 1
-            self.last_jump = (last, value)
+            self.unreported_jumps.append((last, value))
             return [], 0
         if gap:
             self.missed += dist

@@ -4,6 +4,7 @@ before the next reported unit claims its read (real ArrivalTracker, MissedArriva
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -159,3 +160,30 @@ async def test_a_counter_jump_too_large_to_announce_is_a_critical_alarm_and_a_jo
     }
     assert units == 0 and controller._missed_ids == []  # no unit is decided on the strength of it
     assert plc.tracker.jumps == 1
+
+
+async def test_every_counter_jump_is_reported_even_two_in_one_tick_or_before_the_loop_runs(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from edge.alarms import Alarms
+    from edge.contract import Envelope
+    from edge.journal import Journal
+
+    controller = Controller(load_station(CONFIG / "station.sim.yaml"), policy=None, catalog=None)  # type: ignore[arg-type]
+    plc, pipeline = Plc(), Pipeline()
+    async with Journal(tmp_path / "j.db") as journal:
+        envelope = Envelope("edge-t", await journal.reserve_sequence_block())
+        alarms = Alarms(journal, envelope, controller.topics)
+        controller._parts = {"journal": journal, "envelope": envelope, "alarms": alarms, "reads": pipeline.reads}
+        plc.poll(100)
+        plc.tracker.mark_gap()
+        assert plc.poll(100 + 3000) == []
+        plc.tracker.mark_gap()
+        assert plc.poll(3100 + 2000) == []  # a second jump before anything looked at the first
+        deciding = asyncio.create_task(controller._decide_missed(plc))  # type: ignore[arg-type]
+        try:
+            await _until(lambda: alarms.raised_total["units_unseen"] >= 2)
+        finally:
+            deciding.cancel()
+            await asyncio.gather(deciding, return_exceptions=True)
+        events = await journal.transact(lambda db: db.execute("SELECT data FROM events ORDER BY id").fetchall())
+    assert [json.loads(d)["scan_item_id"] for (d,) in events] == [3100, 5100]
+    assert plc.tracker.jumps == 2 and not plc.tracker.unreported_jumps
