@@ -58,8 +58,7 @@ class Alarms:
 
     async def event(self, code: str, message: str, *, subject: str = "", severity: str = "warning") -> None:
         """A one-off alarm that needs no clearing (e.g. one unit quarantined for a bad read)."""
-        self.raised_total[code] += 1
-        log.warning("ALARM %s%s: %s", code, f" [{subject}]" if subject else "", message)
+        self.note_event(code, message, subject=subject)
         await self._publish("event", code, subject, message, severity)
 
     def publication(self, state: str, code: str, subject: str, message: str, severity: str) -> Publication:
@@ -80,16 +79,8 @@ class Alarms:
         """An order of `cell` expired unanswered. One active alarm per cell, however many orders
         expire: raised with the first, counting (and listing) the rest until the cell answers again."""
         key = ("order_unanswered", cell)
-        alarm = self.active.get(key)
-        if alarm is not None:
-            self.raised_total["order_unanswered"] += 1
-            alarm.count += 1
-            alarm.items.append(decision_id)
-            del alarm.items[:-MAX_LISTED_ITEMS]
-            log.warning(
-                "cell %s: order %s (unit %s) expired too: %d unanswered so far", cell, decision_id, unit_id, alarm.count
-            )
-            return
+        repeat = key in self.active
+        # Raising an active alarm only counts it (no await then, so nothing runs in between).
         await self.raise_(
             "order_unanswered",
             f"cell {cell} did not finish decision {decision_id} (unit {unit_id}) within {waited_s:.0f} s after "
@@ -98,7 +89,13 @@ class Alarms:
             subject=cell,
             severity="critical",
         )
-        self.active[key].items.append(decision_id)
+        alarm = self.active[key]
+        alarm.items.append(decision_id)
+        if repeat:
+            del alarm.items[:-MAX_LISTED_ITEMS]
+            log.warning(
+                "cell %s: order %s (unit %s) expired too: %d unanswered so far", cell, decision_id, unit_id, alarm.count
+            )
 
     async def cell_answered(self, cell: str) -> None:
         """`cell` sent a valid state message: it is answering again, so its order_unanswered clears,

@@ -196,6 +196,32 @@ def parse_order(payload: bytes) -> OrderMessage:
     )
 
 
+def pick_order(
+    *,
+    decision_id: str,
+    unit_id: str,
+    item_id: int | None,
+    lane: int,
+    disposition: str,
+    grade: str | None,
+    sku: str | None,
+    barcode: str | None,
+    needs_sanitization: bool,
+) -> dict[str, Any]:
+    """Body of a pick order to the cell of the unit's lane (no `action`: a pick is the default)."""
+    return {
+        "decision_id": decision_id,
+        "unit_id": unit_id,
+        "item_id": item_id,
+        "lane": lane,
+        "disposition": disposition,
+        "grade": grade,
+        "sku": sku,
+        "barcode": barcode,
+        "needs_sanitization": needs_sanitization,
+    }
+
+
 def order_cancellation(
     *,
     decision_id: str,

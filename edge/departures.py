@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from edge.alarms import Alarms
-from edge.contract import encode, order_cancellation
-from edge.journal import Journal, Publication
+from edge.contract import encode, order_cancellation, pick_order
+from edge.journal import Journal, OrderToSend, Publication, state_after_divert
 
 log = logging.getLogger("edge.departures")
 
@@ -201,32 +201,36 @@ async def correct_mismatch(
         )
         decision = envelope.build("decision", corrected)
         publications.append(Publication(topics.decisions, encode(decision)))
+        order = None
         if cell is not None:
-            order = envelope.build(
+            payload = envelope.build(
                 "order",
-                {
-                    "decision_id": decision_id,
-                    "unit_id": unit_id,
-                    "item_id": corrected["item_id"],
-                    "lane": actual,
-                    "disposition": "quarantine",
-                    "grade": corrected.get("grade"),
-                    "sku": identity.get("sku"),
-                    "barcode": identity.get("barcode"),
-                    "needs_sanitization": bool(corrected.get("needs_sanitization", True)),
-                },
+                pick_order(
+                    decision_id=decision_id,
+                    unit_id=unit_id,
+                    item_id=corrected["item_id"],
+                    lane=actual,
+                    disposition="quarantine",
+                    grade=corrected.get("grade"),
+                    sku=identity.get("sku"),
+                    barcode=identity.get("barcode"),
+                    needs_sanitization=bool(corrected.get("needs_sanitization", True)),
+                ),
             )
-            topic = topics.cell_orders(cell)
-            db.execute(
-                "INSERT INTO orders(decision_id, unit_id, cell, topic, payload, state, sent_count, queued_at,"
-                " updated_at) VALUES (?,?,?,?,?,'QUEUED',1,?,?)",
-                (decision_id, unit_id, cell, topic, encode(order), now, now),
-            )
-            publications.append(Publication(topic, encode(order)))
+            order = OrderToSend(decision_id, unit_id, cell, topics.cell_orders(cell), encode(payload))
+            Journal._insert_order(db, order, now)
+            publications.append(Publication(order.topic, order.payload))
         db.execute(
             "UPDATE units SET decision_id = ?, state = ?, lane = ?, cell = ?, disposition = 'quarantine', decision = ?"
             " WHERE unit_id = ?",
-            (decision_id, "diverted" if cell is not None else "complete", actual, cell, json.dumps(decision), unit_id),
+            (
+                decision_id,
+                state_after_divert("diverted", order is not None),
+                actual,
+                cell,
+                json.dumps(decision),
+                unit_id,
+            ),
         )
         correction = Correction(unit_id, superseded, decision_id, decided_lane, actual, cancelled_cell, cell)
         message = (
@@ -257,10 +261,7 @@ async def correct_mismatch(
                 ),
             ],
         )
-        db.executemany(
-            "INSERT INTO outbox(topic, payload, qos, retain, created_at) VALUES (?,?,1,0,?)",
-            [(p.topic, p.payload, now) for p in publications],
-        )
+        Journal._enqueue(db, publications, now)
         return correction, message
 
     result = await journal.transact(body)

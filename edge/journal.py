@@ -127,6 +127,13 @@ class OrderToSend:
     payload: bytes
 
 
+def state_after_divert(state: str, has_order: bool) -> str:
+    """A unit diverted to a lane without a robot cell is done: no cell will ever answer for it."""
+    if not has_order and state in ("diverted", "divert_failed"):
+        return "complete"
+    return state
+
+
 class JournalError(Exception):
     """The journal cannot be opened or written."""
 
@@ -489,10 +496,7 @@ class Journal:
     ) -> None:
         """After the divert: the final decision, its messages and the cell order, atomically."""
         now = time.time()
-
-        if order is None and state in ("diverted", "divert_failed"):
-            # A lane without a robot cell: nothing will ever answer, the unit is done here.
-            state = "complete"
+        state = state_after_divert(state, order is not None)
 
         def body(db: sqlite3.Connection) -> None:
             db.execute(
@@ -509,11 +513,7 @@ class Journal:
             )
             self._enqueue(db, publications, now)
             if order is not None:
-                db.execute(
-                    "INSERT INTO orders(decision_id, unit_id, cell, topic, payload, state, sent_count,"
-                    " queued_at, updated_at) VALUES (?,?,?,?,?,'QUEUED',1,?,?)",
-                    (order.decision_id, order.unit_id, order.cell, order.topic, order.payload, now, now),
-                )
+                self._insert_order(db, order, now)
                 self._enqueue(db, [Publication(order.topic, order.payload)], now)
             db.executemany(
                 "INSERT INTO events(unit_id, at, kind, data) VALUES (?,?,?,?)",
@@ -522,6 +522,15 @@ class Journal:
 
         await self._tx(body)
         self.outbox_changed.set()
+
+    @staticmethod
+    def _insert_order(db: sqlite3.Connection, order: OrderToSend, now: float) -> None:
+        """Record a cell order as QUEUED and sent once (the caller puts it in the outbox)."""
+        db.execute(
+            "INSERT INTO orders(decision_id, unit_id, cell, topic, payload, state, sent_count,"
+            " queued_at, updated_at) VALUES (?,?,?,?,?,'QUEUED',1,?,?)",
+            (order.decision_id, order.unit_id, order.cell, order.topic, order.payload, now, now),
+        )
 
     @staticmethod
     def _enqueue(db: sqlite3.Connection, publications: list[Publication], now: float) -> None:

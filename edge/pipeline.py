@@ -29,7 +29,7 @@ import numpy as np
 from edge.alarms import Alarms
 from edge.catalog import Catalog, CatalogItem
 from edge.config import StationConfig
-from edge.contract import Envelope, Topics, encode, utc_timestamp
+from edge.contract import Envelope, Topics, encode, pick_order, utc_timestamp
 from edge.grading import DamageSummary, Observation, Verdict, grade_unit
 from edge.identity import Identity, parse_identity
 from edge.journal import Journal, OrderToSend, Publication
@@ -383,17 +383,17 @@ class Pipeline:
         if body["cell"]:
             order_payload = self.envelope.build(
                 "order",
-                {
-                    "decision_id": decision_id,
-                    "unit_id": unit_id,
-                    "item_id": arrival.item_id,
-                    "lane": body["lane"],
-                    "disposition": body["disposition"],
-                    "grade": body["grade"],
-                    "sku": body["identity"]["sku"],
-                    "barcode": body["identity"]["barcode"],
-                    "needs_sanitization": body["needs_sanitization"],
-                },
+                pick_order(
+                    decision_id=decision_id,
+                    unit_id=unit_id,
+                    item_id=arrival.item_id,
+                    lane=body["lane"],
+                    disposition=body["disposition"],
+                    grade=body["grade"],
+                    sku=body["identity"]["sku"],
+                    barcode=body["identity"]["barcode"],
+                    needs_sanitization=body["needs_sanitization"],
+                ),
             )
             order = OrderToSend(decision_id, unit_id, body["cell"], self.topics.cell_orders(body["cell"]),
                                 encode(order_payload))

@@ -23,13 +23,14 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from edge.alarms import Alarms
-from edge.contract import Envelope, Topics, encode
+from edge.contract import Envelope, Topics, encode, pick_order
 from edge.journal import Journal, OrderToSend, Publication
 from plc.tracking import forward_distance, next_id
 
@@ -182,11 +183,10 @@ async def decide_passed_units(
         decision = envelope.build("decision", body)
         order = None
         if reject.cell:
-            order_payload = envelope.build("order", {
-                "decision_id": decision_id, "unit_id": unit_id, "item_id": item_id, "lane": reject.id,
-                "disposition": "quarantine", "grade": None, "sku": None, "barcode": None,
-                "needs_sanitization": True,
-            })
+            order_payload = envelope.build("order", pick_order(
+                decision_id=decision_id, unit_id=unit_id, item_id=item_id, lane=reject.id,
+                disposition="quarantine", grade=None, sku=None, barcode=None, needs_sanitization=True,
+            ))
             order = OrderToSend(decision_id, unit_id, reject.cell, topics.cell_orders(reject.cell),
                                 encode(order_payload))
         await journal.record_outcome(
@@ -273,15 +273,27 @@ async def report_unaccounted(journal: Journal, alarms: Alarms, previous: int, cu
     the same) to decide one by one, so one journal record and one critical alarm say how many, for a
     person to sort out the reject lane. No unit is sent anywhere on the strength of it."""
     forward, since_restart = unaccounted_units(previous, current)
-    await journal.add_event(None, UNACCOUNTED_EVENT, {
+    data = {
         "previous_scan_item_id": previous, "scan_item_id": current, "limit": limit,
         "if_passed": forward, "if_plc_restarted": since_restart,
-    })
-    await alarms.event(
-        "units_unseen",
+    }
+    message = (
         f"PLC scan counter jumped from {previous} to {current}, more than {limit}: up to {forward} unit(s) are "
         f"unaccounted for (or, if the PLC restarted, up to {since_restart} scanned since). None was diverted or "
-        "decided: they are in the reject lane without a decision; a person must check it",
-        severity="critical",
+        "decided: they are in the reject lane without a decision; a person must check it"
     )
+    alarm = alarms.publication("event", "units_unseen", "", message, "critical")
+
+    def body(db: sqlite3.Connection) -> None:
+        # The record and its alarm are committed together.
+        now = time.time()
+        db.execute(
+            "INSERT INTO events(unit_id, at, kind, data) VALUES (?,?,?,?)",
+            (None, now, UNACCOUNTED_EVENT, json.dumps(data)),
+        )
+        Journal._enqueue(db, [alarm], now)
+
+    await journal.transact(body)
+    journal.outbox_changed.set()
+    alarms.note_event("units_unseen", message)
     log.error("scan counter jump %d -> %d: up to %d unit(s) unaccounted for", previous, current, forward)
