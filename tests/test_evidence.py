@@ -138,9 +138,8 @@ def test_writer_writes_a_cropped_jpeg_and_reports_its_backlog(tmp_path: Path) ->
         writer.path_for("../../etc/passwd")
 
 
-def test_a_writer_that_falls_behind_drops_and_counts_but_loses_nothing_queued(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _gated_disk(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, list[int]]:
+    """A disk that holds every write until the gate opens, noting the writer's scheduling policy."""
     gate = threading.Event()
     policies: list[int] = []
     real_write = evidence.write_atomically
@@ -151,6 +150,13 @@ def test_a_writer_that_falls_behind_drops_and_counts_but_loses_nothing_queued(
         real_write(path, data)
 
     monkeypatch.setattr(evidence, "write_atomically", slow_disk)
+    return gate, policies
+
+
+def test_a_writer_that_falls_behind_drops_and_counts_but_loses_nothing_queued(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate, policies = _gated_disk(monkeypatch)
     writer = EvidenceWriter(tmp_path, max_pending=5, raise_at=3)
     paths = [writer.submit("U0000", _frame(), _report(), "B")]
     for _ in range(3000):  # the worker is at the (blocked) disk with the first image
@@ -229,16 +235,7 @@ def test_writer_falls_back_to_nice_10_where_idle_scheduling_is_not_reversible(
 def test_closing_raises_an_idle_writer_so_the_stop_never_waits_on_a_starved_thread(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    gate = threading.Event()
-    policies: list[int] = []
-    real_write = evidence.write_atomically
-
-    def slow_disk(path: Path, data: bytes) -> None:
-        policies.append(os.sched_getscheduler(0))
-        assert gate.wait(30)
-        real_write(path, data)
-
-    monkeypatch.setattr(evidence, "write_atomically", slow_disk)
+    gate, policies = _gated_disk(monkeypatch)
     writer = EvidenceWriter(tmp_path, max_pending=8, raise_at=8)  # a backlog of 2 never raises it
     writer.submit("U0", _frame(), _report(), "B")
     writer.submit("U1", _frame(), _report(), "B")

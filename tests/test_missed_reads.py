@@ -4,8 +4,10 @@ before the next reported unit claims its read (real ArrivalTracker, MissedArriva
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,13 +56,25 @@ class Pipeline:
         self.identity[arrival.item_id] = read.text if read is not None else None
 
 
-async def test_the_unit_after_a_link_gap_does_not_get_a_missed_units_read() -> None:
+@contextlib.asynccontextmanager
+async def _inducting() -> AsyncIterator[tuple[Controller, Plc, Pipeline]]:
+    """The daemon's induction loop over a PLC whose counter stands at 10, as at start-up."""
     controller = Controller(load_station(CONFIG / "station.sim.yaml"), policy=None, catalog=None)  # type: ignore[arg-type]
     plc, pipeline = Plc(), Pipeline()
     plc.poll(10)
-    controller.missed.frontier = plc.tracker.baseline  # as at start-up
+    controller.missed.frontier = plc.tracker.baseline
     induction = asyncio.create_task(controller._induct(plc, pipeline))  # type: ignore[arg-type]
     try:
+        yield controller, plc, pipeline
+    finally:
+        controller.request_stop()
+        induction.cancel()
+        await asyncio.gather(induction, return_exceptions=True)
+        await asyncio.gather(*controller._unit_tasks, return_exceptions=True)
+
+
+async def test_the_unit_after_a_link_gap_does_not_get_a_missed_units_read() -> None:
+    async with _inducting() as (controller, plc, pipeline):
         await pipeline.reads.add(Read("unit 11", time.monotonic()))
         assert plc.poll(11) == [11]
         await _until(lambda: 11 in pipeline.identity)
@@ -74,11 +88,6 @@ async def test_the_unit_after_a_link_gap_does_not_get_a_missed_units_read() -> N
         await pipeline.reads.add(Read("unit 14", time.monotonic()))
         assert plc.poll(14) == [14]
         await _until(lambda: 14 in pipeline.identity)
-    finally:
-        controller.request_stop()
-        induction.cancel()
-        await asyncio.gather(induction, return_exceptions=True)
-        await asyncio.gather(*controller._unit_tasks, return_exceptions=True)
     assert pipeline.identity == {11: "unit 11", 13: None, 14: "unit 14"}
     assert pipeline.reads.counters["missed_unit_reads"] == 1
     assert controller._missed_ids == [12]  # decided as missed by _decide_missed, reject lane
@@ -87,12 +96,7 @@ async def test_the_unit_after_a_link_gap_does_not_get_a_missed_units_read() -> N
 async def test_the_unit_after_a_link_gap_keeps_its_own_read_from_just_before_its_edge() -> None:
     """The scanner reads a unit a little before the controller notices its edge (the poll lag):
     that read is the unit's own, while the missed unit's read from a unit gap earlier is dropped."""
-    controller = Controller(load_station(CONFIG / "station.sim.yaml"), policy=None, catalog=None)  # type: ignore[arg-type]
-    plc, pipeline = Plc(), Pipeline()
-    plc.poll(10)
-    controller.missed.frontier = plc.tracker.baseline
-    induction = asyncio.create_task(controller._induct(plc, pipeline))  # type: ignore[arg-type]
-    try:
+    async with _inducting() as (controller, plc, pipeline):
         plc.tracker.mark_gap()  # the link drops; unit 11 passes the scanner meanwhile
         await pipeline.reads.add(Read("unit 11", time.monotonic()))
         assert plc.poll(11) == []  # counted as missed, not reported
@@ -100,11 +104,6 @@ async def test_the_unit_after_a_link_gap_keeps_its_own_read_from_just_before_its
         await pipeline.reads.add(Read("unit 12", time.monotonic() - 0.01))  # within the 0.02 s lag
         assert plc.poll(12) == [12]
         await _until(lambda: 12 in pipeline.identity)
-    finally:
-        controller.request_stop()
-        induction.cancel()
-        await asyncio.gather(induction, return_exceptions=True)
-        await asyncio.gather(*controller._unit_tasks, return_exceptions=True)
     assert pipeline.identity == {12: "unit 12"}
     assert pipeline.reads.counters["missed_unit_reads"] == 1
     assert controller._missed_ids == [11]
