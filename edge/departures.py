@@ -303,9 +303,9 @@ async def record_departure(
     if unit_id is not None and lanes is not None and event.kind == "departed" and not event.confirmed:
         # The decision and its order go out only once the divert outcome is journalled: correcting
         # before that would be overtaken by the pipeline publishing the old lane.
-        while await _decision_state(journal, unit_id) == "decided" and time.monotonic() < deadline:
+        while (state := await _decision_state(journal, unit_id)) == "decided" and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        if await _decision_state(journal, unit_id) != "decided" and await correct_mismatch(
+        if state != "decided" and await correct_mismatch(
             journal, alarms, lanes, unit_id, event
         ):
             return unit_id

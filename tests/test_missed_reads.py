@@ -9,10 +9,14 @@ import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from edge.alarms import Alarms
 from edge.config import load_station
+from edge.contract import Envelope
 from edge.daemon import Controller
+from edge.journal import Journal
 from edge.pipeline import Arrival
 from edge.reads import ReadMatcher
 from plc.tracking import ArrivalTracker
@@ -115,22 +119,22 @@ async def _until(predicate: Any, timeout_s: float = 5.0) -> None:
             await asyncio.sleep(0.01)
 
 
-async def test_a_counter_jump_too_large_to_announce_is_a_critical_alarm_and_a_journal_record(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """More than max_jump ids at once (a long outage, or a PLC restart that already scanned units):
-    nothing is decided unit by unit, nothing goes to any lane, but a person is told how many."""
-    import json
-
-    from edge.alarms import Alarms
-    from edge.contract import Envelope
-    from edge.journal import Journal
-
-    station = load_station(CONFIG / "station.sim.yaml")
-    controller = Controller(station, policy=None, catalog=None)  # type: ignore[arg-type]
+@contextlib.asynccontextmanager
+async def _missed_units_loop(tmp_path: Path) -> AsyncIterator[tuple[Controller, Plc, Journal, Alarms]]:
+    """What Controller._decide_missed needs: a real journal, its alarms and the read matcher."""
+    controller = Controller(load_station(CONFIG / "station.sim.yaml"), policy=None, catalog=None)  # type: ignore[arg-type]
     plc, pipeline = Plc(), Pipeline()
     async with Journal(tmp_path / "j.db") as journal:
         envelope = Envelope("edge-t", await journal.reserve_sequence_block())
         alarms = Alarms(journal, envelope, controller.topics)
         controller._parts = {"journal": journal, "envelope": envelope, "alarms": alarms, "reads": pipeline.reads}
+        yield controller, plc, journal, alarms
+
+
+async def test_a_counter_jump_too_large_to_announce_is_a_critical_alarm_and_a_journal_record(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """More than max_jump ids at once (a long outage, or a PLC restart that already scanned units):
+    nothing is decided unit by unit, nothing goes to any lane, but a person is told how many."""
+    async with _missed_units_loop(tmp_path) as (controller, plc, journal, alarms):
         plc.poll(100)
         deciding = asyncio.create_task(controller._decide_missed(plc))  # type: ignore[arg-type]
         try:
@@ -162,16 +166,7 @@ async def test_a_counter_jump_too_large_to_announce_is_a_critical_alarm_and_a_jo
 
 
 async def test_every_counter_jump_is_reported_even_two_in_one_tick_or_before_the_loop_runs(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from edge.alarms import Alarms
-    from edge.contract import Envelope
-    from edge.journal import Journal
-
-    controller = Controller(load_station(CONFIG / "station.sim.yaml"), policy=None, catalog=None)  # type: ignore[arg-type]
-    plc, pipeline = Plc(), Pipeline()
-    async with Journal(tmp_path / "j.db") as journal:
-        envelope = Envelope("edge-t", await journal.reserve_sequence_block())
-        alarms = Alarms(journal, envelope, controller.topics)
-        controller._parts = {"journal": journal, "envelope": envelope, "alarms": alarms, "reads": pipeline.reads}
+    async with _missed_units_loop(tmp_path) as (controller, plc, journal, alarms):
         plc.poll(100)
         plc.tracker.mark_gap()
         assert plc.poll(100 + 3000) == []
