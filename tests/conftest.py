@@ -12,6 +12,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# Property tests check correctness, never speed: a per-example deadline only makes them fail when the
+# machine is busy (CI runs on two shared cores). Tests that set their own settings keep them.
+settings.register_profile("edge", deadline=None)
+settings.load_profile("edge")
 
 
 def free_port() -> int:
