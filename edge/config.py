@@ -62,6 +62,11 @@ class MqttSettings(StrictModel):
     )
     status_interval_s: float = Field(5.0, gt=0, le=300, description="Period of controller/status.")
     reconnect_max_s: float = Field(10.0, gt=0, le=300, description="Cap of the reconnect backoff.")
+    stop_drain_s: float = Field(
+        2.0, ge=0, le=10,
+        description="On stop, how long the outbox may go on sending what is queued (waiting for a connection "
+        "that is still coming up) before the connection closes; what is left is sent after the next start.",
+    )
 
     @field_validator("url")
     @classmethod
@@ -299,6 +304,12 @@ class CameraCalibration(StrictModel):
 class VisionSettings(CameraCalibration):
     cache_dir: Path | None = Field(None, description="Numba kernel cache directory (NUMBA_CACHE_DIR).")
     workers: int = Field(1, ge=1, le=8, description="Vision worker threads.")
+    max_units_in_flight: int = Field(
+        16, ge=1, le=1000,
+        description="Units being decided at once, each holding its camera frame (a 1280x720 frame is 2.7 MB; 16 is "
+        "0.8 s at 20 units/s, when a decision is usually too late for its diverter anyway). A unit beyond this is "
+        "not graded by vision: it goes to the reject lane with the reason, an alarm and a counter.",
+    )
     barcode_backend: Literal["zxing", "pyzbar", "off"] = Field(
         "zxing",
         description="Decoder for labels in the camera frame when the scanner has no read (pyzbar needs libzbar).",
@@ -358,6 +369,13 @@ class JournalSettings(StrictModel):
         200_000, ge=100, description="At most this many units are kept; the oldest completed ones go first."
     )
     prune_interval_s: float = Field(300.0, ge=1, le=86400, description="How often the retention policy runs.")
+    convert_budget_s: float = Field(
+        120.0, ge=1, le=3600,
+        description="A journal made before incremental auto-vacuum is converted by one VACUUM in the retention "
+        "task, only while no unit is in flight: while it is still rebuilding it gives way to the next unit (tried "
+        "again at a later pass) and stops after this long (tried again after the next start); a stopped VACUUM "
+        "leaves the file as it was.",
+    )
 
 
 class MetricsSettings(StrictModel):

@@ -24,7 +24,7 @@ from edge.alarms import Alarms
 from edge.catalog import Catalog
 from edge.config import StationConfig
 from edge.contract import ContractError, Envelope, Topics, parse_cell_state, utc_timestamp
-from edge.departures import departures_loop
+from edge.departures import answered_after_cancel, departures_loop
 from edge.journal import Journal
 from edge.lanes import LaneGuard, LaneRouter
 from edge.metrics import Metrics, MetricsError, error_counters
@@ -40,7 +40,7 @@ from edge.recovery import (
     recover_undiverted,
     report_unaccounted,
 )
-from edge.retention import retention_loop
+from edge.retention import JournalConversion, retention_loop
 from edge.secrets import mqtt_tls_factory
 from edge.watchdog import sampler, watchdog_interval_s, watchdog_loop
 
@@ -108,6 +108,9 @@ class Controller:
             stack.callback(log.info, "journal closed: %s", cfg.journal.path)
             envelope = Envelope(cfg.controller_id, await journal.reserve_sequence_block())
             alarms = Alarms(journal, envelope, self.topics)
+            # Alarms a restart cannot see again (order_unanswered) carry on where the last run left them.
+            await alarms.restore()
+            await self._clear_alarms_of_removed_cells(alarms)
             # Before any new unit: decisions the last run left without a divert ack (see edge/recovery.py).
             recovered = await recover_undiverted(journal, envelope, self.topics, alarms, cfg.reject_lane)
             if recovered:
@@ -196,16 +199,22 @@ class Controller:
                                       name="order-resend")
                     group.create_task(self._supervised("missed-units", lambda: self._decide_missed(plc)),
                                       name="missed-units")
+                    # Converting an old journal file holds every decision: only while none is in flight.
+                    conversion = JournalConversion(
+                        busy=lambda: pipeline.in_flight > 0 or not plc.arrivals.empty(),
+                        budget_s=cfg.journal.convert_budget_s,
+                    )
                     group.create_task(
                         retention_loop(journal, retention_days=cfg.journal.retention_days,
                                        max_units=cfg.journal.max_units, interval_s=cfg.journal.prune_interval_s,
-                                       evidence_dir=cfg.journal.evidence_dir),
+                                       evidence_dir=cfg.journal.evidence_dir, conversion=conversion),
                         name="journal-retention",
                     )
                     group.create_task(self._supervised("device-watch", lambda: self._watch_devices(alarms)),
                                       name="device-watch")
                     group.create_task(
-                        self._supervised("departures", lambda: departures_loop(plc, journal, alarms, lanes=cfg)),
+                        self._supervised("departures", lambda: departures_loop(
+                            plc, journal, alarms, lanes=cfg, orders=self.lanes.guard)),
                         name="departures",
                     )
                     watchdog_s = watchdog_interval_s()
@@ -247,14 +256,17 @@ class Controller:
             for task in self._unit_tasks:
                 task.cancel()
             await asyncio.gather(*self._unit_tasks, return_exceptions=True)
-        # Give the outbox a moment to drain; whatever is left is sent after the next start.
-        deadline = time.monotonic() + 3.0
-        while time.monotonic() < deadline and mqtt.connected.is_set():
-            if (await journal.depths())["outbox"] == 0:
-                break
-            await asyncio.sleep(0.05)
+        await drain_before_stop(journal, mqtt, self.config.mqtt.stop_drain_s)
         await self._publish_status("stopping")
         await mqtt.stop("OFFLINE")
+
+    async def _clear_alarms_of_removed_cells(self, alarms: Alarms) -> None:
+        """A restored order_unanswered of a cell no longer configured would never clear."""
+        cells = {cell.id for cell in self.config.cells}
+        for code, subject in list(alarms.active):
+            if code == "order_unanswered" and subject not in cells:
+                await alarms.clear(code, subject=subject, message=f"cell {subject} is no longer configured; the "
+                                   "units of its expired orders are `expired` in the journal")
 
     async def _feed_scanner(self, scanner: Any, reads: ReadMatcher[Any]) -> None:
         mqtt: MqttLink = self._parts["mqtt"]
@@ -371,7 +383,8 @@ class Controller:
                 log.info("re-sent %d unanswered order(s)", count)
 
     def _inbound(self, journal: Journal, alarms: Alarms):
-        counters = self._inbound_counters = {"cell_states": 0, "bad_messages": 0, "duplicates": 0, "unknown": 0}
+        counters = self._inbound_counters = {"cell_states": 0, "bad_messages": 0, "duplicates": 0, "unknown": 0,
+                                             "answers_after_cancel": 0}
 
         async def handle(topic: str, payload: bytes) -> None:
             parsed = self.topics.cell_from_topic(topic)
@@ -402,6 +415,10 @@ class Controller:
                 counters["cell_states"] += 1
             elif outcome == "duplicate":
                 counters["duplicates"] += 1
+            elif outcome == "cancelled":
+                # Kept on the cancelled order (closing its cancellation), not acted on.
+                counters["answers_after_cancel"] += 1
+                await answered_after_cancel(alarms, cell, message.decision_id, message.state)
             else:
                 counters["unknown"] += 1
                 log.warning("cell %s reported %s for %s decision %s", cell, message.state, outcome,
@@ -555,6 +572,32 @@ class Controller:
 
 class _Stop(Exception):
     """Ends the daemon's task group when a stop was requested."""
+
+
+async def drain_before_stop(journal: Journal, mqtt: MqttLink, bound_s: float) -> int:
+    """Give the outbox up to `bound_s` to send what is queued before the connection closes, waiting
+    for a connection still coming up (a stop just after READY, an alarm raised at start-up); returns
+    how many messages are left, which are sent after the next start.
+
+    Inbound messages are handled meanwhile (a cell's answer still counts) until the outbox is empty
+    once; then inbound handling is closed and what its last handlers queued is sent too."""
+    deadline = time.monotonic() + bound_s
+    inbound_closed = False
+    while True:
+        left = (await journal.depths())["outbox"]
+        if left == 0 and not inbound_closed:
+            inbound_closed = True
+            # Bounded too: a handler stuck on something is left behind like any message at a disconnect.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(mqtt.close_inbound(), timeout=max(0.0, deadline - time.monotonic()))
+            continue
+        if left == 0:
+            return 0
+        if time.monotonic() >= deadline:
+            log.warning("stopping with %d message(s) still in the outbox (broker %s): they are sent after the next "
+                        "start", left, mqtt.state)
+            return left
+        await asyncio.sleep(0.02)
 
 
 class GarbageWatch:

@@ -9,6 +9,7 @@ PLC item id belongs to, and raises:
   the record is corrected (see `correct_mismatch`): the first cell's order is cancelled, a new
   decision supersedes the old one with the lane the unit really took, and that lane's cell, if it
   has one, gets an order. All of it, the departure and the alarm are one journal transaction.
+  The cancellation is delivered like an order: re-sent until the cell answers for that decision_id.
 - `unit_not_seen_leaving` (critical): the unit passed the belt end and no exit eye saw it: fell off,
   was taken off by hand, or an eye is dead.
 - `exit_unmatched` (warning): an exit eye saw something no tracked unit explains.
@@ -33,6 +34,10 @@ log = logging.getLogger("edge.departures")
 
 # PLC item ids wrap at 65535; a decision older than this cannot belong to a unit still on the belt.
 _ITEM_ID_HORIZON_S = 600.0
+# Polling a unit's state while its divert outcome is awaited: quick while it is due (it normally
+# follows the decision within the PLC's ack timeout, and the cancellation must reach the first cell
+# before that cell gives up on the unit), slowing down to the second figure once it is late.
+_OUTCOME_POLL_S = (0.05, 1.0)
 
 
 class ExitEventLike(Protocol):
@@ -65,6 +70,12 @@ class LaneDirectory(Protocol):
     """The station's lanes (StationConfig): `lane(id)` has `.id`, `.name` and `.cell`."""
 
     def lane(self, lane_id: int) -> Any: ...
+
+
+class OrderCounter(Protocol):
+    """Lane capacity bookkeeping (edge/lanes.py LaneGuard): every order sent to a lane's cell counts."""
+
+    def count_order(self, lane: int, decision_id: str) -> None: ...
 
 
 MISMATCH_REASON = "divert_mismatch"
@@ -105,16 +116,25 @@ async def _corrected_already(journal: Journal, unit_id: str) -> bool:
 
 
 async def correct_mismatch(
-    journal: Journal, alarms: Alarms, lanes: LaneDirectory, unit_id: str, event: ExitEventLike
+    journal: Journal,
+    alarms: Alarms,
+    lanes: LaneDirectory,
+    unit_id: str,
+    event: ExitEventLike,
+    *,
+    orders: OrderCounter | None = None,
+    departure_recorded: bool = False,
 ) -> Correction | None:
     """Put the record right for a unit an exit eye saw leave by a lane its decision did not name.
 
-    In one journal transaction: the departure event; a cancellation (same decision_id, `action`
-    `cancel`) to the cell of the unit's open order; a new decision with its own decision_id that
-    `supersedes` the old one, names the lane the unit took, `quarantine` and the reason; an order to
-    that lane's cell if it has one; the unit's journal row pointing at the new decision; and the
-    `divert_mismatch` alarm. None (and nothing written) when there is nothing to correct: the unit
-    is not in the journal, was corrected already, or its decision already names that lane.
+    In one journal transaction: the departure event (unless `departure_recorded` already); a
+    cancellation (same decision_id, `action` `cancel`) to the cell of the unit's open order, kept in
+    the journal's `cancellations` and re-sent like an order until that cell answers; a new decision
+    with its own decision_id that `supersedes` the old one, names the lane the unit took,
+    `quarantine` and the reason; an order to that lane's cell if it has one (counted on `orders`,
+    the lane capacity guard, once committed); the unit's journal row pointing at the new decision;
+    and the `divert_mismatch` alarm. None (and nothing written) when there is nothing to correct:
+    the unit is not in the journal, was corrected already, or its decision already names that lane.
     """
     envelope, topics = alarms.envelope, alarms.topics
     actual = event.lane
@@ -164,7 +184,9 @@ async def correct_mismatch(
                     actual_lane=actual,
                 ),
             )
-            publications.append(Publication(str(order_row[1]), encode(cancel)))
+            cancellation = OrderToSend(superseded, unit_id, cancelled_cell, str(order_row[1]), encode(cancel))
+            Journal._insert_order(db, cancellation, now, table="cancellations")
+            publications.append(Publication(cancellation.topic, cancellation.payload))
             db.execute(
                 "UPDATE orders SET state = 'CANCELLED', updated_at = ?, reason = ? WHERE decision_id = ?",
                 (now, f"cancelled: unit {note} (superseded by {decision_id})", superseded),
@@ -243,7 +265,7 @@ async def correct_mismatch(
         db.executemany(
             "INSERT INTO events(unit_id, at, kind, data) VALUES (?,?,?,?)",
             [
-                (unit_id, now, event.kind, json.dumps(departure)),
+                *([] if departure_recorded else [(unit_id, now, event.kind, json.dumps(departure))]),
                 (
                     unit_id,
                     now,
@@ -269,6 +291,8 @@ async def correct_mismatch(
         return None
     journal.outbox_changed.set()
     correction, message = result
+    if orders is not None and correction.order_cell is not None:
+        orders.count_order(correction.actual_lane, correction.decision_id)
     alarms.note_event("divert_mismatch", message, subject=unit_id)
     log.error(
         "corrected unit %s: decision %s superseded by %s, lane %s -> %s",
@@ -281,6 +305,35 @@ async def correct_mismatch(
     return correction
 
 
+PICKED_AFTER_CANCEL = "picked_after_cancel"
+
+
+async def answered_after_cancel(alarms: Alarms, cell: str, decision_id: str, state: str) -> None:
+    """A cell answered for an order that was cancelled (the journal keeps the answer, nothing acts on
+    it). FINISHED means the cell picked something although that unit had left by another lane: a
+    warning event, for a person to check what is in that cell's lane."""
+    if state != "FINISHED":
+        return
+    await alarms.event(
+        PICKED_AFTER_CANCEL,
+        f"cell {cell} reported FINISHED for cancelled decision {decision_id}: that unit had left by another "
+        "lane, so what the cell picked is not it; check that cell's lane",
+        subject=cell,
+    )
+
+
+async def _outcome_state(journal: Journal, unit_id: str, wait_s: float, *, late: bool = False) -> str | None:
+    """The unit's journal state once its divert outcome is journalled (no longer `decided`), or
+    `decided` when that takes longer than `wait_s`. `late`: polled less and less often."""
+    deadline = time.monotonic() + wait_s
+    poll_s = _OUTCOME_POLL_S[0]
+    while (state := await _decision_state(journal, unit_id)) == "decided" and time.monotonic() < deadline:
+        await asyncio.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+        if late:
+            poll_s = min(poll_s * 2, _OUTCOME_POLL_S[1])
+    return state
+
+
 async def record_departure(
     journal: Journal,
     alarms: Alarms,
@@ -288,29 +341,41 @@ async def record_departure(
     *,
     decision_wait_s: float = 0.0,
     lanes: LaneDirectory | None = None,
+    orders: OrderCounter | None = None,
+    outcome_wait_s: float | None = None,
+    late_outcome_wait_s: float = _ITEM_ID_HORIZON_S,
 ) -> str | None:
     """Journal one exit conclusion and raise its alarm; returns the unit id it was matched to.
 
     A unit can leave the belt before its decision is journalled (grading ran late and it rode to
     the reject lane meanwhile): the lookup is retried for up to `decision_wait_s`. With `lanes`, a
-    unit that left by a lane its decision did not name gets its record corrected (correct_mismatch).
+    unit that left by a lane its decision did not name gets its record corrected (correct_mismatch)
+    once its divert outcome is journalled, waited for up to `outcome_wait_s` (default
+    `decision_wait_s`) counted from when the decision was found. An outcome later than that (a
+    stalled journal or PLC link) does not cost the correction: the departure and its alarm are
+    recorded at once, and the correction follows when the outcome is journalled, up to
+    `late_outcome_wait_s` later. The caller runs each departure in its own task, so a wait holds up
+    no other departure.
     """
     unit_id = None
-    deadline = time.monotonic() + decision_wait_s
     if event.item_id is not None:
+        deadline = time.monotonic() + decision_wait_s
         while (unit_id := await unit_for_item(journal, event.item_id)) is None and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
-    if unit_id is not None and lanes is not None and event.kind == "departed" and not event.confirmed:
+    correcting = unit_id is not None and lanes is not None and event.kind == "departed" and not event.confirmed
+    if correcting:
+        assert unit_id is not None and lanes is not None
         # The decision and its order go out only once the divert outcome is journalled: correcting
-        # before that would be overtaken by the pipeline publishing the old lane.
-        while (state := await _decision_state(journal, unit_id)) == "decided" and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        if state != "decided" and await correct_mismatch(
-            journal, alarms, lanes, unit_id, event
-        ):
-            return unit_id
-        if await _corrected_already(journal, unit_id):
-            return unit_id  # a repeat of a concluded departure: no second event, no second alarm
+        # before that would be overtaken by the pipeline publishing the old lane. Its own budget:
+        # time spent finding the decision must not shorten the wait for the outcome.
+        wait_s = decision_wait_s if outcome_wait_s is None else outcome_wait_s
+        state = await _outcome_state(journal, unit_id, wait_s)
+        if state != "decided":
+            if await correct_mismatch(journal, alarms, lanes, unit_id, event, orders=orders):
+                return unit_id
+            if await _corrected_already(journal, unit_id):
+                return unit_id  # a repeat of a concluded departure: no second event, no second alarm
+            correcting = False  # the decision names that lane after all: nothing to correct
     data: dict[str, Any] = dict(event.to_dict())
     await journal.add_event(unit_id, event.kind, data)
     who = unit_id or f"PLC item {event.item_id}"
@@ -319,6 +384,8 @@ async def record_departure(
     if event.kind == "departed" and not event.confirmed:
         code, severity, subject = "divert_mismatch", "critical", unit_subject
         message = f"{who} left by lane {event.lane}, but the PLC accepted lane {expected}: check that lane's diverter"
+        if correcting:
+            message += "; its record is corrected once its divert outcome is journalled"
     elif event.kind == "not_seen_leaving":
         code, severity, subject = "unit_not_seen_leaving", "critical", unit_subject
         message = f"{who} (expected lane {expected}) passed the belt end unseen by any exit eye"
@@ -328,11 +395,24 @@ async def record_departure(
     else:
         return unit_id
     await alarms.event(code, message, subject=subject, severity=severity)
+    if correcting:
+        assert unit_id is not None and lanes is not None
+        # The alarm could not wait; the correction waits for the outcome, in this departure's own task.
+        if await _outcome_state(journal, unit_id, late_outcome_wait_s, late=True) != "decided":
+            await correct_mismatch(journal, alarms, lanes, unit_id, event, orders=orders, departure_recorded=True)
+        else:
+            log.error("unit %s: no divert outcome journalled within %.0f s of its departure; its record is not "
+                      "corrected", unit_id, late_outcome_wait_s)
     return unit_id
 
 
 async def departures_loop(
-    plc: Any, journal: Journal, alarms: Alarms, decision_wait_s: float = 10.0, lanes: LaneDirectory | None = None
+    plc: Any,
+    journal: Journal,
+    alarms: Alarms,
+    decision_wait_s: float = 10.0,
+    lanes: LaneDirectory | None = None,
+    orders: OrderCounter | None = None,
 ) -> None:
     """Record every exit conclusion the PLC link produces (runs until cancelled)."""
     queue = getattr(plc, "departures", None)
@@ -344,7 +424,7 @@ async def departures_loop(
             event = await queue.get()
             # One task each: an event waiting for its unit's decision must not hold up the others.
             task = asyncio.create_task(
-                record_departure(journal, alarms, event, decision_wait_s=decision_wait_s, lanes=lanes)
+                record_departure(journal, alarms, event, decision_wait_s=decision_wait_s, lanes=lanes, orders=orders)
             )
             pending.add(task)
             task.add_done_callback(_finished(pending))

@@ -73,6 +73,23 @@ CREATE INDEX IF NOT EXISTS events_unit ON events(unit_id);
 -- Open orders are counted every status period and scanned for re-sends: keep that off the
 -- table scan as the journal grows.
 CREATE INDEX IF NOT EXISTS orders_open ON orders(state) WHERE state NOT IN ('FINISHED', 'FAILED');
+-- The cancellation of a CANCELLED order (edge/departures.py), delivered like an order: re-sent until
+-- the cell answers for that decision_id, expired like one. `state` is QUEUED until the cell answers,
+-- then its answer (FAILED "cancelled" when it stopped or never had the order, or the FINISHED/FAILED
+-- it had already reported), or EXPIRED. Pruned together with its order.
+CREATE TABLE IF NOT EXISTS cancellations (
+    decision_id  TEXT PRIMARY KEY REFERENCES orders(decision_id) ON DELETE CASCADE,
+    unit_id      TEXT NOT NULL,
+    cell         TEXT NOT NULL,
+    topic        TEXT NOT NULL,
+    payload      BLOB NOT NULL,
+    state        TEXT NOT NULL,
+    sent_count   INTEGER NOT NULL DEFAULT 0,
+    queued_at    REAL NOT NULL,
+    updated_at   REAL NOT NULL,
+    reason       TEXT
+);
+CREATE INDEX IF NOT EXISTS cancellations_open ON cancellations(state) WHERE state NOT IN ('FINISHED', 'FAILED');
 CREATE TABLE IF NOT EXISTS meta (
     key          TEXT PRIMARY KEY,
     value        TEXT NOT NULL
@@ -84,9 +101,12 @@ SEQ_BLOCK = 1_000_000
 # EXPIRED (no answer within the order expiry, no longer re-sent) ranks with RUNNING: a late FINISHED
 # or FAILED still completes the decision, a late ACCEPTED does not reopen it.
 STATE_RANK = {"QUEUED": 0, "ACCEPTED": 1, "RUNNING": 2, "EXPIRED": 2, "FINISHED": 3, "FAILED": 3}
-# Orders still waiting for their cell; the first term matches the orders_open partial index.
-# CANCELLED: withdrawn after an exit eye saw the unit leave by another lane (edge/departures.py).
+# Orders (and cancellations) still waiting for their cell; the first term matches the partial indexes.
+# CANCELLED: withdrawn after an exit eye saw the unit leave by another lane (edge/departures.py); from
+# then on its row in `cancellations` is what waits for the cell.
 OPEN_ORDER = "state NOT IN ('FINISHED', 'FAILED') AND state NOT IN ('EXPIRED', 'CANCELLED')"
+# Tables of messages re-sent to a cell until it answers for their decision_id, and expired alike.
+DELIVERIES = ("orders", "cancellations")
 RUNNING_FACTOR = 3  # accepted/running orders are re-sent after this many order timeouts
 
 
@@ -116,6 +136,8 @@ class ExpiredOrder:
     cell: str
     sent_count: int
     waited_s: float
+    # True: the cancellation of that (withdrawn) order went unanswered, not the order itself.
+    cancellation: bool = False
 
 
 @dataclass(frozen=True)
@@ -403,13 +425,12 @@ class Journal:
 
         await self._call(run)
 
-    async def reclaim_space(self, max_pages: int = 4096, vacuum_free_fraction: float = 0.25) -> int:
+    async def reclaim_space(self, max_pages: int = 4096) -> int:
         """Give free pages back to the file system after pruning; returns how many pages went.
 
         With incremental auto-vacuum, at most `max_pages` per call, so the journal thread (and the
-        decisions waiting on it) is never held for long. A file created without it is converted by
-        one full VACUUM, only when at least `vacuum_free_fraction` of it is free: that pass holds
-        the journal for as long as rewriting the file takes, once in the file's life.
+        decisions waiting on it) is never held for long. A file created without it gives nothing back
+        until edge/retention.py has converted it (one full VACUUM, while the line is idle).
         """
 
         def run() -> int:
@@ -420,14 +441,23 @@ class Journal:
             free = db.execute("PRAGMA freelist_count").fetchone()[0]
             if free == 0:
                 return 0
-            if db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:
-                # executescript steps the pragma to completion: execute() would free a single page.
-                db.executescript(f"PRAGMA incremental_vacuum({int(max_pages)});")
-            elif free >= before * vacuum_free_fraction:
-                db.execute("PRAGMA auto_vacuum=INCREMENTAL")
-                db.execute("VACUUM")
+            if db.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:
+                return 0
+            # executescript steps the pragma to completion: execute() would free a single page.
+            db.executescript(f"PRAGMA incremental_vacuum({int(max_pages)});")
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             return before - db.execute("PRAGMA page_count").fetchone()[0]
+
+        return await self._call(run)
+
+    async def maintain(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run fn(db) on the journal thread outside any transaction (VACUUM cannot run in one); the
+        calls made meanwhile wait for it."""
+
+        def run() -> T:
+            if self._db is None:
+                raise JournalError("journal is closed")
+            return fn(self._db)
 
         return await self._call(run)
 
@@ -524,10 +554,12 @@ class Journal:
         self.outbox_changed.set()
 
     @staticmethod
-    def _insert_order(db: sqlite3.Connection, order: OrderToSend, now: float) -> None:
-        """Record a cell order as QUEUED and sent once (the caller puts it in the outbox)."""
+    def _insert_order(db: sqlite3.Connection, order: OrderToSend, now: float, table: str = "orders") -> None:
+        """Record a cell order (or, with table `cancellations`, the cancellation of one) as QUEUED
+        and sent once (the caller puts it in the outbox)."""
+        assert table in DELIVERIES
         db.execute(
-            "INSERT INTO orders(decision_id, unit_id, cell, topic, payload, state, sent_count,"
+            f"INSERT INTO {table}(decision_id, unit_id, cell, topic, payload, state, sent_count,"
             " queued_at, updated_at) VALUES (?,?,?,?,?,'QUEUED',1,?,?)",
             (order.decision_id, order.unit_id, order.cell, order.topic, order.payload, now, now),
         )
@@ -583,7 +615,8 @@ class Journal:
     # -- robot cell orders -------------------------------------------------------------------------
 
     async def record_cell_state(self, decision_id: str, cell: str, state: str, reason: str | None) -> str:
-        """Apply a cell's answer. Returns 'applied', 'duplicate', 'unknown' or 'wrong_cell'."""
+        """Apply a cell's answer. Returns 'applied', 'duplicate', 'unknown', 'wrong_cell', or
+        'cancelled' for a (new) answer about an order that was cancelled: kept, not acted on."""
         now = time.time()
 
         def body(db: sqlite3.Connection) -> str:
@@ -596,8 +629,20 @@ class Journal:
             if order_cell != cell:
                 return "wrong_cell"
             if current == "CANCELLED":
-                # The unit left by another lane and a newer decision superseded this order: a late
-                # answer goes into the audit trail but says nothing about the unit's state.
+                # The unit left by another lane and a newer decision superseded this order: the answer
+                # closes the cancellation (no more re-sends) and goes on record, but says nothing
+                # about the unit's state.
+                cancellation = db.execute(
+                    "SELECT state FROM cancellations WHERE decision_id=?", (decision_id,)
+                ).fetchone()
+                if cancellation is not None:
+                    answered = cancellation[0]
+                    if answered in FINAL_CELL_STATES or STATE_RANK.get(state, 0) <= STATE_RANK.get(answered, 0):
+                        return "duplicate"
+                    db.execute(
+                        "UPDATE cancellations SET state=?, updated_at=?, reason=? WHERE decision_id=?",
+                        (state, now, reason, decision_id),
+                    )
                 db.execute(
                     "INSERT INTO events(unit_id, at, kind, data) VALUES (?,?,?,?)",
                     (unit_id, now, "cell_state", json.dumps(
@@ -622,17 +667,21 @@ class Journal:
         return await self._tx(body)
 
     async def requeue_unanswered_orders(self, older_than_s: dict[str, float], default_s: float) -> int:
-        """Put orders with no final answer back in the outbox, same decision_id and payload.
+        """Put orders and cancellations with no final answer back in the outbox, same decision_id
+        and payload.
 
-        Unanswered orders go after the cell's timeout; accepted or running ones after three times
+        Unanswered ones go after the cell's timeout; accepted or running ones after three times
         that, because their FINISHED may have been lost while the cell was offline: the cell
         repeats its latest state for a decision_id it already handled, so a re-send is harmless.
         """
         now = time.time()
 
         def body(db: sqlite3.Connection) -> int:
+            return sum(requeue(db, table) for table in DELIVERIES)
+
+        def requeue(db: sqlite3.Connection, table: str) -> int:
             rows = db.execute(
-                f"SELECT decision_id, cell, topic, payload, updated_at, state FROM orders WHERE {OPEN_ORDER}"
+                f"SELECT decision_id, cell, topic, payload, updated_at, state FROM {table} WHERE {OPEN_ORDER}"
             ).fetchall()
             due = [
                 r for r in rows
@@ -646,7 +695,7 @@ class Journal:
                 if waiting is None:  # a copy still waiting for the broker is enough
                     self._enqueue(db, [Publication(topic, bytes(payload))], now)
                 db.execute(
-                    "UPDATE orders SET sent_count=sent_count+1, updated_at=? WHERE decision_id=?",
+                    f"UPDATE {table} SET sent_count=sent_count+1, updated_at=? WHERE decision_id=?",
                     (now, decision_id),
                 )
             return len(due)
@@ -659,26 +708,35 @@ class Journal:
     async def expire_unanswered_orders(self, expiry_s: dict[str, float], default_s: float) -> list[ExpiredOrder]:
         """Stop re-sending orders their cell has not finished within its expiry (counted from the
         first send): the order becomes EXPIRED and its unit `expired`, both final, with an audit event.
-        A person has to see to the unit; a late FINISHED or FAILED from the cell is still applied."""
+        A person has to see to the unit; a late FINISHED or FAILED from the cell is still applied.
+        Cancellations expire alike (event `cancellation_expired`), but leave the unit as it is: it
+        belongs to the decision that superseded the cancelled one."""
         now = time.time()
 
         def body(db: sqlite3.Connection) -> list[ExpiredOrder]:
+            return [order for table in DELIVERIES for order in expire(db, table)]
+
+        def expire(db: sqlite3.Connection, table: str) -> list[ExpiredOrder]:
+            cancellation = table == "cancellations"
             rows = db.execute(
-                f"SELECT decision_id, unit_id, cell, sent_count, queued_at, state FROM orders WHERE {OPEN_ORDER}"
+                f"SELECT decision_id, unit_id, cell, sent_count, queued_at, state FROM {table} WHERE {OPEN_ORDER}"
             ).fetchall()
             expired = [
-                ExpiredOrder(r[0], r[1], r[2], r[3], now - r[4]) for r in rows
+                ExpiredOrder(r[0], r[1], r[2], r[3], now - r[4], cancellation) for r in rows
                 if now - r[4] >= expiry_s.get(r[2], default_s)
             ]
             for order in expired:
-                reason = (f"no FINISHED or FAILED from {order.cell} within {order.waited_s:.0f} s "
+                what = "answer to the cancellation" if cancellation else "FINISHED or FAILED"
+                reason = (f"no {what} from {order.cell} within {order.waited_s:.0f} s "
                           f"({order.sent_count} send(s)): no longer re-sent")
-                db.execute("UPDATE orders SET state='EXPIRED', updated_at=?, reason=? WHERE decision_id=?",
+                db.execute(f"UPDATE {table} SET state='EXPIRED', updated_at=?, reason=? WHERE decision_id=?",
                            (now, reason, order.decision_id))
-                db.execute("UPDATE units SET state='expired' WHERE unit_id=?", (order.unit_id,))
+                if not cancellation:
+                    db.execute("UPDATE units SET state='expired' WHERE unit_id=?", (order.unit_id,))
                 db.execute(
                     "INSERT INTO events(unit_id, at, kind, data) VALUES (?,?,?,?)",
-                    (order.unit_id, now, "order_expired", json.dumps({"cell": order.cell, "reason": reason})),
+                    (order.unit_id, now, "cancellation_expired" if cancellation else "order_expired",
+                     json.dumps({"cell": order.cell, "decision_id": order.decision_id, "reason": reason})),
                 )
             return expired
 
@@ -690,7 +748,8 @@ class Journal:
         def query(db: sqlite3.Connection) -> dict[str, int]:
             outbox = db.execute("SELECT count(*) FROM outbox WHERE sent_at IS NULL").fetchone()[0]
             open_orders = db.execute(f"SELECT count(*) FROM orders WHERE {OPEN_ORDER}").fetchone()[0]
-            return {"outbox": outbox, "open_orders": open_orders}
+            cancels = db.execute(f"SELECT count(*) FROM cancellations WHERE {OPEN_ORDER}").fetchone()[0]
+            return {"outbox": outbox, "open_orders": open_orders, "open_cancellations": cancels}
 
         return await self._tx(query)
 
@@ -714,9 +773,12 @@ def read_unit_history(path: Path, unit_id: str) -> dict[str, Any] | None:
         events = db.execute(
             "SELECT at, kind, data FROM events WHERE unit_id=? ORDER BY id", (unit_id,)
         ).fetchall()
-        # A unit has more than one order when its decision was superseded (edge/departures.py).
+        # A unit has more than one order when its decision was superseded (edge/departures.py); the
+        # cancelled one carries its cancellation and what the cell answered to it.
         orders = db.execute(
-            "SELECT cell, state, sent_count, reason, decision_id FROM orders WHERE unit_id=? ORDER BY queued_at",
+            "SELECT o.cell, o.state, o.sent_count, o.reason, o.decision_id, c.state, c.sent_count, c.reason"
+            " FROM orders o LEFT JOIN cancellations c ON c.decision_id = o.decision_id"
+            " WHERE o.unit_id=? ORDER BY o.queued_at",
             (unit_id,),
         ).fetchall()
         order = next((o[:4] for o in orders if o[4] == row[1]), orders[-1][:4] if orders else None)
@@ -730,6 +792,14 @@ def read_unit_history(path: Path, unit_id: str) -> dict[str, Any] | None:
         "state": row[4],
         "decision": json.loads(row[5]),
         "order": dict(zip(("cell", "state", "sent_count", "reason"), order, strict=True)) if order else None,
-        "orders": [dict(zip(("cell", "state", "sent_count", "reason", "decision_id"), o, strict=True)) for o in orders],
+        "orders": [
+            {
+                **dict(zip(("cell", "state", "sent_count", "reason", "decision_id"), o[:5], strict=True)),
+                "cancellation": (
+                    dict(zip(("state", "sent_count", "reason"), o[5:], strict=True)) if o[5] is not None else None
+                ),
+            }
+            for o in orders
+        ],
         "events": [{"at": e[0], "kind": e[1], "data": json.loads(e[2])} for e in events],
     }

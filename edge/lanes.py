@@ -64,12 +64,18 @@ class LaneGuard:
         why = self.why_unavailable(lane)
         if why is not None:
             lane = self.reject_lane
+        self.count_order(lane, decision_id)
+        return lane, why
+
+    def count_order(self, lane: int, decision_id: str) -> None:
+        """An order for `lane` went to its cell: one free place fewer until the cell reports again,
+        and the cell's reports about `decision_id` are about that lane. Orders not sent through
+        `route` (a corrected decision's order to the lane the unit really took) count the same."""
         if lane in self.free:
             self.free[lane] = max(0, self.free[lane] - 1)
         self._lane_of_decision[decision_id] = lane
         while len(self._lane_of_decision) > REMEMBERED_DECISIONS:
             self._lane_of_decision.popitem(last=False)
-        return lane, why
 
 
 class LaneRouter:

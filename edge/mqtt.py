@@ -74,6 +74,9 @@ class MqttLink:
         self._stopping = asyncio.Event()
         self._group: asyncio.TaskGroup | None = None
         self._runner: asyncio.Task[None] | None = None
+        # Cleared by close_inbound when a stop is under way; the lock is held while a message is handled.
+        self._inbound_open = True
+        self._handling = asyncio.Lock()
 
     @property
     def state(self) -> str:
@@ -100,6 +103,14 @@ class MqttLink:
         with contextlib.suppress(asyncio.CancelledError):
             await self._runner
         self._runner = None
+
+    async def close_inbound(self) -> None:
+        """Hand no more inbound messages to on_message and wait for the one being handled, so what a
+        stop still has to send (alarms raised by those handlers) is all in the outbox. A message
+        received after this is dropped, as on any disconnect: cells repeat their state for re-sent orders."""
+        self._inbound_open = False
+        async with self._handling:
+            pass
 
     async def publish_now(self, topic: str, payload: dict, qos: int = 0, retain: bool = False) -> bool:
         """Best-effort publish for status and telemetry; False when not connected."""
@@ -197,11 +208,15 @@ class MqttLink:
     async def _receive(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
             self.counters["received"] += 1
+            if not self._inbound_open:
+                self.counters["dropped_at_stop"] = self.counters.get("dropped_at_stop", 0) + 1
+                continue
             payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
-            try:
-                await self.on_message(str(message.topic), bytes(payload))
-            except Exception:  # a bad message must never take the connection down
-                log.exception("handler failed for a message on %s", message.topic)
+            async with self._handling:
+                try:
+                    await self.on_message(str(message.topic), bytes(payload))
+                except Exception:  # a bad message must never take the connection down
+                    log.exception("handler failed for a message on %s", message.topic)
 
     async def _drain_outbox(self, client: aiomqtt.Client) -> None:
         batch: list[OutboxMessage] | None = None

@@ -15,6 +15,7 @@ For each unit the PLC reports at the scan point, in one task:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 import uuid
@@ -279,8 +280,28 @@ class Pipeline:
 
     async def handle(self, arrival: Arrival) -> None:
         self.in_flight += 1
+        limit = self.config.vision.max_units_in_flight
+        # Each unit in flight holds its camera frame until it is graded: past the bound (vision
+        # falling behind, a stalled journal) a unit is decided without one, so memory stays bounded.
+        overload = f"overloaded: {self.in_flight - 1} units in flight" if self.in_flight > limit else None
         try:
-            await self._handle(arrival)
+            if overload is not None:
+                self.errors["pipeline:overloaded"] += 1
+            await self._handle(arrival, overload)
+            alarm = self.alarms.active.get(("overloaded", "pipeline"))
+            if overload is not None:
+                # After the decision, so the alarm's journal write does not delay the unit's read claim.
+                await self.alarms.raise_(
+                    "overloaded", f"more than {limit} units in flight ({overload}): further units go to the reject "
+                    "lane without vision grading until the backlog is down", subject="pipeline", severity="critical",
+                )
+            # Cleared with some margin below the bound, so a backlog hovering at it is one alarm.
+            elif alarm is not None and self.in_flight - 1 <= limit // 2:
+                await self.alarms.clear(
+                    "overloaded", subject="pipeline",
+                    message=f"backlog down to {self.in_flight - 1} unit(s) in flight; {alarm.count} unit(s) went to "
+                    "the reject lane without vision grading meanwhile",
+                )
         except Exception:
             # The unit has no accepted divert, so the PLC sends it to the reject lane by itself.
             self.errors["pipeline:crash"] += 1
@@ -291,15 +312,22 @@ class Pipeline:
         finally:
             self.in_flight -= 1
 
-    async def _handle(self, arrival: Arrival) -> None:
+    async def _handle(self, arrival: Arrival, overload: str | None = None) -> None:
+        """Decide one unit; with `overload` (why) it gets no frame and goes to the reject lane."""
         unit_id = f"U{uuid.uuid4().hex[:16]}"
         decision_id = str(uuid.uuid4())
         facts = UnitFacts()
-        await asyncio.gather(
+        stages = [
             _timed(self._identify(arrival, facts), "identify", arrival, facts),
             _timed(self._weigh(facts), "weigh", arrival, facts),
-            _timed(self._inspect(arrival, facts), "inspect", arrival, facts),
-        )
+        ]
+        if overload is None:
+            stages.append(_timed(self._inspect(arrival, facts), "inspect", arrival, facts))
+        else:
+            # Identified and weighed all the same: its read must not become the next unit's.
+            facts.vision_problem = overload
+            facts.inspected.set()
+        await asyncio.gather(*stages)
         if facts.damage is not None and facts.item is not None:
             # Imported here: vision.damage loads the Numba kernels, after the daemon set their cache.
             from vision.damage import compare_with_catalog
@@ -308,6 +336,13 @@ class Pipeline:
             facts.damage = compare_with_catalog(facts.damage, (facts.item.length_mm, facts.item.width_mm))
         verdict = grade_unit(self._observation(facts), self.policy)
         intended_lane = self.config.lane_for(verdict.disposition).id
+        if overload is not None:
+            # Without a damage check the grade is unknown: reject/manual lane, whatever else was seen.
+            verdict = dataclasses.replace(
+                verdict, disposition="quarantine", grade=None,
+                reasons=(f"{overload}: not graded by vision, reject lane", *verdict.reasons),
+            )
+            intended_lane = self.config.reject_lane
         if self.lane_router is not None:
             # A lane whose cell is offline or full is never used: reject/manual lane instead, with an alarm.
             verdict, intended_lane = await self.lane_router.route(verdict, intended_lane, decision_id)

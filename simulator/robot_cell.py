@@ -5,7 +5,9 @@ cells/{cell}/orders and answers on cells/{cell}/state: ACCEPTED, then FINISHED o
 its lane, or FAILED with a reason. An order whose decision_id it has already handled is not done
 again; the cell repeats its last answer so a controller that missed it can complete the decision.
 An order cancellation (`action` `cancel`, same decision_id) stops an order the cell has not
-finished, without an answer; one for a finished order is ignored.
+finished (or marks one it never had, so that a late copy is not worked on) and is answered FAILED
+with reason "cancelled"; for an order already finished or failed the cell repeats that answer.
+Every copy of a cancellation gets its answer: the controller re-sends it until one arrives.
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ log = logging.getLogger("simulator.cell")
 LaneOf = Callable[[int], int | None]
 
 
+# The FAILED reason a cell answers a cancellation with when it had not finished the order.
+CANCELLED_REASON = "cancelled"
+
+
 @dataclass
 class HandledOrder:
     decision_id: str
@@ -41,9 +47,11 @@ class HandledOrder:
 class CellRecord:
     handled: dict[str, HandledOrder] = field(default_factory=dict)
     bad_orders: int = 0
-    # Cancellations that stopped an order, and ones that came for an order already finished.
+    # Cancellations that stopped an order (or came before it), ones that came for an order already
+    # finished, and further copies of a cancellation already carried out (each answered again).
     cancelled: list[str] = field(default_factory=list)
     cancels_ignored: int = 0
+    cancels_repeated: int = 0
 
     @property
     def duplicates(self) -> int:
@@ -67,7 +75,11 @@ class SimulatedRobotCell:
         answer_twice: bool = False,
         offline_after_orders: int | None = None,
         offline_for_s: float = 0.0,
+        clean_session: bool = False,
     ) -> None:
+        # clean_session: the broker keeps nothing for this cell while it is away (QoS 1 orders
+        # published meanwhile are lost to it); only the controller's re-sends reach it afterwards.
+        self.clean_session = clean_session
         self.answer_twice = answer_twice
         self.offline_after_orders = offline_after_orders
         self.offline_for_s = offline_for_s
@@ -114,7 +126,7 @@ class SimulatedRobotCell:
                     self.port,
                     identifier=f"sim-{self.cell_id}",
                     will=will,
-                    clean_session=False,
+                    clean_session=self.clean_session,
                     keepalive=10,
                 ) as client:
                     self._client = client
@@ -166,8 +178,7 @@ class SimulatedRobotCell:
             return
         if known is not None:
             known.received += 1
-            if known.state != "CANCELLED":
-                self._spawn(self._answer(known))  # repeat the last answer, do not handle it again
+            self._spawn(self._answer(known))  # repeat the last answer, do not handle it again
             return
         handled = HandledOrder(decision_id, str(order.unit_id), order.item_id, order.lane)
         self.record.handled[decision_id] = handled
@@ -178,7 +189,12 @@ class SimulatedRobotCell:
         self, decision_id: str, known: HandledOrder | None, unit_id: str | None, item_id: int | None, lane: int
     ) -> None:
         if known is not None and known.state in ("FINISHED", "FAILED", "CANCELLED"):
-            self.record.cancels_ignored += 1  # finished (or cancelled) already: nothing to stop
+            # Finished (or cancelled) already: nothing to stop; the answer tells the controller so.
+            if known.state == "CANCELLED":
+                self.record.cancels_repeated += 1
+            else:
+                self.record.cancels_ignored += 1
+            self._spawn(self._answer(known))
             return
         job = self._jobs.pop(decision_id, None)
         if job is not None:
@@ -188,8 +204,9 @@ class SimulatedRobotCell:
             # late copy of it is not worked on.
             known = HandledOrder(decision_id, str(unit_id), item_id, lane)
             self.record.handled[decision_id] = known
-        known.state, known.reason = "CANCELLED", "cancelled by the controller"
+        known.state, known.reason = "CANCELLED", CANCELLED_REASON
         self.record.cancelled.append(decision_id)
+        self._spawn(self._answer(known))
         self._emit(known)
 
     def _spawn(self, coroutine: Any) -> asyncio.Task[None]:
@@ -207,7 +224,8 @@ class SimulatedRobotCell:
             "timestamp": utc_timestamp(),
             "cell": self.cell_id,
             "decision_id": order.decision_id,
-            "state": order.state,
+            # The contract has no CANCELLED state: a cancelled order is FAILED, reason "cancelled".
+            "state": "FAILED" if order.state == "CANCELLED" else order.state,
             "lane_capacity": self.lane_capacity,
         }
         if order.reason:

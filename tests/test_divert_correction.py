@@ -16,15 +16,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edge.alarms import Alarms
-from edge.contract import ContractError, Envelope, Topics, encode, parse_order
-from edge.departures import correct_mismatch, record_departure
+from edge.config import load_station
+from edge.contract import ContractError, Envelope, Topics, encode, parse_order, pick_order
+from edge.departures import answered_after_cancel, correct_mismatch, record_departure
 from edge.journal import Journal, OrderToSend, Publication, read_unit_history
+from edge.lanes import LaneGuard
 from edge.mqtt import MqttLink
 from plc.exits import ExitEvent
 from simulator.robot_cell import SimulatedRobotCell
 
 from .asyncapi_contract import problems_with
+from .conftest import CONFIG
 
+STATION = load_station(CONFIG / "station.sim.yaml")
 TOPICS = Topics("returns/v1", "site", "line")
 
 
@@ -145,9 +149,20 @@ def test_a_mismatch_cancels_the_order_and_publishes_a_corrected_decision_once(tm
             assert await record_departure(journal, alarms, _left_by(42, 0), lanes=LANES) == "U1"
             assert await _outbox_after(journal, again) == []
             assert alarms.raised_total["divert_mismatch"] == 1
-            # The superseded order is not re-sent; its cell's late answer does not close the unit.
-            assert await journal.requeue_unanswered_orders({}, default_s=0.0) == 1  # only the new order
+            # The superseded order is not re-sent, but its cancellation is, like the new order, until
+            # its cell answers; that answer is kept on the order and does not close the unit.
+            await journal.mark_sent([m.seq for m in await journal.unsent(1000)])
+            assert await journal.requeue_unanswered_orders({}, default_s=0.0) == 2
+            resent = await _outbox_after(journal, again)
+            assert [(t, p.get("action"), p["decision_id"]) for t, p in resent] == [
+                (TOPICS.cell_orders("cell-q"), None, published[1][1]["decision_id"]),
+                (TOPICS.cell_orders("cell-b"), "cancel", old),
+            ]
+            assert resent[1][1] == published[0][1]  # the same message again, same message_id
             assert await journal.record_cell_state(old, "cell-b", "FAILED", "unit not found") == "cancelled"
+            assert await journal.record_cell_state(old, "cell-b", "FAILED", "unit not found") == "duplicate"
+            await journal.mark_sent([m.seq for m in await journal.unsent(1000)])
+            assert await journal.requeue_unanswered_orders({}, default_s=0.0) == 1  # only the new order now
             history = read_unit_history(path, "U1")
             assert history is not None and history["state"] == "diverted"
             return published, old, history
@@ -172,6 +187,8 @@ def test_a_mismatch_cancels_the_order_and_publishes_a_corrected_decision_once(tm
     # The journal row now is the corrected decision; both orders and the correction are on record.
     assert history["decision_id"] == decision["decision_id"] and history["decision"]["lane"] == 0
     assert [(o["cell"], o["state"]) for o in history["orders"]] == [("cell-b", "CANCELLED"), ("cell-q", "QUEUED")]
+    assert history["orders"][0]["cancellation"] == {"state": "FAILED", "sent_count": 2, "reason": "unit not found"}
+    assert history["orders"][1]["cancellation"] is None
     assert history["order"]["cell"] == "cell-q"
     kinds = [e["kind"] for e in history["events"]]
     assert "divert_corrected" in kinds and "departed" in kinds
@@ -269,8 +286,9 @@ def test_a_unit_leaving_before_its_outcome_is_journalled_is_corrected_after_it(t
 
 
 def test_cells_honour_a_cancellation_through_a_real_broker(mosquitto, tmp_path: Path) -> None:
-    """The order reaches cell-b, which waits for the unit; the cancellation stops it (no FAILED),
-    and cell-q, where the unit really is, gets the corrected order and finishes it."""
+    """The order reaches cell-b, which waits for the unit; the cancellation stops it (answered FAILED
+    "cancelled", kept on the cancelled order), and cell-q, where the unit really is, gets the
+    corrected order and finishes it."""
     events: list[dict] = []
     physical: dict[int, int] = {}
 
@@ -330,6 +348,7 @@ def test_cells_honour_a_cancellation_through_a_real_broker(mosquitto, tmp_path: 
     assert [(e["cell"], e["state"]) for e in events] == [("cell-b", "CANCELLED"), ("cell-q", "FINISHED")]
     assert history is not None
     assert [(o["cell"], o["state"]) for o in history["orders"]] == [("cell-b", "CANCELLED"), ("cell-q", "FINISHED")]
+    assert history["orders"][0]["cancellation"] == {"state": "FAILED", "sent_count": 1, "reason": "cancelled"}
 
 
 async def _until(predicate, timeout_s: float = 10.0) -> None:  # type: ignore[no-untyped-def]
@@ -378,3 +397,289 @@ def test_parse_order_accepts_or_rejects_clearly(payload: bytes) -> None:
     except ContractError:
         return
     assert order.action in ("pick", "cancel") and 0 <= order.lane <= 255 and 1 <= len(order.decision_id) <= 64
+
+
+async def _cancellation(journal: Journal, decision_id: str) -> tuple[str, int, str | None] | None:
+    def query(db):  # type: ignore[no-untyped-def]
+        return db.execute(
+            "SELECT state, sent_count, reason FROM cancellations WHERE decision_id = ?", (decision_id,)
+        ).fetchone()
+
+    return await journal.transact(query)
+
+
+def test_a_cancellation_is_re_sent_until_answered_and_expires_like_an_order(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+
+    async def run() -> tuple[list[list[tuple[str, str | None]]], list, dict, list[dict], dict]:
+        async with Journal(path) as journal:
+            envelope = Envelope("edge-t", await journal.reserve_sequence_block())
+            alarms = Alarms(journal, envelope, TOPICS)
+            old = await _decided(journal, envelope, "U8", item=8)
+            correction = await correct_mismatch(journal, alarms, LANES, "U8", _left_by(8, 0))
+            assert correction is not None
+            rounds = []
+            for older_than in ({"cell-b": 3600.0}, {"cell-b": 0.0}):
+                await journal.mark_sent([m.seq for m in await journal.unsent(1000)])
+                await journal.requeue_unanswered_orders(older_than, default_s=3600.0)
+                rounds.append([(m.topic, json.loads(m.payload).get("action")) for m in await journal.unsent(1000)])
+            # cell-b still says nothing: after its expiry the cancellation is given up, alarmed like an
+            # order (one order_unanswered per cell) and journalled; the unit keeps its corrected record.
+            expired = await journal.expire_unanswered_orders({"cell-b": 0.0}, default_s=3600.0)
+            for order in expired:
+                await alarms.order_unanswered(order.cell, order.decision_id, order.unit_id, order.waited_s,
+                                              order.sent_count)
+            alarm_messages = [json.loads(m.payload) for m in await journal.unsent(1000) if m.topic == TOPICS.alarms]
+            await journal.mark_sent([m.seq for m in await journal.unsent(1000)])
+            assert await journal.requeue_unanswered_orders({"cell-b": 0.0}, default_s=3600.0) == 0
+            expired_row = await _cancellation(journal, old)
+            assert expired_row is not None and expired_row[:2] == ("EXPIRED", 2) and "cell-b" in str(expired_row[2])
+            # A late answer still closes it on record, and is not applied to the unit.
+            assert await journal.record_cell_state(old, "cell-b", "FAILED", "cancelled") == "cancelled"
+            history = read_unit_history(path, "U8")
+            assert history is not None
+            return rounds, expired, history, alarm_messages, {"new": correction.decision_id, "old": old}
+
+    rounds, expired, history, alarm_messages, ids = asyncio.run(run())
+    assert rounds[0] == []  # not yet due
+    assert sorted(rounds[1]) == sorted([(TOPICS.cell_orders("cell-b"), "cancel")])
+    assert [(e.decision_id, e.cell, e.cancellation) for e in expired] == [(ids["old"], "cell-b", True)]
+    assert [(a["code"], a["state"], a["subject"]) for a in alarm_messages] == [
+        ("order_unanswered", "raised", "cell-b")
+    ]
+    assert ids["old"] in alarm_messages[0]["message"]
+    assert history["state"] == "diverted" and history["decision_id"] == ids["new"]
+    assert history["orders"][0]["cancellation"] == {"state": "FAILED", "sent_count": 2, "reason": "cancelled"}
+    assert [e["data"]["decision_id"] for e in history["events"] if e["kind"] == "cancellation_expired"] == [ids["old"]]
+    assert not any(e["kind"] == "order_expired" for e in history["events"])
+
+
+def test_a_cancellation_waits_longer_once_the_cell_reports_it_running(tmp_path: Path) -> None:
+    """A cell built before cancellations repeats RUNNING for an order it is still working on: that
+    answer is kept, and like a running order's it is re-sent only after three timeouts."""
+
+    async def run() -> list[int]:
+        async with Journal(tmp_path / "j.db") as journal:
+            envelope = Envelope("edge-t", await journal.reserve_sequence_block())
+            old = await _decided(journal, envelope, "U9", item=9)
+            assert await correct_mismatch(journal, Alarms(journal, envelope, TOPICS), LANES, "U9", _left_by(9, 0))
+            assert await journal.record_cell_state(old, "cell-b", "RUNNING", None) == "cancelled"
+            assert await journal.record_cell_state(old, "cell-b", "ACCEPTED", None) == "duplicate"
+
+            def age(db) -> None:  # type: ignore[no-untyped-def]
+                db.execute("UPDATE cancellations SET updated_at = updated_at - 150")
+
+            await journal.transact(age)
+            counts = [await journal.requeue_unanswered_orders({"cell-b": 100.0}, default_s=3600.0)]
+            await journal.transact(age)
+            await journal.transact(age)
+            counts.append(await journal.requeue_unanswered_orders({"cell-b": 100.0}, default_s=3600.0))
+            return counts
+
+    assert asyncio.run(run()) == [0, 1]
+
+
+def test_a_cancellation_survives_a_restart_and_is_re_sent_after_it(tmp_path: Path) -> None:
+    """The broker took the cancellation, but cell-b was away with a clean session: lost. After a
+    restart the controller's re-send on connecting (Controller._on_connect) sends it again."""
+    path = tmp_path / "j.db"
+
+    async def first_run() -> tuple[str, bytes]:
+        async with Journal(path) as journal:
+            envelope = Envelope("edge-t", await journal.reserve_sequence_block())
+            old = await _decided(journal, envelope, "U10", item=10)
+            assert await correct_mismatch(journal, Alarms(journal, envelope, TOPICS), LANES, "U10", _left_by(10, 0))
+            sent = await journal.unsent(1000)
+            await journal.mark_sent([m.seq for m in sent])  # all of it reached the broker
+            cancel = next(m.payload for m in sent if json.loads(m.payload).get("action") == "cancel")
+            return old, cancel
+
+    old, cancel = asyncio.run(first_run())
+
+    async def after_restart() -> tuple[list[bytes], str, int, list[bytes]]:
+        async with Journal(path) as journal:
+            await journal.requeue_unanswered_orders({}, default_s=0.0)
+            again = [m.payload for m in await journal.unsent(1000) if m.topic == TOPICS.cell_orders("cell-b")]
+            outcome = await journal.record_cell_state(old, "cell-b", "FAILED", "cancelled")
+            await journal.mark_sent([m.seq for m in await journal.unsent(1000)])
+            count = await journal.requeue_unanswered_orders({}, default_s=0.0)
+            later = [m.payload for m in await journal.unsent(1000) if m.topic == TOPICS.cell_orders("cell-b")]
+            return again, outcome, count, later
+
+    again, outcome, count, later = asyncio.run(after_restart())
+    assert again == [cancel]
+    assert (outcome, count, later) == ("cancelled", 1, [])  # answered: only cell-q's order is still open
+
+
+def test_finished_after_a_cancellation_is_kept_and_warned_about(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+
+    async def run() -> tuple[str, list[dict], dict]:
+        async with Journal(path) as journal:
+            envelope = Envelope("edge-t", await journal.reserve_sequence_block())
+            alarms = Alarms(journal, envelope, TOPICS)
+            old = await _decided(journal, envelope, "U11", item=11)
+            assert await correct_mismatch(journal, alarms, LANES, "U11", _left_by(11, 0))
+            before = await _last_seq(journal)
+            # What Controller._inbound does with the answer.
+            outcome = await journal.record_cell_state(old, "cell-b", "FINISHED", None)
+            assert outcome == "cancelled"
+            await answered_after_cancel(alarms, "cell-b", old, "FINISHED")
+            await answered_after_cancel(alarms, "cell-b", "d-other", "FAILED")  # the expected answer: quiet
+            alarm_messages = [p for t, p in await _outbox_after(journal, before) if t == TOPICS.alarms]
+            history = read_unit_history(path, "U11")
+            assert history is not None
+            return old, alarm_messages, history
+
+    old, alarm_messages, history = asyncio.run(run())
+    assert [(a["code"], a["severity"], a["state"], a["subject"]) for a in alarm_messages] == [
+        ("picked_after_cancel", "warning", "event", "cell-b")
+    ]
+    assert old in alarm_messages[0]["message"]
+    assert problems_with(TOPICS.alarms, encode(alarm_messages[0])) == []
+    assert history["state"] == "diverted"  # the corrected order to cell-q still decides the unit
+    assert history["orders"][0]["state"] == "CANCELLED"
+    assert history["orders"][0]["cancellation"]["state"] == "FINISHED"
+
+
+def test_the_corrected_order_counts_against_the_actual_lane(tmp_path: Path) -> None:
+    async def run() -> tuple[int, int, int | None]:
+        async with Journal(tmp_path / "j.db") as journal:
+            envelope = Envelope("edge-t", await journal.reserve_sequence_block())
+            guard = LaneGuard(STATION)
+            guard.on_connection("cell-q", "ONLINE")
+            guard.route(0, "seed")
+            guard.on_capacity("cell-q", "seed", 5)
+            before = guard.free[0]
+            await _decided(journal, envelope, "U12", item=12, lane=3, cell="cell-b")
+            correction = await correct_mismatch(
+                journal, Alarms(journal, envelope, TOPICS), STATION, "U12", _left_by(12, 0, expected=3), orders=guard
+            )
+            assert correction is not None and correction.order_cell == "cell-q"
+            # cell-q's reports about the corrected order are about lane 0
+            return before, guard.free[0], guard.on_capacity("cell-q", correction.decision_id, 9)
+
+    assert asyncio.run(run()) == (5, 4, 0)
+
+
+def test_an_outcome_journalled_late_still_gets_the_record_corrected(tmp_path: Path) -> None:
+    """The divert outcome comes after the wait (a stalled journal or PLC link): the mismatch alarm
+    goes out at once, and the correction follows when the outcome is journalled."""
+    path = tmp_path / "j.db"
+
+    async def run() -> tuple[list[str], list[dict], list[str]]:
+        async with Journal(path) as journal:
+            envelope = Envelope("edge-t", await journal.reserve_sequence_block())
+            alarms = Alarms(journal, envelope, TOPICS)
+            body = _decision("U13", "d-U13", 13, 2, "cell-b")
+            await journal.record_decision("U13", "d-U13", 13, body, [])
+            departure = asyncio.create_task(
+                record_departure(
+                    journal, alarms, _left_by(13, 0), lanes=LANES, decision_wait_s=0.1, late_outcome_wait_s=60.0
+                )
+            )
+
+            def mismatch_alarmed() -> bool:
+                return alarms.raised_total["divert_mismatch"] >= 1
+
+            await _until(mismatch_alarmed)
+            assert not departure.done()  # still waiting for the outcome, in its own task
+            message = envelope.build("decision", body)
+            order = envelope.build("order", pick_order(
+                decision_id="d-U13", unit_id="U13", item_id=13, lane=2, disposition="refurbish", grade="C",
+                sku="S", barcode=None, needs_sanitization=False,
+            ))
+            await journal.record_outcome(
+                "U13", "diverted", message, [Publication(TOPICS.decisions, encode(message))],
+                OrderToSend("d-U13", "U13", "cell-b", TOPICS.cell_orders("cell-b"), encode(order)), [],
+            )
+            assert await asyncio.wait_for(departure, 30) == "U13"
+            unsent = [(m.topic, json.loads(m.payload)) for m in await journal.unsent(1000)]
+            history = read_unit_history(path, "U13")
+            assert history is not None
+            kinds = [e["kind"] for e in history["events"]]
+            return (
+                [p.get("supersedes", "-") for t, p in unsent if t == TOPICS.decisions],
+                [p for t, p in unsent if t == TOPICS.alarms],
+                kinds,
+            )
+
+    decisions, alarm_messages, kinds = asyncio.run(run())
+    assert decisions == ["-", "d-U13"]
+    assert [a["code"] for a in alarm_messages] == ["divert_mismatch", "divert_mismatch"]
+    assert "corrected once its divert outcome is journalled" in alarm_messages[0]["message"]
+    assert "superseded by" in alarm_messages[1]["message"]
+    assert kinds.count("departed") == 1 and kinds.count("divert_corrected") == 1
+
+
+def test_a_cell_offline_with_a_clean_session_still_gets_the_cancellation(mosquitto, tmp_path: Path) -> None:
+    """cell-b has the order, then drops off the broker with a clean session: the cancellation sent
+    meanwhile is lost to it. Back online it gets the re-sent cancellation, stops and answers FAILED
+    "cancelled", which the journal keeps on the cancelled order."""
+    path = tmp_path / "j.db"
+
+    async def run() -> tuple[str, list[str], tuple[str, int, str | None] | None, int]:
+        async with Journal(path) as journal:
+            envelope = Envelope("edge-t", await journal.reserve_sequence_block())
+            alarms = Alarms(journal, envelope, TOPICS)
+            outcomes: list[str] = []
+
+            async def on_message(topic: str, payload: bytes) -> None:
+                parsed = TOPICS.cell_from_topic(topic)
+                if parsed is not None and parsed[1] == "state":
+                    data = json.loads(payload)
+                    state, reason = data["state"], data.get("reason")
+                    outcomes.append(await journal.record_cell_state(data["decision_id"], parsed[0], state, reason))
+
+            def cell_b() -> SimulatedRobotCell:
+                return SimulatedRobotCell(
+                    "cell-b", {2}, TOPICS, mosquitto.host, mosquitto.port, lambda _: None,
+                    unit_wait_s=60.0, clean_session=True,
+                )
+
+            link = MqttLink(
+                host=mosquitto.host, port=mosquitto.port, client_id="edge-t", topics=TOPICS, journal=journal,
+                on_message=on_message, reconnect_max_s=0.5, subscriptions=[f"{TOPICS.root}/cells/+/state"],
+            )
+            async with link:
+                await asyncio.wait_for(link.connected.wait(), 15)
+                first = cell_b()
+                async with first:
+                    await asyncio.wait_for(first.online.wait(), 15)
+                    old = await _decided(journal, envelope, "U14", item=14)
+                    await _until(lambda: old in first.record.handled)  # it waits for the unit
+                    await _until(lambda: "applied" in outcomes)  # its ACCEPTED
+                # cell-b is gone, with no session on the broker
+                assert await record_departure(journal, alarms, _left_by(14, 0), lanes=LANES) == "U14"
+
+                async def delivered() -> bool:
+                    return not [m for m in await journal.unsent(1000) if m.topic == TOPICS.cell_orders("cell-b")]
+
+                async with asyncio.timeout(10):
+                    while not await delivered():  # the broker took it (and had nobody to give it to)
+                        await asyncio.sleep(0.05)
+                back = cell_b()
+                back.record = first.record  # the same cell, back: it remembers the order it had
+                async with back:
+                    await asyncio.wait_for(back.online.wait(), 15)
+
+                    async def resend() -> None:  # what Controller._resend_orders does, faster
+                        while True:
+                            await journal.requeue_unanswered_orders({"cell-b": 0.2}, default_s=3600.0)
+                            await asyncio.sleep(0.1)
+
+                    resender = asyncio.create_task(resend())
+                    try:
+                        await _until(lambda: "cancelled" in outcomes)
+                    finally:
+                        resender.cancel()
+                    cancelled = list(back.record.cancelled)
+                    answer = await _cancellation(journal, old)
+                    return old, cancelled, answer, outcomes.count("cancelled")
+
+    old, cancelled, answer, answers = asyncio.run(run())
+    assert cancelled == [old]
+    assert answer is not None and answer[0] == "FAILED" and answer[2] == "cancelled" and answer[1] >= 2
+    assert answers == 1
+    history = read_unit_history(path, "U14")
+    assert history is not None and history["orders"][0]["cancellation"]["state"] == "FAILED"

@@ -63,6 +63,8 @@ def test_a_stuck_diverter_gets_every_record_corrected(mosquitto: Mosquitto, tmp_
         assert history is not None and history["decision_id"] == correction["decision_id"]
         assert history["state"] == "complete" and history["order"]["cell"] == "cell-q"
         assert [o["state"] for o in history["orders"]] == ["CANCELLED", "FINISHED"]
+        # cell-a answered the cancellation (FAILED: it stopped, or had found the unit missing)
+        assert history["orders"][0]["cancellation"]["state"] == "FAILED"
     db = sqlite3.connect(journal)
     assert db.execute("SELECT count(*) FROM events WHERE kind = 'divert_corrected'").fetchone()[0] == len(corrections)
     db.close()
