@@ -6,14 +6,24 @@ PNG, which matters inside the decision latency budget). The frame may appear a f
 trigger, so `fetch` retries 404s and refused connections until its timeout. The peer is not
 trusted: the response is parsed strictly with size caps, and the image header is checked before
 decoding so a hostile image cannot make us allocate gigabytes.
+
+Each attempt runs on a small thread pool of its own, not on the event loop: a 1280x720 BMP is
+~2.7 MB, and the kernel copying it into our buffer plus one pass over the pixels took 2-3 ms of
+event-loop CPU per unit. On a worker thread the socket reads release the GIL, so the loop only
+pays for handing the attempt over and picking up the frame. A top-down BMP (negative height) with
+unpadded rows is returned as a view on the receive buffer, with no copy at all.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
+import socket
 import struct
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
 from urllib.parse import urlsplit
 
 import cv2
@@ -23,10 +33,26 @@ MAX_HEADER_BYTES = 16 * 1024
 MAX_BODY_BYTES = 16 * 1024 * 1024
 MAX_PIXELS = 4096 * 4096
 RETRY_DELAYS_S = (0.002, 0.005, 0.01, 0.02)  # then stays at the last value
+# Concurrent attempts across all cameras of the process; more wait for a free thread, still bounded
+# by their own deadline. A unit needs one fetch of a few ms, so this is plenty for any line rate.
+RECEIVE_THREADS = 4
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _STATUS_LINE = re.compile(rb"HTTP/1\.[01] (\d{3})(?: [\x20-\x7e\t]*)?")
 _HEADER_LINE = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*([\x20-\x7e\t]*?)[ \t]*")
+
+Buffer = bytes | bytearray | np.ndarray  # a 1-D uint8 array for np.ndarray
+
+_executor: ThreadPoolExecutor | None = None
+_executor_lock = threading.Lock()
+
+
+def _receive_executor() -> ThreadPoolExecutor:
+    global _executor
+    with _executor_lock:
+        if _executor is None:
+            _executor = ThreadPoolExecutor(max_workers=RECEIVE_THREADS, thread_name_prefix="camera-receive")
+        return _executor
 
 
 class CameraError(Exception):
@@ -71,17 +97,19 @@ class HttpTriggerCamera:
         self.path_prefix = parts.path.rstrip("/")
         self.timeout_s = timeout_s
         self.expected_size = expected_size
-        # One receive buffer kept from the last decoded frame: a fresh multi-MB buffer per frame costs
-        # several ms of page faults; a reused one is already mapped. Taken out while in use, so concurrent
-        # fetches never share it (the others allocate their own).
-        self._spare_buffer: bytearray | None = None
 
     async def fetch(self, trigger_id: int) -> np.ndarray:
-        """The BGR uint8 frame for `trigger_id`, waiting up to `timeout_s` for it to appear."""
+        """The BGR uint8 frame for `trigger_id`, waiting up to `timeout_s` for it to appear.
+
+        The frame is C-contiguous, writeable and owned by the caller alone: no later fetch reuses
+        its memory."""
         if isinstance(trigger_id, bool) or not isinstance(trigger_id, int) or trigger_id < 0:
             raise ValueError(f"trigger_id must be a non-negative int, got {trigger_id!r}")
         loop = asyncio.get_running_loop()
+        # loop.time() is time.monotonic(), the clock the receiving thread checks the deadline on.
         deadline = loop.time() + self.timeout_s
+        path = f"{self.path_prefix}/frames/{trigger_id}"
+        executor = _receive_executor()
         attempt = 0
         last: CameraError = CameraUnreachable("no attempt made")
         while True:
@@ -89,8 +117,10 @@ class HttpTriggerCamera:
             if remaining <= 0:
                 raise last
             try:
+                # The thread keeps to the same deadline; the timeout here also covers waiting for a
+                # free thread. An abandoned attempt ends by itself at the deadline, at the latest.
                 async with asyncio.timeout(remaining):
-                    body = await self._get(f"{self.path_prefix}/frames/{trigger_id}")
+                    return await loop.run_in_executor(executor, self._attempt, path, deadline)
             except _Retry as retry:
                 last = retry.final
             except TimeoutError as exc:
@@ -98,44 +128,45 @@ class HttpTriggerCamera:
                     # The camera did answer, with "no such frame yet": the deadline only cut a retry short.
                     raise last from exc
                 raise CameraUnreachable(f"no complete answer within {self.timeout_s:.3f} s") from exc
-            else:
-                if _plain_bmp_layout(body) is not None:
-                    frame = self._decode(body)  # a copy of the pixels (~0.2 ms): cheaper than a thread hop
-                else:
-                    frame = await asyncio.to_thread(self._decode, body)  # off the event loop: PNG decode costs ms
-                self._spare_buffer = body  # the frame is a copy: nothing refers to the body any more
-                return frame
             delay = RETRY_DELAYS_S[min(attempt, len(RETRY_DELAYS_S) - 1)]
             attempt += 1
             await asyncio.sleep(min(delay, max(deadline - loop.time(), 0.0)))
 
-    async def _get(self, path: str) -> bytearray:
-        loop = asyncio.get_running_loop()
+    def _attempt(self, path: str, deadline: float) -> np.ndarray:
+        """One GET and the decoded frame, on a receive thread; blocking, but never past `deadline`."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("deadline passed before the attempt started")
         try:
-            transport, receiver = await loop.create_connection(_ResponseReceiver, self.host, self.port)
+            sock = socket.create_connection((self.host, self.port), timeout=remaining)
+        except TimeoutError:
+            raise
         except OSError as exc:
             raise _Retry(CameraUnreachable(f"cannot connect to {self.host}:{self.port}: {exc}")) from exc
         try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             request = f"GET {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nConnection: close\r\n\r\n"
-            transport.write(request.encode("ascii"))
-            status, headers = _parse_head(await receiver.head())
+            receiver = _DeadlineSocket(sock, deadline)
+            receiver.sendall(request.encode("ascii"))
+            header = bytearray(MAX_HEADER_BYTES)
+            head_end, filled = _read_head(receiver, header)
+            status, headers = _parse_head(bytes(header[:head_end]))
             if status == 404:
                 raise _Retry(FrameNotAvailable(f"no frame for {path} before the timeout"))
             if status == 503:
                 raise _Retry(FrameNotAvailable(f"camera busy for {path}"))
             if status != 200:
                 raise BadFrame(f"camera answered HTTP {status} for {path}")
-            length = _body_length(headers)
-            spare, self._spare_buffer = self._spare_buffer, None
-            return await receiver.body(length, spare if spare is not None and len(spare) == length else None)
-        except ConnectionError as exc:
+            body = _read_body(receiver, memoryview(header)[head_end:filled], _body_length(headers))
+        except TimeoutError:
+            raise
+        except OSError as exc:  # reset, broken pipe, ...: the camera may be restarting
             raise _Retry(CameraUnreachable(f"connection lost: {exc}")) from exc
         finally:
-            transport.close()
-            with contextlib.suppress(ConnectionError, OSError):
-                await receiver.closed
+            sock.close()
+        return self._decode(body)
 
-    def _decode(self, body: bytes | bytearray) -> np.ndarray:
+    def _decode(self, body: np.ndarray) -> np.ndarray:
         width, height = _image_size(body)
         if self.expected_size is not None and (width, height) != self.expected_size:
             raise BadFrame(f"frame is {width}x{height}, expected {self.expected_size[0]}x{self.expected_size[1]}")
@@ -143,7 +174,7 @@ class HttpTriggerCamera:
         if layout is not None:
             return _bmp_pixels(body, *layout)
         try:
-            frame = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR)
+            frame = cv2.imdecode(body, cv2.IMREAD_COLOR)
         except cv2.error as exc:
             raise BadFrame(f"undecodable frame: {exc}") from exc
         if frame is None or frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[:2] != (height, width):
@@ -151,129 +182,68 @@ class HttpTriggerCamera:
         return frame
 
 
-class _ResponseReceiver(asyncio.BufferedProtocol):
-    """One HTTP response, received by the transport straight into its final buffers.
+class _Receiver(Protocol):
+    def recv_into(self, buffer: memoryview) -> int: ...
 
-    A BMP frame is ~2.7 MB: going through a StreamReader copies every byte twice on the event loop
-    (into its buffer, then out by readexactly), several ms of CPU per frame on the decision path.
-    Here the header lands in a fixed buffer of MAX_HEADER_BYTES, and once the caller has checked the
-    header and named the body's length, the socket is read directly into one bytearray of that size.
-    Reading pauses between the two, so nothing has to be queued while the header is checked.
-    """
 
-    def __init__(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._transport: asyncio.Transport | None = None
-        self._header = bytearray(MAX_HEADER_BYTES)
-        self._header_filled = 0
-        self._head_end = -1  # index just past the blank line ending the header, once seen
-        self._body: bytearray | None = None
-        self._body_filled = 0
-        self._discard = bytearray(4096)  # bytes past Content-Length, or read after giving up
-        self._eof = False
-        self._failure: BaseException | None = None
-        self._waiter: asyncio.Future[None] | None = None
-        self.closed: asyncio.Future[None] = loop.create_future()
+class _DeadlineSocket:
+    """A blocking socket whose every wait ends at one overall deadline: a peer trickling a byte at a
+    time cannot hold a receive thread past it."""
 
-    # --- asyncio.BufferedProtocol -------------------------------------------------------------------
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self._sock = sock
+        self._deadline = deadline
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+    def _arm(self) -> None:
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("camera deadline passed")
+        self._sock.settimeout(remaining)
 
-    def get_buffer(self, sizehint: int) -> memoryview:
-        if self._body is not None and self._body_filled < len(self._body):
-            return memoryview(self._body)[self._body_filled:]
-        if self._head_end < 0 and self._header_filled < MAX_HEADER_BYTES:
-            return memoryview(self._header)[self._header_filled:]
-        return memoryview(self._discard)
+    def sendall(self, data: bytes) -> None:
+        self._arm()
+        self._sock.sendall(data)
 
-    def buffer_updated(self, nbytes: int) -> None:
-        if self._body is not None and self._body_filled < len(self._body):
-            self._body_filled += nbytes
-            if self._body_filled == len(self._body):
-                self._pause()
-                self._wake()
-        elif self._head_end < 0 and self._header_filled < MAX_HEADER_BYTES:
-            # The blank line may straddle two reads: search from 3 bytes before the new data.
-            search_from = max(0, self._header_filled - 3)
-            self._header_filled += nbytes
-            end = self._header.find(b"\r\n\r\n", search_from, self._header_filled)
-            if end >= 0:
-                self._head_end = end + 4
-                self._pause()  # until the caller has checked the header and sized the body
-                self._wake()
-            elif self._header_filled >= MAX_HEADER_BYTES:
-                self._fail(BadFrame(f"response header larger than {MAX_HEADER_BYTES} bytes"))
+    def recv_into(self, buffer: memoryview) -> int:
+        self._arm()
+        return self._sock.recv_into(buffer)
 
-    def eof_received(self) -> bool:
-        self._eof = True
-        self._wake()
-        return False  # let the transport close
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        if exc is not None:
-            self._failure = self._failure or exc
-        self._eof = True
-        self._wake()
-        if not self.closed.done():
-            self.closed.set_result(None)
 
-    # --- for the caller ---------------------------------------------------------------------------------
 
-    async def head(self) -> bytes:
-        """The response header up to and including its blank line."""
-        while self._head_end < 0:
-            self._raise_failure()
-            if self._eof:
-                raise BadFrame("connection closed inside the response header")
-            await self._wait()
-        return bytes(self._header[: self._head_end])
+def _read_head(receiver: _Receiver, header: bytearray) -> tuple[int, int]:
+    """Reads the response header into `header` (MAX_HEADER_BYTES long); returns the index just past
+    its blank line and how many bytes were read (the rest is the body's start)."""
+    filled = 0
+    view = memoryview(header)
+    while True:
+        received = receiver.recv_into(view[filled:])
+        if received == 0:
+            raise BadFrame("connection closed inside the response header")
+        # The blank line may straddle two reads: search from 3 bytes before the new data.
+        search_from = max(0, filled - 3)
+        filled += received
+        end = header.find(b"\r\n\r\n", search_from, filled)
+        if end >= 0:
+            return end + 4, filled
+        if filled >= len(header):
+            raise BadFrame(f"response header larger than {MAX_HEADER_BYTES} bytes")
 
-    async def body(self, length: int, into: bytearray | None = None) -> bytearray:
-        """Exactly `length` body bytes, in `into` when given (of that length); whatever the server
-        sends past them is ignored."""
-        body = into if into is not None else bytearray(length)
-        if len(body) != length:
-            raise ValueError(f"receive buffer of {len(body)} bytes for a body of {length}")
-        early = self._header[self._head_end : min(self._header_filled, self._head_end + length)]
-        body[: len(early)] = early
-        self._body, self._body_filled = body, len(early)
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.resume_reading()
-        while self._body_filled < length:
-            self._raise_failure()
-            if self._eof:
-                raise BadFrame(f"frame truncated at {self._body_filled} of {length} bytes")
-            await self._wait()
-        return body
 
-    # --- plumbing ---------------------------------------------------------------------------------------
-
-    def _pause(self) -> None:
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.pause_reading()
-
-    def _fail(self, failure: BaseException) -> None:
-        self._failure = failure
-        if self._transport is not None:
-            self._transport.close()
-        self._wake()
-
-    def _raise_failure(self) -> None:
-        if self._failure is not None:
-            raise self._failure
-
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    async def _wait(self) -> None:
-        self._waiter = asyncio.get_running_loop().create_future()
-        try:
-            await self._waiter
-        finally:
-            self._waiter = None
+def _read_body(receiver: _Receiver, early: memoryview, length: int) -> np.ndarray:
+    """Exactly `length` body bytes, received straight into one new array (no chunks to join; the
+    frame returned for a plain BMP is a view on it). Bytes the server sends past them are ignored."""
+    # np.empty, not bytearray(length): no zero-filling pass over memory the socket overwrites.
+    body = np.empty(length, np.uint8)
+    view = memoryview(body)
+    filled = min(len(early), length)
+    view[:filled] = early[:filled]
+    while filled < length:
+        received = receiver.recv_into(view[filled:])
+        if received == 0:
+            raise BadFrame(f"frame truncated at {filled} of {length} bytes")
+        filled += received
+    return body
 
 
 def _parse_head(head: bytes) -> tuple[int, dict[bytes, bytes]]:
@@ -313,22 +283,27 @@ def _body_length(headers: dict[bytes, bytes]) -> int:
     return length
 
 
-def _image_size(body: bytes | bytearray) -> tuple[int, int]:
+def _prefix(body: Buffer, size: int) -> bytes:
+    return bytes(memoryview(body)[:size])
+
+
+def _image_size(body: Buffer) -> tuple[int, int]:
     """(width, height) from the PNG or BMP header, checked before any pixel memory is allocated."""
-    if body.startswith(b"BM"):
+    start = _prefix(body, 33)
+    if start.startswith(b"BM"):
         return _bmp_size(body)
-    if len(body) < 33 or not body.startswith(_PNG_SIGNATURE) or body[12:16] != b"IHDR":
+    if len(start) < 33 or not start.startswith(_PNG_SIGNATURE) or start[12:16] != b"IHDR":
         raise BadFrame("not a PNG or BMP image")
-    width, height = struct.unpack(">II", body[16:24])
+    width, height = struct.unpack(">II", start[16:24])
     return _plausible(width, height)
 
 
-def _bmp_size(body: bytes | bytearray) -> tuple[int, int]:
+def _bmp_size(body: Buffer) -> tuple[int, int]:
     # BITMAPFILEHEADER (14 bytes) then BITMAPINFOHEADER: width and height are signed (a negative
     # height means top-down rows); only uncompressed 24/32-bit frames are accepted.
     if len(body) < 54:
         raise BadFrame("BMP header truncated")
-    header_size, width, height, planes, bits, compression = struct.unpack("<IiiHHI", body[14:34])
+    header_size, width, height, planes, bits, compression = struct.unpack_from("<IiiHHI", body, 14)
     if header_size < 40 or planes != 1 or bits not in (24, 32) or compression not in (0, 3):
         raise BadFrame("unsupported BMP layout")
     width, height = abs(width), abs(height)
@@ -339,10 +314,10 @@ def _bmp_size(body: bytes | bytearray) -> tuple[int, int]:
     return width, height
 
 
-def _plain_bmp_layout(body: bytes | bytearray) -> tuple[int, int, int] | None:
+def _plain_bmp_layout(body: Buffer) -> tuple[int, int, int] | None:
     """(pixel offset, width, signed height) of an uncompressed 24-bit BMP whose pixels all lie
     inside `body` and whose size is plausible, else None (cv2 then decodes, or refuses, it)."""
-    if len(body) < 54 or not body.startswith(b"BM"):
+    if len(body) < 54 or _prefix(body, 2) != b"BM":
         return None
     pixel_offset = struct.unpack_from("<I", body, 10)[0]
     header_size, width, height, planes, bits, compression = struct.unpack_from("<IiiHHI", body, 14)
@@ -356,12 +331,18 @@ def _plain_bmp_layout(body: bytes | bytearray) -> tuple[int, int, int] | None:
     return pixel_offset, width, height
 
 
-def _bmp_pixels(body: bytes | bytearray, pixel_offset: int, width: int, height: int) -> np.ndarray:
-    """The BGR frame of a plain 24-bit BMP, as cv2.imdecode would give it, in one copy: the pixel
-    rows are already BGR, padded to 4 bytes, and stored bottom-up unless the height is negative."""
+def _bmp_pixels(body: Buffer, pixel_offset: int, width: int, height: int) -> np.ndarray:
+    """The BGR frame of a plain 24-bit BMP, as cv2.imdecode would give it: the pixel rows are
+    already BGR, padded to 4 bytes, and stored bottom-up unless the height is negative.
+
+    Top-down rows without padding (a 1280 px wide frame from the simulated camera) are already the
+    C-contiguous frame: that is returned as a view on `body`, no copy. Anything else costs one copy,
+    the flip of bottom-up rows included."""
     rows, row = abs(height), (width * 3 + 3) // 4 * 4
     stored = np.frombuffer(body, np.uint8, count=row * rows, offset=pixel_offset).reshape(rows, row)
     pixels = stored[:, : width * 3].reshape(rows, width, 3)
+    if height < 0 and pixels.flags.c_contiguous and pixels.flags.writeable:
+        return pixels
     return (pixels[::-1] if height > 0 else pixels).copy()
 
 

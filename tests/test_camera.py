@@ -21,11 +21,14 @@ from drivers.camera import (
     FrameNotAvailable,
     HttpTriggerCamera,
     _bmp_pixels,
+    _bmp_size,
+    _image_size,
     _parse_head,
     _plain_bmp_layout,
-    _ResponseReceiver,
+    _read_body,
+    _read_head,
 )
-from simulator.camera import SimulatedCamera
+from simulator.camera import SimulatedCamera, top_down_bmp
 from simulator.render import generate_appearance
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -323,37 +326,24 @@ def test_head_parser_only_ever_refuses_with_bad_frame(noise: bytes) -> None:
         assert all(name == name.lower() for name in headers)
 
 
-class _RecordingTransport(asyncio.Transport):
-    """Stands in for the socket transport so the receiver's framing runs without I/O: it only
-    records what the receiver asks of it."""
+class _Pieces:
+    """Stands in for the socket so the response framing runs without I/O: each recv_into hands
+    over at most the next piece (b"" once they are used up, as a closed connection does)."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.paused = False
-        self.closing = False
+    def __init__(self, pieces: list[bytes]) -> None:
+        self._pieces = [piece for piece in pieces if piece]
 
-    def pause_reading(self) -> None:
-        self.paused = True
-
-    def resume_reading(self) -> None:
-        self.paused = False
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def close(self) -> None:
-        self.closing = True
-
-
-def _feed(receiver: _ResponseReceiver, transport: _RecordingTransport, data: bytes) -> bytes:
-    """Hands `data` to the receiver the way the event loop would, while it reads; returns the rest."""
-    while data and not transport.paused and not transport.closing:
-        buffer = receiver.get_buffer(-1)
-        taken = min(len(buffer), len(data))
-        buffer[:taken] = data[:taken]
-        receiver.buffer_updated(taken)
-        data = data[taken:]
-    return data
+    def recv_into(self, buffer: memoryview) -> int:
+        if not self._pieces:
+            return 0
+        piece = self._pieces[0]
+        taken = min(len(buffer), len(piece))
+        buffer[:taken] = piece[:taken]
+        if taken < len(piece):
+            self._pieces[0] = piece[taken:]
+        else:
+            self._pieces.pop(0)
+        return taken
 
 
 @settings(max_examples=200, deadline=None)
@@ -363,59 +353,40 @@ def _feed(receiver: _ResponseReceiver, transport: _RecordingTransport, data: byt
     trailing=st.binary(max_size=50),
     end_early=st.booleans(),
 )
-def test_receiver_reassembles_any_split_of_a_response(
+def test_reader_reassembles_any_split_of_a_response(
     body: bytes, cuts: list[int], trailing: bytes, end_early: bool
 ) -> None:
     raw = _ok(body, b"image/bmp") + trailing
+    end_early = end_early and bool(body)
+    if end_early:
+        raw = raw[: len(raw) - len(trailing) - 1]  # lose the body's last byte
     pieces, start = [], 0
     for cut in sorted(set(cuts)):
         pieces.append(raw[start:cut])
         start = max(start, cut)
     pieces.append(raw[start:])
-    pieces = [piece for piece in pieces if piece]
-    end_early = end_early and bool(body)
+    receiver = _Pieces(pieces)
+    header = bytearray(MAX_HEADER_BYTES)
+    head_end, filled = _read_head(receiver, header)
+    status, headers = _parse_head(bytes(header[:head_end]))
+    assert status == 200 and headers[b"content-type"] == b"image/bmp"
+    length = int(headers[b"content-length"])
     if end_early:
-        raw_cut = len(raw) - len(trailing) - 1  # lose the body's last byte
-        pieces = [raw[:raw_cut]]
-
-    async def run() -> bytes | str:
-        receiver = _ResponseReceiver()
-        transport = _RecordingTransport()
-        receiver.connection_made(transport)
-        backlog = b""
-        for piece in pieces:
-            backlog = _feed(receiver, transport, backlog + piece)
-        if not backlog:  # the peer's close reaches the receiver only once everything before it was read
-            receiver.eof_received()
-        head = await receiver.head()
-        status, headers = _parse_head(head)
-        assert status == 200 and headers[b"content-type"] == b"image/bmp"
-        body_task = asyncio.create_task(receiver.body(int(headers[b"content-length"])))
-        await asyncio.sleep(0)
-        assert not transport.paused or body_task.done()
-        if backlog:
-            _feed(receiver, transport, backlog)
-            receiver.eof_received()
-        try:
-            return bytes(await body_task)
-        except BadFrame as exc:
-            return str(exc)
-
-    outcome = asyncio.run(run())
-    if end_early:
-        assert outcome == f"frame truncated at {len(body) - 1} of {len(body)} bytes"
+        with pytest.raises(BadFrame, match=f"frame truncated at {len(body) - 1} of {len(body)} bytes"):
+            _read_body(receiver, memoryview(header)[head_end:filled], length)
     else:
-        assert outcome == body
+        assert _read_body(receiver, memoryview(header)[head_end:filled], length).tobytes() == body
 
 
-async def test_receiver_refuses_a_header_that_fills_its_buffer() -> None:
-    receiver = _ResponseReceiver()
-    transport = _RecordingTransport()
-    receiver.connection_made(transport)
-    _feed(receiver, transport, b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * MAX_HEADER_BYTES)
-    assert transport.closing
+def test_reader_refuses_a_header_that_fills_its_buffer() -> None:
+    receiver = _Pieces([b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * MAX_HEADER_BYTES])
     with pytest.raises(BadFrame, match="header larger"):
-        await receiver.head()
+        _read_head(receiver, bytearray(MAX_HEADER_BYTES))
+
+
+def test_reader_refuses_a_connection_closed_inside_the_header() -> None:
+    with pytest.raises(BadFrame, match="inside the response header"):
+        _read_head(_Pieces([b"HTTP/1.1 200 OK\r\nContent-Le"]), bytearray(MAX_HEADER_BYTES))
 
 
 @settings(max_examples=60, deadline=None)
@@ -494,3 +465,154 @@ async def test_a_frame_in_use_is_never_overwritten_by_the_next_fetch() -> None:
         np.testing.assert_array_equal(kept, captured[1])
         del kept
         np.testing.assert_array_equal(corner, captured[1][:100, :100])
+
+
+# --- top-down BMP, lying headers, the receive buffers ----------------------------------------------------
+
+
+async def test_simulated_camera_serves_top_down_bmp_and_the_driver_uses_it_in_place() -> None:
+    async with SimulatedCamera(seed=17) as camera:
+        captured = await camera.capture(5, _appearance(seed=5))
+        served = camera._frames[5]
+        fetched = await HttpTriggerCamera(camera.url, timeout_s=2.0, expected_size=(1280, 720)).fetch(5)
+    assert int.from_bytes(served[22:26], "little", signed=True) == -720  # negative height: top row first
+    np.testing.assert_array_equal(fetched, captured)
+    assert fetched.flags.c_contiguous and fetched.flags.writeable
+    assert fetched.base is not None  # a view on the receive buffer, not a copy of it
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    width=st.integers(min_value=1, max_value=67),
+    height=st.integers(min_value=1, max_value=23),
+    seed=st.integers(min_value=0, max_value=2**32 - 1),
+)
+def test_top_down_bmp_decodes_to_the_same_frame_everywhere(width: int, height: int, seed: int) -> None:
+    image = np.random.default_rng(seed).integers(0, 255, (height, width, 3), np.uint8)
+    body = bytearray(top_down_bmp(image))
+    np.testing.assert_array_equal(cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR), image)
+    assert _image_size(body) == (width, height)
+    layout = _plain_bmp_layout(body)
+    assert layout is not None and layout[2] == -height
+    frame = _bmp_pixels(body, *layout)
+    np.testing.assert_array_equal(frame, image)
+    assert frame.flags.c_contiguous and frame.flags.writeable
+    # Rows without padding (or a single row) are used where they lie; padded ones are copied.
+    assert np.shares_memory(frame, np.frombuffer(body, np.uint8)) == (width % 4 == 0 or height == 1)
+
+
+def test_bottom_up_bmp_is_flipped_into_its_own_array() -> None:
+    image = np.random.default_rng(3).integers(0, 255, (6, 8, 3), np.uint8)
+    body = bytearray(_bmp_bytes(image))
+    layout = _plain_bmp_layout(body)
+    assert layout is not None and layout[2] == 6
+    frame = _bmp_pixels(body, *layout)
+    np.testing.assert_array_equal(frame, image)
+    assert frame.flags.c_contiguous and not np.shares_memory(frame, np.frombuffer(body, np.uint8))
+
+
+def _bmp_bytes(image: np.ndarray) -> bytes:
+    ok, data = cv2.imencode(".bmp", image)
+    assert ok
+    return data.tobytes()
+
+
+def _with_height(body: bytes, height: int) -> bytes:
+    changed = bytearray(body)
+    changed[22:26] = height.to_bytes(4, "little", signed=True)
+    return bytes(changed)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected_size", "match"),
+    [
+        # Says 4800 rows (plausible) but carries 48: refused before any row is read past the end.
+        (_with_height(top_down_bmp(np.zeros((48, 64, 3), np.uint8)), -4800), None, "truncated"),
+        (_with_height(_bmp_bytes(np.zeros((48, 64, 3), np.uint8)), 4800), None, "truncated"),
+        # Says fewer rows than it carries: a valid smaller image, which the expected size catches.
+        (_with_height(top_down_bmp(np.zeros((48, 64, 3), np.uint8)), -24), (64, 48), "expected"),
+    ],
+    ids=["top-down-too-tall", "bottom-up-too-tall", "too-short"],
+)
+async def test_bmp_whose_header_lies_about_its_size_is_refused(
+    body: bytes, expected_size: tuple[int, int] | None, match: str
+) -> None:
+    async with raw_server(await _respond(_ok(body, b"image/bmp"))) as url:
+        with pytest.raises(BadFrame, match=match):
+            await HttpTriggerCamera(url, timeout_s=1.0, expected_size=expected_size).fetch(1)
+
+
+async def test_body_cut_short_by_a_closed_connection_is_a_bad_frame() -> None:
+    raw = _ok(top_down_bmp(np.zeros((720, 1280, 3), np.uint8)), b"image/bmp")
+    async with raw_server(await _respond(raw[: len(raw) // 2])) as url:
+        with pytest.raises(BadFrame, match="frame truncated at"):
+            await HttpTriggerCamera(url, timeout_s=1.0).fetch(1)
+
+
+async def test_body_that_keeps_trickling_is_cut_off_at_the_deadline() -> None:
+    """A peer sending a byte every 10 ms, for a second: each read would succeed within a per-read
+    timeout, so only the one overall deadline (0.2 s) makes the receiving thread hang up early."""
+    raw = _ok(top_down_bmp(np.zeros((48, 64, 3), np.uint8)), b"image/bmp")
+    hung_up_during_trickle = asyncio.Event()
+
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        for start in range(100):
+            if reader.at_eof():  # the client closed its side
+                hung_up_during_trickle.set()
+                return
+            writer.write(raw[start : start + 1])
+            await writer.drain()
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(10)
+
+    async with raw_server(trickle) as url:
+        with pytest.raises(CameraUnreachable):
+            await HttpTriggerCamera(url, timeout_s=0.2).fetch(1)
+        await asyncio.wait_for(hung_up_during_trickle.wait(), 5.0)
+
+
+_BMP_FIELDS = st.fixed_dictionaries(
+    {
+        "offset": st.integers(min_value=0, max_value=2**32 - 1) | st.just(54),
+        "header_size": st.sampled_from([12, 39, 40, 108, 124]) | st.integers(min_value=0, max_value=2**32 - 1),
+        "width": st.integers(min_value=-(2**31), max_value=2**31 - 1) | st.integers(min_value=-70, max_value=70),
+        "height": st.integers(min_value=-(2**31), max_value=2**31 - 1) | st.integers(min_value=-70, max_value=70),
+        "planes": st.sampled_from([0, 1, 2]),
+        "bits": st.sampled_from([1, 8, 16, 24, 32, 0, 65535]),
+        "compression": st.sampled_from([0, 1, 3, 6]) | st.integers(min_value=0, max_value=2**32 - 1),
+        "pixel_bytes": st.integers(min_value=0, max_value=20000),
+    }
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_BMP_FIELDS)
+def test_bmp_header_parser_only_refuses_with_bad_frame_and_never_reads_past_the_body(fields: dict[str, int]) -> None:
+    header = (
+        b"BM"
+        + (54 + fields["pixel_bytes"]).to_bytes(4, "little")
+        + b"\0\0\0\0"
+        + fields["offset"].to_bytes(4, "little")
+        + fields["header_size"].to_bytes(4, "little")
+        + fields["width"].to_bytes(4, "little", signed=True)
+        + fields["height"].to_bytes(4, "little", signed=True)
+        + fields["planes"].to_bytes(2, "little")
+        + fields["bits"].to_bytes(2, "little")
+        + fields["compression"].to_bytes(4, "little")
+        + b"\0" * 20
+    )
+    body = np.frombuffer(header + bytes(fields["pixel_bytes"]), np.uint8)
+    try:
+        width, height = _image_size(body)
+    except BadFrame:
+        pass
+    else:
+        assert (width, height) == (abs(fields["width"]), abs(fields["height"]))
+        assert 0 < width * height <= 4096 * 4096
+        assert _bmp_size(body) == (width, height)
+    layout = _plain_bmp_layout(body)
+    if layout is not None:
+        offset, width, signed_height = layout
+        frame = _bmp_pixels(body, offset, width, signed_height)
+        assert frame.shape == (abs(signed_height), width, 3)
