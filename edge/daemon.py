@@ -360,7 +360,7 @@ class Controller:
         async def resend_after_reconnect() -> None:
             count = await journal.requeue_unanswered_orders({}, default_s=0.0)
             if count:
-                log.info("re-sent %d unanswered order(s) after connecting", count)
+                log.info("re-sent %d unanswered order(s) or cancellation(s) after connecting", count)
         return resend_after_reconnect
 
     async def _resend_orders(self, journal: Journal) -> None:
@@ -374,13 +374,11 @@ class Controller:
                 continue  # re-sends wait for the broker; every open order is re-sent on reconnect
             # Only while connected: a broker outage is its own alarm, and cells could not answer
             # meanwhile. After reconnecting, every open order was re-sent once before it can expire.
-            # Each expired order is journalled; the alarm is one per cell until that cell answers.
-            for order in await journal.expire_unanswered_orders(expiries, default_s=900.0):
-                await alarms.order_unanswered(order.cell, order.decision_id, order.unit_id, order.waited_s,
-                                              order.sent_count)
+            # Each expiry is journalled with its cell's alarm, one per cell until that cell answers.
+            await alarms.expire_unanswered(expiries, default_s=900.0)
             count = await journal.requeue_unanswered_orders(timeouts, default_s=5.0)
             if count:
-                log.info("re-sent %d unanswered order(s)", count)
+                log.info("re-sent %d unanswered order(s) or cancellation(s)", count)
 
     def _inbound(self, journal: Journal, alarms: Alarms):
         counters = self._inbound_counters = {"cell_states": 0, "bad_messages": 0, "duplicates": 0, "unknown": 0,
@@ -518,7 +516,8 @@ class Controller:
         depths = await self._parts["journal"].depths()
         status["queues"] = {
             "outbox": depths["outbox"], "open_orders": depths["open_orders"],
-            "in_flight": status["units"]["in_flight"], "plc_arrivals": self._parts["plc"].arrivals.qsize(),
+            "open_cancellations": depths["open_cancellations"], "in_flight": status["units"]["in_flight"],
+            "plc_arrivals": self._parts["plc"].arrivals.qsize(),
             "scanner_events": self._parts["scanner"].events.qsize(), "evidence": self._evidence_backlog(),
         }
         status["controller"] = self.config.controller_id

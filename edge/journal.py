@@ -375,7 +375,8 @@ class Journal:
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
             if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
                 # Only takes effect before the first table exists: lets retention hand pruned pages
-                # back to the file system (files from before this are converted by reclaim_space).
+                # back to the file system (older files are converted by edge/retention.py's
+                # JournalConversion, in the retention task while no unit is in flight).
                 db.execute("PRAGMA auto_vacuum=INCREMENTAL")
             db.execute("PRAGMA journal_mode=WAL")
             # FULL: a commit is on disk before we command the diverter, even across a power cut.
@@ -705,16 +706,23 @@ class Journal:
             self.outbox_changed.set()
         return count
 
-    async def expire_unanswered_orders(self, expiry_s: dict[str, float], default_s: float) -> list[ExpiredOrder]:
+    async def expire_unanswered_orders(
+        self, expiry_s: dict[str, float], default_s: float,
+        also: Callable[[sqlite3.Connection, list[ExpiredOrder]], None] | None = None,
+    ) -> list[ExpiredOrder]:
         """Stop re-sending orders their cell has not finished within its expiry (counted from the
         first send): the order becomes EXPIRED and its unit `expired`, both final, with an audit event.
         A person has to see to the unit; a late FINISHED or FAILED from the cell is still applied.
         Cancellations expire alike (event `cancellation_expired`), but leave the unit as it is: it
-        belongs to the decision that superseded the cancelled one."""
+        belongs to the decision that superseded the cancelled one. `also(db, expired)` runs in the
+        same transaction when anything expired (the alarm that announces it, see edge/alarms.py)."""
         now = time.time()
 
         def body(db: sqlite3.Connection) -> list[ExpiredOrder]:
-            return [order for table in DELIVERIES for order in expire(db, table)]
+            expired = [order for table in DELIVERIES for order in expire(db, table)]
+            if expired and also is not None:
+                also(db, expired)
+            return expired
 
         def expire(db: sqlite3.Connection, table: str) -> list[ExpiredOrder]:
             cancellation = table == "cancellations"

@@ -265,18 +265,15 @@ class JournalConversion:
 
 async def prune_once(
     journal: Journal, *, retention_days: float, max_units: int, evidence_dir: Path | None = None,
-    converting: bool = False,
 ) -> Pruned:
-    """One retention pass. A journal from before incremental auto-vacuum is converted here with no
-    unit to give way to, unless `converting` says the caller sees to that (retention_loop does)."""
+    """One retention pass. It does not convert a journal from before incremental auto-vacuum (its
+    pages are then reused, not given back): retention_loop runs JournalConversion for that."""
     result = await journal.transact(lambda db: prune(db, retention_days=retention_days, max_units=max_units))
     images = 0
     if evidence_dir is not None:
         images = await asyncio.to_thread(delete_evidence, evidence_dir, result.evidence)
         images += await sweep_orphan_evidence(journal, evidence_dir, time.time() - retention_days * 86400.0)
     if result.units or result.outbox:
-        if not converting:
-            await JournalConversion().run(journal)
         reclaimed = await journal.reclaim_space()
         log.info("journal retention: pruned %d unit(s), %d event(s), %d order(s), %d sent message(s), %d evidence "
                  "image(s); %d page(s) given back", result.units, result.events, result.orders, result.outbox,
@@ -293,8 +290,7 @@ async def retention_loop(
     conversion = conversion or JournalConversion()
     while True:
         try:
-            await prune_once(journal, retention_days=retention_days, max_units=max_units, evidence_dir=evidence_dir,
-                             converting=True)
+            await prune_once(journal, retention_days=retention_days, max_units=max_units, evidence_dir=evidence_dir)
             # Every pass, not only one that pruned: a conversion that gave way is tried again.
             await conversion.run(journal)
         except (sqlite3.Error, OSError) as exc:

@@ -31,10 +31,7 @@ async def _ordered(journal: Journal, unit: str, cell: str) -> None:
 
 async def _expire(journal: Journal, alarms: Alarms) -> int:
     """What Controller._resend_orders does on each pass."""
-    expired = await journal.expire_unanswered_orders({}, default_s=0.0)
-    for order in expired:
-        await alarms.order_unanswered(order.cell, order.decision_id, order.unit_id, order.waited_s, order.sent_count)
-    return len(expired)
+    return len(await alarms.expire_unanswered({}, default_s=0.0))
 
 
 async def _started(journal: Journal) -> Alarms:
@@ -110,15 +107,16 @@ def test_the_list_stays_bounded_across_a_restart(tmp_path: Path) -> None:
         async with Journal(path) as journal:
             alarms = await _started(journal)
             for n in range(first, last):
-                await alarms.order_unanswered("cell-a", f"d-{n}", f"U{n}", 901.0, 4)
+                await _ordered(journal, f"U{n}", "cell-a")
+            assert await _expire(journal, alarms) == last - first
             if answer:
                 await alarms.cell_answered("cell-a")
 
     asyncio.run(run(0, 15, answer=False))
     asyncio.run(run(15, 30, answer=True))
     cleared = _alarm_messages(path)[-1]["message"]
-    assert "30 order(s) expired" in cleared and "d-29" in cleared and "d-10," in cleared
-    assert "d-9," not in cleared and "and 10 more" in cleared
+    assert "30 order(s) expired" in cleared and "d-U29" in cleared and "d-U10," in cleared
+    assert "d-U9," not in cleared and "and 10 more" in cleared
 
 
 def test_a_damaged_saved_alarm_is_reported_and_skipped(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -127,7 +125,8 @@ def test_a_damaged_saved_alarm_is_reported_and_skipped(tmp_path: Path, caplog: p
     async def seed() -> None:
         async with Journal(path) as journal:
             alarms = await _started(journal)
-            await alarms.order_unanswered("cell-a", "d-1", "U1", 901.0, 4)
+            await _ordered(journal, "U1", "cell-a")
+            assert await _expire(journal, alarms) == 1
 
     asyncio.run(seed())
     db = sqlite3.connect(path)
@@ -162,7 +161,8 @@ def test_a_saved_alarm_of_a_cell_no_longer_configured_is_cleared_at_start(tmp_pa
     async def run(cell: str) -> None:
         async with Journal(path) as journal:
             alarms = await _started(journal)
-            await alarms.order_unanswered(cell, f"d-{cell}", "U1", 901.0, 4)
+            await _ordered(journal, f"U-{cell}", cell)
+            assert await _expire(journal, alarms) == 1
 
     async def restart() -> set[tuple[str, str]]:
         async with Journal(path) as journal:
@@ -179,3 +179,54 @@ def test_a_saved_alarm_of_a_cell_no_longer_configured_is_cleared_at_start(tmp_pa
     published = [(a["state"], a["subject"]) for a in _alarm_messages(path)]
     assert published == [("raised", "cell-gone"), ("raised", kept), ("cleared", "cell-gone")]
     assert "no longer configured" in _alarm_messages(path)[-1]["message"]
+
+
+def test_an_expiry_and_its_alarm_are_committed_together_or_not_at_all(tmp_path: Path) -> None:
+    """The expiry is final: an alarm committed apart from it could be lost for good by a crash or stop
+    in between. A journal that cannot take the alarm's record keeps the order open as well."""
+    path = tmp_path / "j.db"
+
+    async def alarm_cannot_be_written() -> tuple[str, str, dict]:
+        async with Journal(path) as journal:
+            alarms = await _started(journal)
+            await _ordered(journal, "A0", "cell-a")
+            # Only on this connection: gone when the journal is closed and opened again.
+            await journal.transact(lambda db: db.execute(
+                "CREATE TEMP TRIGGER no_alarm_record BEFORE INSERT ON meta WHEN NEW.key LIKE 'alarm:%' "
+                "BEGIN SELECT RAISE(ABORT, 'alarm record refused'); END"
+            ))
+            with pytest.raises(sqlite3.IntegrityError, match="alarm record refused"):
+                await alarms.expire_unanswered({}, default_s=0.0)
+            order, unit = await journal.transact(lambda db: db.execute(
+                "SELECT o.state, u.state FROM orders o JOIN units u USING (unit_id)"
+            ).fetchone())
+            return order, unit, alarms.active
+
+    async def expire_and_stop() -> None:
+        async with Journal(path) as journal:
+            alarms = await _started(journal)
+            assert alarms.active == {}  # nothing of the refused transaction is on record
+            assert await _expire(journal, alarms) == 1
+            # stopped right after: nothing else runs between the expiry and the restart
+
+    async def restarted() -> tuple[dict, tuple[str, str], list]:
+        async with Journal(path) as journal:
+            alarms = await _started(journal)
+            rows = await journal.transact(lambda db: db.execute(
+                "SELECT o.state, u.state FROM orders o JOIN units u USING (unit_id)"
+            ).fetchone())
+            events = await journal.transact(lambda db: db.execute(
+                "SELECT kind FROM events WHERE kind LIKE '%expired'"
+            ).fetchall())
+            return alarms.active, rows, events
+
+    assert asyncio.run(alarm_cannot_be_written()) == ("QUEUED", "diverted", {})
+    assert _alarm_messages(path) == []
+    asyncio.run(expire_and_stop())
+    active, rows, events = asyncio.run(restarted())
+    assert rows == ("EXPIRED", "expired") and events == [("order_expired",)]
+    restored = active[("order_unanswered", "cell-a")]
+    assert (restored.count, restored.items, restored.cancellations) == (1, ["d-A0"], 0)
+    published = _alarm_messages(path)
+    assert [(a["state"], a["subject"], a["severity"]) for a in published] == [("raised", "cell-a", "critical")]
+    assert "did not finish decision d-A0 (unit A0)" in published[0]["message"]

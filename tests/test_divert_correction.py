@@ -425,10 +425,7 @@ def test_a_cancellation_is_re_sent_until_answered_and_expires_like_an_order(tmp_
                 rounds.append([(m.topic, json.loads(m.payload).get("action")) for m in await journal.unsent(1000)])
             # cell-b still says nothing: after its expiry the cancellation is given up, alarmed like an
             # order (one order_unanswered per cell) and journalled; the unit keeps its corrected record.
-            expired = await journal.expire_unanswered_orders({"cell-b": 0.0}, default_s=3600.0)
-            for order in expired:
-                await alarms.order_unanswered(order.cell, order.decision_id, order.unit_id, order.waited_s,
-                                              order.sent_count)
+            expired = await alarms.expire_unanswered({"cell-b": 0.0}, default_s=3600.0)
             alarm_messages = [json.loads(m.payload) for m in await journal.unsent(1000) if m.topic == TOPICS.alarms]
             await journal.mark_sent([m.seq for m in await journal.unsent(1000)])
             assert await journal.requeue_unanswered_orders({"cell-b": 0.0}, default_s=3600.0) == 0
@@ -436,6 +433,8 @@ def test_a_cancellation_is_re_sent_until_answered_and_expires_like_an_order(tmp_
             assert expired_row is not None and expired_row[:2] == ("EXPIRED", 2) and "cell-b" in str(expired_row[2])
             # A late answer still closes it on record, and is not applied to the unit.
             assert await journal.record_cell_state(old, "cell-b", "FAILED", "cancelled") == "cancelled"
+            await alarms.cell_answered("cell-b")
+            alarm_messages += [json.loads(m.payload) for m in await journal.unsent(1000) if m.topic == TOPICS.alarms]
             history = read_unit_history(path, "U8")
             assert history is not None
             return rounds, expired, history, alarm_messages, {"new": correction.decision_id, "old": old}
@@ -445,9 +444,14 @@ def test_a_cancellation_is_re_sent_until_answered_and_expires_like_an_order(tmp_
     assert sorted(rounds[1]) == sorted([(TOPICS.cell_orders("cell-b"), "cancel")])
     assert [(e.decision_id, e.cell, e.cancellation) for e in expired] == [(ids["old"], "cell-b", True)]
     assert [(a["code"], a["state"], a["subject"]) for a in alarm_messages] == [
-        ("order_unanswered", "raised", "cell-b")
+        ("order_unanswered", "raised", "cell-b"), ("order_unanswered", "cleared", "cell-b"),
     ]
-    assert ids["old"] in alarm_messages[0]["message"]
+    # Said as what happened: the cell may have picked a unit whose record is already corrected.
+    raised, cleared = alarm_messages[0]["message"], alarm_messages[1]["message"]
+    assert f"did not answer the cancellation of decision {ids['old']} (unit U8)" in raised
+    assert "check that the cell did not pick the withdrawn unit" in raised and "must see to the unit" not in raised
+    assert f"1 cancellation(s) went unanswered meanwhile (decisions {ids['old']})" in cleared
+    assert "order(s) expired" not in cleared and "`expired`" not in cleared
     assert history["state"] == "diverted" and history["decision_id"] == ids["new"]
     assert history["orders"][0]["cancellation"] == {"state": "FAILED", "sent_count": 2, "reason": "cancelled"}
     assert [e["data"]["decision_id"] for e in history["events"] if e["kind"] == "cancellation_expired"] == [ids["old"]]

@@ -139,7 +139,7 @@ def test_daemon_under_systemd_and_in_a_container(mosquitto, tmp_path: Path) -> N
         up = {s.labels["device"]: s.value for s in scraped["edge_device_up"]}
         assert up["plc"] == 1 and up["mqtt"] == 1 and up["scanner"] == 1
         queues = {s.labels["queue"] for s in scraped["edge_queue_depth"]}
-        assert {"outbox", "open_orders", "in_flight", "plc_arrivals", "evidence"} <= queues
+        assert {"outbox", "open_orders", "open_cancellations", "in_flight", "plc_arrivals", "evidence"} <= queues
         assert "edge_errors" in scraped  # by kind; the demo's no-reads show up as reads:units_without_event
         assert scraped["edge_controller_info"][0].labels["controller"] == "edge-sim"
 

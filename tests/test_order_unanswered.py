@@ -9,9 +9,9 @@ import asyncio
 import json
 from pathlib import Path
 
-from edge.alarms import Alarms
+from edge.alarms import ActiveAlarm, Alarms, answered_again_message, unanswered_message
 from edge.contract import Envelope, Topics
-from edge.journal import Journal, OrderToSend, Publication
+from edge.journal import ExpiredOrder, Journal, OrderToSend, Publication
 
 from .asyncapi_contract import problems_with
 
@@ -33,10 +33,7 @@ async def _alarms_published(journal: Journal) -> list[dict]:
 
 async def _expire(journal: Journal, alarms: Alarms) -> int:
     """What Controller._resend_orders does on each pass."""
-    expired = await journal.expire_unanswered_orders({}, default_s=0.0)
-    for order in expired:
-        await alarms.order_unanswered(order.cell, order.decision_id, order.unit_id, order.waited_s, order.sent_count)
-    return len(expired)
+    return len(await alarms.expire_unanswered({}, default_s=0.0))
 
 
 def test_one_alarm_per_silent_cell_cleared_when_it_answers_again(tmp_path: Path) -> None:
@@ -81,10 +78,34 @@ def test_the_list_in_the_clearing_message_is_bounded(tmp_path: Path) -> None:
         async with Journal(tmp_path / "j.db") as journal:
             alarms = Alarms(journal, Envelope("edge-t"), TOPICS)
             for n in range(30):
-                await alarms.order_unanswered("cell-a", f"d-{n}", f"U{n}", 901.0, 4)
+                await _ordered(journal, f"U{n}", "cell-a")
+            assert await _expire(journal, alarms) == 30
             await alarms.cell_answered("cell-a")
             return (await _alarms_published(journal))[-1]
 
     cleared = asyncio.run(run())
-    assert "30 order(s) expired" in cleared["message"] and "d-29" in cleared["message"]
-    assert "d-0," not in cleared["message"] and "and 10 more" in cleared["message"]
+    assert "30 order(s) expired" in cleared["message"] and "d-U29" in cleared["message"]
+    assert "d-U0," not in cleared["message"] and "and 10 more" in cleared["message"]
+
+
+def test_unanswered_cancellations_are_worded_and_listed_apart_from_expired_orders() -> None:
+    """A withdrawn order's unit keeps its corrected decision: its unanswered cancellation must not
+    send a person to see to the unit, but to check that the cell did not pick it."""
+    order = ExpiredOrder("d-1", "U1", "cell-a", 4, 901.0)
+    cancellation = ExpiredOrder("d-2", "U2", "cell-a", 3, 905.0, cancellation=True)
+    assert "did not finish decision d-1 (unit U1) within 901 s after 4 send(s)" in unanswered_message(order)
+    assert "a person must see to the unit" in unanswered_message(order)
+    text = unanswered_message(cancellation)
+    assert "did not answer the cancellation of decision d-2 (unit U2) within 905 s after 3 send(s)" in text
+    assert "check that the cell did not pick the withdrawn unit, which keeps its corrected decision" in text
+    assert "did not finish" not in text and "must see to the unit" not in text
+
+    alarm = ActiveAlarm("order_unanswered", "cell-a", unanswered_message(cancellation), "critical", count=0)
+    for expired in (cancellation, order, ExpiredOrder("d-3", "U3", "cell-a", 4, 901.0)):
+        alarm.count_expired(expired)
+    cleared = answered_again_message(alarm)
+    assert cleared.startswith("cell cell-a answers again; 2 order(s) expired unanswered meanwhile (decisions d-1, d-3)")
+    assert "1 cancellation(s) went unanswered meanwhile (decisions d-2): check that the cell did not pick" in cleared
+    alarm = ActiveAlarm("order_unanswered", "cell-a", "m", "critical", count=0)
+    alarm.count_expired(cancellation)
+    assert "order(s)" not in answered_again_message(alarm) and "`expired`" not in answered_again_message(alarm)

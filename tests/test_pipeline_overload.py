@@ -18,7 +18,7 @@ from pathlib import Path
 
 from edge.alarms import Alarms
 from edge.catalog import Catalog
-from edge.config import load_station
+from edge.config import StationConfig, load_station
 from edge.contract import Envelope, Topics
 from edge.journal import Journal
 from edge.pipeline import Arrival, Pipeline
@@ -32,14 +32,28 @@ from .test_vision_pipeline import GTIN, ROOT, _Camera, _frame, _OneRead, _Plc, _
 LIMIT = 2
 
 
-def test_a_unit_beyond_the_bound_goes_to_the_reject_lane_with_reason_alarm_and_counter(tmp_path: Path) -> None:
+def _config(tmp_path: Path) -> StationConfig:
     config = load_station(ROOT / "config" / "station.sim.yaml")
-    config = config.model_copy(update={
+    return config.model_copy(update={
         "journal": config.journal.model_copy(update={"path": tmp_path / "j.db"}),
         "vision": config.vision.model_copy(update={"max_units_in_flight": LIMIT}),
     })
+
+
+def _pipeline(config: StationConfig, journal: Journal, pool: ThreadPoolExecutor, scale: object) -> Pipeline:
     topics = Topics(config.mqtt.topic_prefix, config.site, config.line)
     envelope = Envelope(config.controller_id)
+    return Pipeline(
+        config=config, policy=load_policy(config.grading_policy), catalog=Catalog.load(config.catalog),
+        journal=journal, envelope=envelope, topics=topics, alarms=Alarms(journal, envelope, topics),
+        reads=_OneRead(f"(01){GTIN}(21)PIPE0001"), scale=scale, camera=_Camera(_frame()),
+        checker=DamageChecker(px_per_mm=3.0), vision_executor=pool, plc=_Plc(),
+    )
+
+
+def test_a_unit_beyond_the_bound_goes_to_the_reject_lane_with_reason_alarm_and_counter(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    topics = Topics(config.mqtt.topic_prefix, config.site, config.line)
     warm_up()
     vision_busy = threading.Event()
 
@@ -47,12 +61,7 @@ def test_a_unit_beyond_the_bound_goes_to_the_reject_lane_with_reason_alarm_and_c
         with ThreadPoolExecutor(1, thread_name_prefix="vision") as pool:
             pool.submit(vision_busy.wait, 60)  # the vision thread is behind: frames queue up
             async with Journal(config.journal.path) as journal:
-                pipeline = Pipeline(
-                    config=config, policy=load_policy(config.grading_policy), catalog=Catalog.load(config.catalog),
-                    journal=journal, envelope=envelope, topics=topics, alarms=Alarms(journal, envelope, topics),
-                    reads=_OneRead(f"(01){GTIN}(21)PIPE0001"), scale=_Scale(), camera=_Camera(_frame()),
-                    checker=DamageChecker(px_per_mm=3.0), vision_executor=pool, plc=_Plc(),
-                )
+                pipeline = _pipeline(config, journal, pool, _Scale())
                 now = asyncio.get_running_loop().time()
                 waiting = [asyncio.create_task(pipeline.handle(Arrival(n, now))) for n in (1, 2)]
                 await until(lambda: pipeline.in_flight == LIMIT, what="two units waiting for vision")
@@ -85,3 +94,54 @@ def test_a_unit_beyond_the_bound_goes_to_the_reject_lane_with_reason_alarm_and_c
     assert [(a["state"], a["code"]) for a in alarms] == [("raised", "overloaded"), ("cleared", "overloaded")]
     assert alarms[0]["severity"] == "critical"
     assert "1 unit(s) went to the reject lane" in alarms[1]["message"]
+
+
+class _ScaleHeldForThirdUnit(_Scale):
+    """The third unit's weighing waits for the test: it is still in flight after the two before it."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.release = asyncio.Event()
+
+    async def read_weight(self, stable_only: bool = True, deadline_s: float = 0.25) -> object:
+        self.calls += 1
+        if self.calls == 3:
+            await self.release.wait()
+        return await super().read_weight(stable_only, deadline_s)
+
+
+def test_the_overloaded_alarm_clears_when_the_overloaded_unit_is_the_last_to_finish(tmp_path: Path) -> None:
+    """A stalled line drains first in first out, so the unit that raised the alarm leaves last:
+    nobody after it would clear the alarm, so it checks the backlog itself."""
+    config = _config(tmp_path)
+    topics = Topics(config.mqtt.topic_prefix, config.site, config.line)
+    warm_up()
+    vision_busy = threading.Event()
+
+    async def run() -> tuple[int, set[tuple[str, str]], dict[str, int]]:
+        with ThreadPoolExecutor(1, thread_name_prefix="vision") as pool:
+            pool.submit(vision_busy.wait, 60)
+            async with Journal(config.journal.path) as journal:
+                scale = _ScaleHeldForThirdUnit()
+                pipeline = _pipeline(config, journal, pool, scale)
+                now = asyncio.get_running_loop().time()
+                waiting = [asyncio.create_task(pipeline.handle(Arrival(n, now))) for n in (1, 2)]
+                await until(lambda: pipeline.in_flight == LIMIT, what="two units waiting for vision")
+                overloaded = asyncio.create_task(pipeline.handle(Arrival(3, now)))
+                await until(lambda: scale.calls == 3, what="the third unit weighing")
+                vision_busy.set()
+                await asyncio.gather(*waiting)
+                assert not overloaded.done()
+                scale.release.set()
+                await overloaded
+                return pipeline.in_flight, set(pipeline.alarms.active), dict(pipeline.errors)
+
+    in_flight, active, errors = asyncio.run(run())
+    assert errors.get("pipeline:overloaded") == 1 and errors.get("pipeline:crash", 0) == 0
+    assert in_flight == 0 and active == set()
+    db = sqlite3.connect(config.journal.path)
+    outbox = db.execute("SELECT topic, payload FROM outbox ORDER BY seq").fetchall()
+    db.close()
+    alarms = [json.loads(payload) for topic, payload in outbox if topic == topics.alarms]
+    assert [(a["state"], a["code"]) for a in alarms] == [("raised", "overloaded"), ("cleared", "overloaded")]
+    assert "backlog down to 0 unit(s) in flight" in alarms[1]["message"]

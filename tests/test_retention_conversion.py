@@ -46,7 +46,7 @@ async def _fill_and_prune(path: Path) -> None:
             await journal.record_outcome(unit, "diverted", decision, [Publication("t/d", b"{}")], order, [])
             await journal.record_cell_state(f"d-{unit}", "cell-a", "FINISHED", None)
         await journal.mark_sent([m.seq for m in await journal.unsent(100_000)])
-        await prune_once(journal, retention_days=30, max_units=KEEP, converting=True)
+        await prune_once(journal, retention_days=30, max_units=KEEP)
 
 
 def _state(path: Path) -> tuple[int, int, str]:
