@@ -332,13 +332,32 @@ class VisionSettings(CameraCalibration):
         description="Widest ridge, in camera px across, still read as a scratch (a scratch blurred by the optics "
         "is 2-4 px); wider ones are glare bands. Raise it for a camera that blurs more.",
     )
+    crack_max_width_px: float = Field(
+        5.0, ge=2.5, le=15.0,
+        description="Widest median ridge, in camera px across its arms, still read as a crack (its impact point "
+        "widens it a little over a scratch); wider ones are a glare band's crossing or the ring around a highlight.",
+    )
+    crack_min_wander_px: float = Field(
+        2.0, gt=0.0, le=10.0,
+        description="A thin line whose centre line strays this far (camera px, peak to peak) from a smooth curve is "
+        "a crack's zigzagging arms; a smoother one is a scratch, straight or bent (scratches stay within about 1 px).",
+    )
+
+    bent_scratch_max_width_px: float = Field(
+        4.5, ge=2.5, le=12.0,
+        description="Widest ridge, in camera px across, still read as a bent scratch when no wider ridge carries "
+        "on past its ends (a glare band cut off by the screen edge does); raise it with ridge_max_width_px.",
+    )
 
     def ridge_rules(self) -> dict[str, float]:
-        """The ridge rules as `vision.damage.DamageChecker` keyword arguments."""
+        """The ridge and crack rules as `vision.damage.DamageChecker` keyword arguments."""
         return {
             "ridge_min_gap_ratio": self.ridge_min_gap_ratio,
             "ridge_min_two_sided": self.ridge_min_two_sided,
             "ridge_max_width_px": self.ridge_max_width_px,
+            "crack_max_width_px": self.crack_max_width_px,
+            "crack_min_wander_px": self.crack_min_wander_px,
+            "bent_scratch_max_width_px": self.bent_scratch_max_width_px,
         }
 
 

@@ -30,7 +30,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from simulator.render import HARD_CASES, Appearance, Scene, generate_appearance, hard_appearance, render_scene
+from simulator.render import (
+    HARD_CASES,
+    LATER_HARD_CASES,
+    Appearance,
+    Scene,
+    generate_appearance,
+    hard_appearance,
+    render_scene,
+)
 
 SIZES: tuple[tuple[str, float, float], ...] = (
     ("phone", 146.7, 71.5),
@@ -127,6 +135,15 @@ def hard_units(n: int = 40, seed: int = 2024) -> Iterator[EvalUnit]:
         frame, scene = render_scene(appearance, rng)
         grade = true_grade(appearance)
         yield EvalUnit(index, case, grade, grade, False, appearance, frame, scene)
+    # Cases added later: a stream of their own, so the units above stay what they were.
+    later = np.random.default_rng([seed, 6])
+    for offset in range(n * len(LATER_HARD_CASES)):
+        case = LATER_HARD_CASES[offset % len(LATER_HARD_CASES)]
+        category, width, height = SIZES[(offset // len(LATER_HARD_CASES)) % len(SIZES)]
+        appearance = hard_appearance(case, category, width, height, later)  # type: ignore[arg-type]
+        frame, scene = render_scene(appearance, later)
+        grade = true_grade(appearance)
+        yield EvalUnit(n * len(HARD_CASES) + offset, case, grade, grade, False, appearance, frame, scene)
 
 
 def write(directory: Path, n: int, seed: int, blemish_only: int, hard: int = 0) -> int:

@@ -75,6 +75,9 @@ def test_ridge_rules_reach_the_checker(tmp_path: Path) -> None:
         "ridge_min_gap_ratio": defaults.ridge_min_gap_ratio,
         "ridge_min_two_sided": defaults.ridge_min_two_sided,
         "ridge_max_width_px": defaults.ridge_max_width_px,
+        "crack_max_width_px": defaults.crack_max_width_px,
+        "crack_min_wander_px": defaults.crack_min_wander_px,
+        "bent_scratch_max_width_px": defaults.bent_scratch_max_width_px,
     }
     path = _write_station(tmp_path, lambda d: d["vision"].update(ridge_max_width_px=6.5, ridge_min_gap_ratio=0.25))
     checker = DamageChecker(**load_station(path).vision.ridge_rules())

@@ -455,3 +455,35 @@ def test_check_with_any_outline_never_raises(corners: list[tuple[float, float]])
         return
     report = DamageChecker(px_per_mm=2.0).check(frame, pose=pose)
     assert report.device_found or report.error
+
+
+def test_station_file_gives_inspect_its_vision_rules(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--config`: the station's vision: section sets the rules (and, where it sets px_per_mm, the
+    calibration) as the daemon would: a glare band a width rule of 12 px lets through is a finding."""
+    from simulator.render import Appearance, BlemishSpec, Imaging, render_scene
+
+    appearance = Appearance("phone", *IPHONE_MM, (24, 24, 27), False, [],  # type: ignore[arg-type]
+                            [BlemishSpec("glare", 70, 35, 3.0, 30.0, 50.0)], corner_radius_mm=8.0,
+                            imaging=Imaging(angle_deg=0.0))
+    frame, _ = render_scene(appearance, np.random.default_rng(0))
+    cv2.imwrite(str(tmp_path / "frame.png"), frame)
+    station = tmp_path / "station.yaml"
+    station.write_text("controller_id: c1\nvision:\n  px_per_mm: 3.0\n  ridge_max_width_px: 12.0\n")
+    code, reports = run_inspect(capsys, str(tmp_path / "frame.png"), "--json", "--config", str(station))
+    assert code == 0, reports
+    assert reports[0]["scale_source"] == "given" and "vision: section" in reports[0]["calibration"]
+    assert reports[0]["vision"]["defects"]  # the glare band, let through by the loosened rule
+    code, reports = run_inspect(capsys, str(tmp_path / "frame.png"), "--json", "--px-per-mm", "3")
+    assert code == 0 and reports[0]["vision"]["defects"] == []  # the default rules: no finding
+    # Without px_per_mm in the section the rules apply, the scale is estimated as without a file.
+    station.write_text("vision:\n  ridge_max_width_px: 12.0\n")
+    code, reports = run_inspect(capsys, str(tmp_path / "frame.png"), "--json", "--config", str(station))
+    assert code == 0 and reports[0]["scale_source"] == "catalog" and reports[0]["vision"]["defects"]
+
+
+def test_bad_vision_section_is_a_usage_error_with_its_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    station = tmp_path / "station.yaml"
+    station.write_text("site: s1\nvision:\n  workers: 1\n  crack_max_width_px: 99\n")
+    cv2.imwrite(str(tmp_path / "x.png"), np.zeros((100, 100, 3), np.uint8))
+    assert edge_main(["inspect", str(tmp_path / "x.png"), "--config", str(station)]) == 2
+    assert f"{station}:4: vision.crack_max_width_px:" in capsys.readouterr().err

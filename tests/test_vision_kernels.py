@@ -205,6 +205,31 @@ def test_tile_stats_matches_reference_on_a_unit_interior(grade: str, category: s
     assert got[..., kernels.TILE_LINE].sum() > 0
 
 
+@settings(max_examples=100, deadline=None)
+@given(
+    shape=st.tuples(st.integers(1, 70), st.integers(1, 140)),
+    tile=st.sampled_from([16, 16, 5, 1]),
+    density=st.floats(0.0, 1.0),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_tile_stats_any_shape_matches_reference(shape: tuple[int, int], tile: int, density: float, seed: int) -> None:
+    """Whole and partial tiles on both axes, the default tile of 16 (its own fixed-width column
+    sums) and others. The line response is whole grey levels, so every sum is exact in any order
+    and the kernel must equal the reference to the bit; a fractional response to rounding."""
+    rng = np.random.default_rng(seed)
+    gray = rng.integers(0, 256, shape, dtype=np.uint8)
+    response = rng.integers(0, 40, shape).astype(np.float32)
+    mask = (rng.random(shape) < density).astype(np.uint8) * rng.integers(1, 256, dtype=np.uint8)
+    got = kernels.tile_stats(gray, response, mask, tile)
+    np.testing.assert_array_equal(got, kernels.tile_stats_reference(gray, response, mask, tile))
+    assert got[..., kernels.TILE_COUNT].sum() == np.count_nonzero(mask)
+    fractional = response + rng.random(shape, dtype=np.float32)
+    got = kernels.tile_stats(gray, fractional, mask, tile)
+    want = kernels.tile_stats_reference(gray, fractional, mask, tile)
+    np.testing.assert_array_equal(got[..., :4], want[..., :4])
+    np.testing.assert_allclose(got[..., 4], want[..., 4], rtol=1e-5)
+
+
 def test_tile_stats_largest_tile_counts_do_not_overflow() -> None:
     """Per-column counts are 16-bit in the kernel: a full 1024-px column must still add up."""
     gray = np.full((1030, 1100), 40, np.uint8)
@@ -445,6 +470,35 @@ def test_band_votes_match_reference(shape: tuple[int, int], scale: float, band: 
     np.testing.assert_array_equal(bins, want_bins)
     np.testing.assert_array_equal(votes, want_votes)
     assert bins.min() == 0 and (votes.sum(axis=1) == shape[0]).all() and (votes[:, -1] == 0).all()
+
+
+@pytest.mark.parametrize(
+    "offsets",
+    [
+        [[-0.0, 0.0], [0.0, -0.0]],  # signed zeros: one band
+        [[-7.5, -0.25], [-3.0, -1e-300]],  # all negative
+        [[2.0, 1e-300], [5e-324, 9.0]],  # all positive, a subnormal
+        [[-1e6, 3.0], [1e6, -2.5]],
+    ],
+)
+def test_band_votes_extremes_across_signs(offsets: list[list[float]]) -> None:
+    """The lowest and highest band come from the offsets' extremes (compared as integers in the
+    kernel): the bins must still start at 0 and match the reference for any mix of signs."""
+    projected = np.array(offsets)
+    for band in (0.5, 3.0):
+        bins, votes = kernels.band_votes(projected, band)
+        want_bins, want_votes = kernels.band_votes_reference(projected, band)
+        np.testing.assert_array_equal(bins, want_bins)
+        np.testing.assert_array_equal(votes, want_votes)
+        assert bins.min() == 0
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+def test_band_votes_rejects_a_non_finite_offset_anywhere(bad: float) -> None:
+    projected = np.zeros((50, 7))
+    projected[37, 5] = bad
+    with pytest.raises(ValueError, match="finite"):
+        kernels.band_votes(projected, 1.0)
 
 
 def test_band_votes_on_a_stroke_and_bad_input() -> None:

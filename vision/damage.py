@@ -24,7 +24,8 @@ Pipeline per frame (all single-threaded, GIL released in OpenCV and the Numba ke
    the line filter) never become components at all. A scratch must also show as one ridge in
    the grey profile along its centre line: two-sided, without gaps (`ridge_profiles`), and no
    wider than a scratch (`ridge_widths`), which specks merged into a stroke, a stain's rim, a
-   screen's corner or a glare band a few mm wide are not;
+   screen's corner or a glare band a few mm wide are not; nor may a wider ridge run on past its
+   ends (`ridge_run_on`), as it does past a glare band's tip where the screen's edge cuts it off;
 6. outline: the contour in canonical coordinates, side by side (corners excluded), against a
    straight line fitted to each side: inward runs are dents (shallow, smooth), chips (steep) or
    missing parts (deep or long). Corners: deeper inside than the rounding the other corners show
@@ -44,7 +45,7 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
-from vision import kernels
+from vision import heap, kernels, ridge_kernels
 from vision.report import DamageReport, Defect
 
 _LOCATE_SCALE = 2  # localisation runs on a frame downscaled by this factor: edges need no more
@@ -215,6 +216,9 @@ class DamageChecker:
         ridge_min_gap_ratio: float = 0.4,
         ridge_min_two_sided: float = 0.72,
         ridge_max_width_px: float = 4.0,
+        crack_min_wander_px: float = 2.0,
+        crack_max_width_px: float = 5.0,
+        bent_scratch_max_width_px: float = 4.5,
         camera_homography: np.ndarray | None = None,
     ) -> None:
         if not math.isfinite(px_per_mm) or px_per_mm <= 0:
@@ -248,6 +252,9 @@ class DamageChecker:
         self.ridge_min_gap_ratio = ridge_min_gap_ratio
         self.ridge_min_two_sided = ridge_min_two_sided
         self.ridge_max_width_px = ridge_max_width_px
+        self.crack_min_wander_px = crack_min_wander_px
+        self.crack_max_width_px = crack_max_width_px
+        self.bent_scratch_max_width_px = bent_scratch_max_width_px
         self.camera_homography = _camera_homography(camera_homography)
 
     # -- public -----------------------------------------------------------------------------------
@@ -562,20 +569,57 @@ class DamageChecker:
         # Straight strokes that only look like a crack by their moments: scratches crossing each
         # other (an X spreads like a star). Checked on the component's pixels.
         strokes: dict[int, list[tuple[np.ndarray, np.ndarray, int]]] = {}
+        # Lines along a bent centre line (`_traced_line`): index -> length in px.
+        curved: dict[int, float] = {}
+        not_damage: list[int] = []
+        # Each candidate's pixels, found once: the stroke, trace and width checks all read them.
+        component_pixels: dict[int, np.ndarray] = {}
+
+        def pixels_of(i: int) -> np.ndarray:
+            if i not in component_pixels:
+                component_pixels[i] = self._component_points(labels, int(label_ids[i]), mean_x[i], mean_y[i], major[i])
+            return component_pixels[i]
+
         for i in np.flatnonzero(is_crack):
-            found = self._straight_strokes(labels, int(label_ids[i]), mean_x[i], mean_y[i], major[i], 11.5)
+            points = pixels_of(int(i))
+            found = self._straight_strokes(points, 11.5)
             if found and len(found) == 2:
                 strokes[int(i)] = found
                 is_crack[i] = False
-            elif found and spread[i] < self.crack_spread:
+                continue
+            if found and spread[i] < self.crack_spread:
                 # A crack by its length alone, but one straight stroke: a scratch however long
                 # (or, failing the ridge rules below, a glare band). `straight_strokes` found it
                 # as straight as a scratch is, where a crack's arms, even two running off nearly
                 # straight, zigzag. (A spread-out component is a crack by its shape: kept.)
                 is_crack[i] = False
+                continue
+            if spread[i] < self.crack_spread:
+                # Long, slim and not straight: one line along a smooth curve is a scratch (a key's
+                # arc), a wandering one stays a crack.
+                kind, traced_length, figures = self._traced_line(gray, points, float(theta[i]), low)
+                if kind == "scratch":
+                    is_crack[i] = False
+                    curved[int(i)] = traced_length
+                    continue
+                if kind is None and figures.get("wander", math.inf) <= self.crack_min_wander_px:
+                    # One smooth line, but no scratch's narrow ridge: as for a straight stroke
+                    # failing the ridge rules, a glare band, not a crack (whose arms zigzag).
+                    is_crack[i] = False
+                    not_damage.append(int(i))
+                    continue
+            # A crack is a groove or a bright line nearly as narrow as a scratch (its impact point
+            # and junctions widen it a little), in whatever direction its arms run; a glare band's
+            # crossing or the ring around a highlight is wider.
+            if local_ridge_width(gray, points, 2.0 * self.line_radius_px) > self.crack_max_width_px:
+                is_crack[i] = False
+                not_damage.append(int(i))
         length = np.where(is_crack, np.maximum(count / self.stroke_width_px, major), length)
+        for i, traced_length in curved.items():
+            length[i] = traced_length
         width = count / length
         is_noise = ~is_crack & ((length < self.min_defect_px) | (spread > self.noise_spread))
+        is_noise[not_damage] = True
         for i in strokes:
             is_noise[i] = True  # reported below, one scratch per stroke
         # A scratch is one continuous groove or ridge; short strokes of other origin pass the
@@ -585,6 +629,7 @@ class DamageChecker:
         # the bright gap the line filter sees there), and be darker or brighter than both flanks
         # rather than only one (a stain's rim, a screen's corner: steps, not ridges).
         stroke_like = np.flatnonzero(~is_noise & ~is_crack)
+        stroke_like = stroke_like[~np.isin(stroke_like, list(curved))]
         if stroke_like.size:
             direction = np.stack([np.cos(theta[stroke_like]), np.sin(theta[stroke_like])], axis=1)
             centres = np.stack([mean_x[stroke_like], mean_y[stroke_like]], axis=1)
@@ -601,15 +646,39 @@ class DamageChecker:
                 gray, centres[ridge], direction[ridge], 0.35 * length[stroke_like[ridge]], 2.0 * self.line_radius_px
             )
             not_a_ridge[ridge[ridge_width > self.ridge_max_width_px]] = True
+            # The tip of a glare band, where the screen's edge cuts it off, is as narrow as a
+            # scratch; but past the stroke's end the band runs on, wider. A scratch ends.
+            ridge = np.flatnonzero(~not_a_ridge)
+            half = 0.5 * major[stroke_like[ridge]]
+            ends = np.concatenate([centres[ridge] - half[:, None] * direction[ridge],
+                                   centres[ridge] + half[:, None] * direction[ridge]])
+            outward = np.concatenate([-direction[ridge], direction[ridge]])
+            glare_tip = self._runs_on_wider(gray, ends, outward, np.tile(contrast[ridge], 2))
+            not_a_ridge[ridge] |= glare_tip.reshape(2, -1).any(axis=0)
             is_noise[stroke_like[not_a_ridge]] = True
             # Two scratches crossing at a shallow angle: too slim for a crack by the moments, one
             # stroke by them, but their centre line runs between the two (gaps, a wide "ridge").
             # Read as two straight strokes they are two scratches, if each is a narrow ridge.
             for i in stroke_like[not_a_ridge & (major[stroke_like] >= 6 * self.min_defect_px)]:
                 # Slim by the moments, so no crack's star: crossings down to 7 degrees count.
-                found = self._straight_strokes(labels, int(label_ids[i]), mean_x[i], mean_y[i], major[i], 7.0)
+                # Not straight along its axis: one narrow ridge along its own centre line that
+                # wanders is a crack (two arms off an impact point, too short to be a crack by
+                # length), even where its arms pass for two strokes crossing at a shallow angle
+                # (whose pieces stand side by side, no single line); one along a smooth curve is a
+                # bent scratch, unless it is two strokes crossing.
+                points = pixels_of(int(i))
+                kind, traced_length, _ = self._traced_line(gray, points, float(theta[i]), low)
+                found = None if kind == "crack" else self._straight_strokes(points, 7.0)
                 if found and len(found) == 2 and self._narrow_strokes(gray, found, low):
                     strokes[int(i)] = found
+                    continue
+                if kind == "crack":
+                    is_crack[i], is_noise[i] = True, False
+                    length[i] = max(count[i] / self.stroke_width_px, major[i])
+                    width[i] = count[i] / length[i]
+                elif kind == "scratch":
+                    is_noise[i] = False
+                    length[i], width[i] = traced_length, count[i] / max(traced_length, 1.0)
 
         ppm = self.px_per_mm
         keep = np.flatnonzero(~is_noise)
@@ -673,23 +742,95 @@ class DamageChecker:
         return defects
 
     def _straight_strokes(
-        self, labels: np.ndarray, label: int, centre_x: float, centre_y: float, extent: float, min_crossing_deg: float
+        self, points: np.ndarray, min_crossing_deg: float
     ) -> list[tuple[np.ndarray, np.ndarray, int]] | None:
-        """The component as one straight stroke, or as two straight strokes that cross (an X, each
-        running on past the crossing on both sides); None when it is neither, as a crack is: arms
-        that wander, branch, or meet at an impact point. Returns (start, end, pixels) per stroke in
-        the labels' px."""
-        reach = int(extent) + 4
-        x0, y0 = max(int(centre_x) - reach, 0), max(int(centre_y) - reach, 0)
-        window = labels[y0 : int(centre_y) + reach + 1, x0 : int(centre_x) + reach + 1]
-        ys, xs = np.nonzero(window == label)
-        if xs.size < 2 * self.min_defect_px:
+        """The component (its pixels, `_component_points`) as one straight stroke, or as two
+        straight strokes that cross (an X, each running on past the crossing on both sides); None
+        when it is neither, as a crack is: arms that wander, branch, or meet at an impact point.
+        Returns (start, end, pixels) per stroke in the labels' px."""
+        if points.shape[0] < 2 * self.min_defect_px:
             return None
-        points = np.stack([xs + x0, ys + y0], axis=1).astype(np.float64)
         # The band holds a stroke's anti-aliased, blurred flanks, which answer the line filter too.
         band = self.stroke_width_px + 1.0
         found = straight_strokes(points, band, 3 * self.min_defect_px, min_crossing_deg=min_crossing_deg)
         return found or None
+
+    def _component_points(self, labels: np.ndarray, label: int, centre_x: float, centre_y: float, extent: float
+                          ) -> np.ndarray:
+        """Pixel centres (N, 2) of component `label`, found within `extent` + 4 px of its centre."""
+        reach = int(extent) + 4
+        x0, y0 = max(int(centre_x) - reach, 0), max(int(centre_y) - reach, 0)
+        window = labels[y0 : int(centre_y) + reach + 1, x0 : int(centre_x) + reach + 1]
+        ys, xs = np.nonzero(window == label)
+        return np.stack([xs + x0, ys + y0], axis=1).astype(np.float64)
+
+    def _traced_line(
+        self, gray: np.ndarray, points: np.ndarray, theta: float, low: float
+    ) -> tuple[str | None, float, dict[str, float]]:
+        """A thin component read as one line along its own, possibly bent, centre line: ("crack",
+        length) when the line is one narrow, unbroken, two-sided ridge that wanders (a crack's arms
+        zigzag), ("scratch", length) when it is such a ridge along a smooth curve, (None, 0) when
+        it is no single line (two lines side by side, a branch, a gap) or no narrow ridge along it.
+        The figures measured come third (for diagnosis)."""
+        direction = np.array([math.cos(theta), math.sin(theta)])
+        band = self.stroke_width_px + 1.0
+        along, offset, count, single = centre_line(points, direction, 2 * band)
+        figures: dict[str, float] = {"single": float(single)}
+        if not single or along.size < 4:
+            return None, 0.0, figures
+        normal = np.array([-direction[1], direction[0]])
+        mean = points.mean(axis=0)
+        path = mean + along[:, None] * direction + offset[:, None] * normal
+        wandering = wander(along, offset, count)
+        if wandering <= self.crack_min_wander_px:
+            # Smooth: profiled across the parabola through the pieces, whose direction is the
+            # line's own; the pieces' means, a pixel off here and there, would tilt each profile
+            # and widen the ridge.
+            path = mean + along[:, None] * direction + _parabola_through(along, offset, count)[:, None] * normal
+        # The pieces at the ends hold the line's tapering tips: profiles there measure the end.
+        inner = path[1:-1]
+        contrast, gap_ratio, two_sided = ridge_profile_along(gray, inner, self.line_radius_px + 1.0)
+        width = ridge_width_along(gray, inner, 2.0 * self.line_radius_px)
+        figures.update(contrast=contrast, gap=gap_ratio, two=two_sided, width=width, wander=wandering)
+        kind = "crack" if wandering > self.crack_min_wander_px else "scratch"
+        # A line along a smooth arc, profiled across its own direction everywhere, may measure a
+        # little wider than a straight one: its pixels' rounding lies on both sides of the arc.
+        # Evidence enough for a bent scratch, once the ridge ends where the line does (a glare
+        # band runs on); a crack's width limit stays that of a scratch.
+        widest = self.ridge_max_width_px if kind == "crack" else self.bent_scratch_max_width_px
+        if (
+            contrast < low or gap_ratio < self.ridge_min_gap_ratio or two_sided < self.ridge_min_two_sided
+            or width > widest
+        ):
+            return None, 0.0, figures
+        pieces = np.diff(path, axis=0)
+        projected = (points - mean) @ direction
+        if kind == "scratch":
+            # Out from the end pieces along their own direction, from the outermost pixels.
+            first, last = path[0] - path[1], path[-1] - path[-2]
+            outward = np.stack([first / max(math.hypot(*first), 1e-9), last / max(math.hypot(*last), 1e-9)])
+            ends = np.stack([path[0], path[-1]]) + outward * np.array(
+                [[along[0] - projected.min()], [projected.max() - along[-1]]]
+            )
+            runs_on = self._runs_on_wider(gray, ends, outward, np.full(2, contrast))
+            figures["runs_on"] = float(runs_on.any())
+            if runs_on.any():
+                return None, 0.0, figures
+        # Out to the outermost pixels, less the round ends (half a stroke width each).
+        length = float(np.hypot(pieces[:, 0], pieces[:, 1]).sum()) + (along[0] - projected.min()) + (
+            projected.max() - along[-1]
+        ) - self.stroke_width_px
+        return kind, max(length, 0.0), figures
+
+    def _runs_on_wider(
+        self, gray: np.ndarray, ends: np.ndarray, outward: np.ndarray, contrast: np.ndarray
+    ) -> np.ndarray:
+        """Per stroke end (K, 2 px, with the unit direction `outward` away from the stroke), whether
+        a ridge runs on past it that is wider than any scratch: a fifth of the stroke's `contrast`
+        or more, and wider than `ridge_max_width_px` by 1 px. A glare band's tip does, a scratch
+        ends; one scratch running into another meets a ridge as narrow as itself."""
+        run_contrast, run_width = ridge_run_on(gray, ends, outward, 2.0 * self.line_radius_px)
+        return (run_contrast >= _RUN_ON_SHARE * contrast) & (run_width > self.ridge_max_width_px + 1.5)
 
     def _narrow_strokes(self, gray: np.ndarray, found: list[tuple[np.ndarray, np.ndarray, int]], low: float) -> bool:
         """Both crossing strokes (start, end in `gray`'s px) stand out by `low`, and no part of
@@ -892,9 +1033,6 @@ def compare_with_catalog(
     return report.with_defects(defects, damage_score(defects))
 
 
-_ACROSS_PX = (-1.0, -0.5, 0.0, 0.5, 1.0)
-
-
 def ridge_profiles(
     gray: np.ndarray, centres: np.ndarray, directions: np.ndarray, half_lengths: np.ndarray, flank_px: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -924,28 +1062,48 @@ def ridge_profiles(
     unit = directions[owner]
     normal = np.stack([-unit[:, 1], unit[:, 0]], axis=1)
     points = centres[owner] + along[:, None] * unit
-    # One sampling call for all: five points across the stroke, then the two flanks.
-    offsets = np.array([*_ACROSS_PX, flank_px, -flank_px])
-    values = _bilinear(gray, points[:, None, :] + offsets[None, :, None] * normal[:, None, :])
-    across, flank_a, flank_b = values[:, : len(_ACROSS_PX)], values[:, -2], values[:, -1]
-    near_flank, far_flank = np.minimum(flank_a, flank_b), np.maximum(flank_a, flank_b)
-    darkest, brightest = across.min(axis=1), across.max(axis=1)
-    dark_two, dark_one = near_flank - darkest, far_flank - darkest
-    bright_two, bright_one = brightest - far_flank, brightest - near_flank
-    dark = np.add.reduceat(dark_two, first) >= np.add.reduceat(bright_two, first)
-    two = np.where(dark[owner], dark_two, bright_two).astype(np.float64)
-    one = np.where(dark[owner], dark_one, bright_one).astype(np.float64)
-    total_two = np.add.reduceat(two, first)
-    mean = total_two / counts
-    weakest = np.minimum.reduceat(two, first)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        gap_ratio = np.where(mean > 0, weakest / mean, -np.inf)
-        total_one = np.add.reduceat(one, first)
-        two_sided = np.where(total_one > 0, total_two / total_one, -np.inf)
-    return mean, gap_ratio, two_sided
+    return ridge_kernels.profile_figures(gray, points, normal, owner, n, flank_px)
+
+
+def ridge_profile_along(gray: np.ndarray, path: np.ndarray, flank_px: float) -> tuple[float, float, float]:
+    """`ridge_profiles`' three figures for one stroke that follows the polyline `path` (M >= 2
+    points, x, y px) instead of a straight line: sampled every pixel along it, across each piece's
+    own direction. For a bent or wandering line, whose straight axis runs off it."""
+    points, tangents = ridge_kernels.path_samples(path, 1.0)
+    if points.shape[0] == 0:
+        return -math.inf, -math.inf, -math.inf
+    normal = np.stack([-tangents[:, 1], tangents[:, 0]], axis=1)
+    owner = np.zeros(points.shape[0], np.int64)
+    mean, gap_ratio, two_sided = ridge_kernels.profile_figures(gray, points, normal, owner, 1, flank_px)
+    return float(mean[0]), float(gap_ratio[0]), float(two_sided[0])
 
 
 _WIDTH_STRIDE_PX = 2.0
+# Past a stroke's end (px from its outermost pixels): where a glare band's ridge still runs on.
+_RUN_ON_PX = np.arange(3.0, 13.0)
+_RUN_ON_SHARE = 0.2  # of the stroke's own contrast: a ridge running on, not noise
+
+
+def ridge_run_on(
+    gray: np.ndarray, ends: np.ndarray, outward: np.ndarray, reach_px: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ridge, if any, past each stroke end `ends` (K, 2; x, y px) in the unit direction
+    `outward` (K, 2) away from the stroke: sampled every pixel from 3 to 12 px past the end, its
+    mean two-sided contrast (as `ridge_profiles`, flanks `reach_px` away: wide enough for a band)
+    and median width (as `ridge_widths`, out to `reach_px`). Pure; float64 (K,) each."""
+    ends = np.asarray(ends, np.float64).reshape(-1, 2)
+    outward = np.asarray(outward, np.float64).reshape(-1, 2)
+    k, m = ends.shape[0], _RUN_ON_PX.size
+    if k == 0:
+        return np.zeros(0), np.zeros(0)
+    points = (ends[:, None, :] + _RUN_ON_PX[None, :, None] * outward[:, None, :]).reshape(-1, 2)
+    normal = np.repeat(np.stack([-outward[:, 1], outward[:, 0]], axis=1), m, axis=0)
+    owner = np.repeat(np.arange(k), m)
+    contrast = ridge_kernels.profile_figures(gray, points, normal, owner, k, reach_px)[0]
+    widths = ridge_kernels.widths_at(gray, points, normal, owner, k, reach_px).reshape(k, m)
+    # Samples are few and ordered per end: the median by one sort along each row.
+    widths.sort(axis=1)
+    return contrast, 0.5 * (widths[:, (m - 1) // 2] + widths[:, m // 2])
 
 
 def ridge_widths(
@@ -974,56 +1132,108 @@ def ridge_widths(
     unit = directions[owner]
     normal = np.stack([-unit[:, 1], unit[:, 0]], axis=1)
     points = centres[owner] + along[:, None] * unit
-    half_steps = math.floor(2 * max(reach_px, 1.0))
-    offsets = np.arange(-half_steps, half_steps + 1) * 0.5
-    values = _bilinear(gray, points[:, None, :] + offsets[None, :, None] * normal[:, None, :])
-    # Against the line between the ends: a gently sloping surface (light falling off) adds nothing.
-    ramp = np.linspace(0.0, 1.0, offsets.size)
-    profile = values - (values[:, :1] + (values[:, -1:] - values[:, :1]) * ramp[None, :])
-    # Bright ridge or dark groove: the sign of the stroke's total contrast.
-    sign = np.where(np.add.reduceat(profile.sum(axis=1), first) >= 0, 1.0, -1.0)
-    profile *= sign[owner][:, None]
-    # The main lobe only: the run of offsets around the peak that stay above half of it. Two
-    # scratches running side by side (crossing at a shallow angle) are two narrow lobes, not one
-    # wide one; a glare band is one lobe as wide as the band.
-    top = profile.argmax(axis=1)
-    peak = profile[np.arange(top.size), top]
-    below = profile < 0.5 * peak[:, None]
-    index = np.arange(offsets.size)[None, :]
-    left = np.where(below & (index < top[:, None]), index, -1).max(axis=1)
-    right = np.where(below & (index > top[:, None]), index, offsets.size).min(axis=1)
-    # Where the lobe crosses half height, interpolated between its samples (a lobe running out
-    # of the profile ends at its last sample).
-    # Both ends in one go: column 0 the left crossing, column 1 the right one.
-    outer = np.stack([np.maximum(left, 0), np.minimum(right, offsets.size - 1)], axis=1)
-    inner = np.stack([np.minimum(left + 1, top), np.maximum(right - 1, top)], axis=1)
-    inner_value = np.take_along_axis(profile, inner, axis=1)
-    drop = inner_value - np.take_along_axis(profile, outer, axis=1)
-    fraction = np.clip((inner_value - 0.5 * peak[:, None]) / np.where(drop > 0, drop, np.inf), 0.0, 1.0)
-    ends = np.where(outer == inner, outer, inner + fraction * np.array([-1.0, 1.0]))
-    width = np.where(peak > 0, (ends[:, 1] - ends[:, 0]) * 0.5, np.inf)
+    width = ridge_kernels.widths_at(gray, points, normal, owner, n, reach_px)
     order = np.lexsort((width, owner))  # each stroke's widths in a row, ascending
     return width[order][first + steps]
 
 
-def _bilinear(image: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """`image` (2-D, any real dtype) at sub-pixel points (..., 2) as (x, y), in float64, clamped to
-    the image; a point that is not a number reads the top-left pixel. Only the four neighbours of
-    each point are read (converting the whole image first cost more than all the sampling), and
-    with few, cheap array operations: this runs for a handful of points per unit."""
-    height, width = image.shape
-    # Comparisons are false for NaN, which so lands on 0.
-    x = np.where(points[..., 0] > 0.0, np.minimum(points[..., 0], width - 1.0), 0.0)
-    y = np.where(points[..., 1] > 0.0, np.minimum(points[..., 1], height - 1.0), 0.0)
-    x0, y0 = x.astype(np.intp), y.astype(np.intp)  # truncation is the floor here: x, y >= 0
-    fx, fy = x - x0, y - y0
-    right = (x0 < width - 1).astype(np.intp)  # no right (lower) neighbour on the last column (row)
-    down = (y0 < height - 1) * width
-    flat = image.ravel()
-    at = y0 * width + x0
-    top = flat[at] * (1 - fx) + flat[at + right] * fx
-    bottom = flat[at + down] * (1 - fx) + flat[at + down + right] * fx
-    return top * (1 - fy) + bottom * fy
+def ridge_width_along(gray: np.ndarray, path: np.ndarray, reach_px: float) -> float:
+    """`ridge_widths` for one stroke following the polyline `path` (M >= 2 points), each profile
+    across the piece it lies on; inf for a path without length."""
+    points, tangents = ridge_kernels.path_samples(path, _WIDTH_STRIDE_PX)
+    if points.shape[0] == 0:
+        return math.inf
+    normal = np.stack([-tangents[:, 1], tangents[:, 0]], axis=1)
+    owner = np.zeros(points.shape[0], np.int64)
+    return _median(ridge_kernels.widths_at(gray, points, normal, owner, 1, reach_px))
+
+
+def local_ridge_width(gray: np.ndarray, points: np.ndarray, reach_px: float, samples: int = 48,
+                      neighbourhood_px: float = 5.0) -> float:
+    """The median ridge width (as `ridge_widths`) of a component of any shape, from its pixels
+    (N, 2, integer x, y): at up to `samples` of them, across the direction its pixels within
+    `neighbourhood_px` run in there (their principal axis). For a crack's branching arms, which no
+    one straight axis follows; inf without pixels."""
+    points = np.asarray(points, np.float64).reshape(-1, 2)
+    if points.shape[0] == 0:
+        return math.inf
+    picked = points[np.linspace(0, points.shape[0] - 1, min(samples, points.shape[0])).astype(np.int64)]
+    # Neighbours are looked up in a mask of the component's pixels, one disc of offsets per sample,
+    # rather than found by distances to all N pixels: a crack's thousands of pixels cost nothing.
+    reach = math.floor(max(neighbourhood_px, 0.0))
+    cells = np.rint(points).astype(np.int64)
+    origin = cells.min(axis=0) - reach
+    size = cells.max(axis=0) - origin + reach + 1
+    mask = np.zeros((size[1], size[0]), np.uint8)
+    mask[cells[:, 1] - origin[1], cells[:, 0] - origin[0]] = 1
+    normal = ridge_kernels.neighbourhood_normals(mask, np.rint(picked).astype(np.int64) - origin, neighbourhood_px)
+    # One polarity for the whole component: a crack is a groove (or a bright line) throughout.
+    widths = ridge_kernels.widths_at(gray, picked, normal, np.zeros(picked.shape[0], np.int64), 1, reach_px)
+    return _median(widths)
+
+
+def _median(values: np.ndarray) -> float:
+    """`np.median` of a non-empty 1-D array without NaN, to the last bit, on one partition: the
+    general function costs more than the widths it takes the median of."""
+    middle = values.size // 2
+    if values.size % 2:
+        return float(np.partition(values, middle)[middle])
+    ordered = np.partition(values, (middle - 1, middle))
+    return float((ordered[middle - 1] + ordered[middle]) / 2)
+
+
+def centre_line(
+    points: np.ndarray, direction: np.ndarray, step: float, split_px: float = 2.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+    """The centre line of a thin component's pixel centres (N, 2) that runs roughly along the unit
+    vector `direction`: the mean of its pixels in each `step`-long piece along that axis.
+
+    Returns (along, offset, count, single): per piece its position along the axis and the mean
+    offset across it (px, from the pixels' mean), its pixel count; `single` is False when the pixels
+    are not one line: a piece without pixels (a gap), or pixels of one piece apart across the axis
+    by more than `split_px` (two lines side by side, the legs of a shallow crossing, or a line that
+    turns back). Pure geometry."""
+    points = np.asarray(points, np.float64).reshape(-1, 2)
+    direction = np.asarray(direction, np.float64)
+    empty = np.zeros(0, np.float64)
+    if points.shape[0] < 2 or not (np.isfinite(points).all() and np.isfinite(direction).all()) or step <= 0:
+        return empty, empty, empty, False
+    normal = np.array([-direction[1], direction[0]])
+    centred = points - points.mean(axis=0)
+    along, across = centred @ direction, centred @ normal
+    piece = np.floor((along - along.min()) / step).astype(np.int64)
+    counts = np.bincount(piece).astype(np.float64)
+    offsets = np.bincount(piece, weights=across) / np.maximum(counts, 1)
+    positions = np.bincount(piece, weights=along) / np.maximum(counts, 1)
+    order = np.lexsort((across, piece))
+    same_piece = piece[order][1:] == piece[order][:-1]
+    split = bool(np.any(same_piece & (np.diff(across[order]) > split_px)))
+    single = bool(counts.min() > 0) and not split
+    filled = counts > 0
+    return positions[filled], offsets[filled], counts[filled], single
+
+
+def wander(along: np.ndarray, offset: np.ndarray, count: np.ndarray) -> float:
+    """Peak-to-peak offset (px) of a centre line's pieces (as `centre_line` gives them) about the
+    smooth curve (a parabola) through them: about 0 for a straight or evenly bent line (a
+    scratch's arc), pixels for a crack's arms, which turn this way and that. Pieces holding few
+    pixels (the tapering ends) are left out; fewer than 4 pieces give 0."""
+    full = count >= max(3.0, 0.5 * float(np.median(count))) if count.size else count.astype(bool)
+    if np.count_nonzero(full) < 4:
+        return 0.0
+    residual = offset[full] - _parabola_through(along[full], offset[full])
+    return float(residual.max() - residual.min())
+
+
+def _parabola_through(x: np.ndarray, y: np.ndarray, weight: np.ndarray | None = None) -> np.ndarray:
+    """The least-squares parabola through (x, y) (at least 3 distinct x), with `weight` per point
+    on the squared residuals, evaluated at x. By its 3 x 3 normal equations on x centred and scaled
+    to a unit range, where they are well conditioned: a tenth of `np.polyfit`'s cost."""
+    scale = max(float(np.ptp(x)), 1.0)
+    t = (x - x.mean()) / scale
+    basis = np.stack([t * t, t, np.ones_like(t)])
+    weighted = basis * weight if weight is not None else basis
+    return np.linalg.solve(weighted @ basis.T, weighted @ y) @ basis
 
 
 _STROKE_ANGLES = np.deg2rad(np.arange(0.0, 180.0, 2.0))
@@ -1325,7 +1535,9 @@ def _ms_since(started: float) -> float:
 
 def warm_up() -> None:
     """Compile or load every kernel (and touch the OpenCV paths) on a tiny synthetic unit, so the
-    first real frame is not slow. Call after setting NUMBA_CACHE_DIR and before reporting READY."""
+    first real frame is not slow, and keep freed frame-sized buffers mapped (`heap`), so no frame
+    pays 2-3 ms of page faults. Call after setting NUMBA_CACHE_DIR and before reporting READY."""
+    heap.retain_freed_memory()
     frame = np.full((96, 128, 3), 70, np.uint8)
     frame[24:72, 32:96] = (20, 18, 16)
     cv2.line(frame, (40, 30), (80, 60), (150, 150, 150), 1, cv2.LINE_AA)

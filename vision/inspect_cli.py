@@ -16,6 +16,11 @@ background. Millimetres come from `--px-per-mm` or a `--calibration` file; witho
 estimated from the catalog model whose outline has the unit's aspect ratio, and failing that
 from `--assume-length-mm`; the report's `scale_source` says which.
 
+`--config STATION_FILE` takes the damage check's rules (ridge and crack rules) from the station
+file's `vision:` section, checked as the daemon checks it; where that section sets `px_per_mm`, its
+camera calibration too (for frames of that station's camera), unless `--px-per-mm` or
+`--calibration` is given.
+
 Exit status: 0 every image inspected; 3 a unit was not found in at least one image (the others
 were inspected); 1 at least one image could not be read or inspected; 2 bad options.
 """
@@ -55,6 +60,9 @@ def add_parser(sub: Any) -> None:
     scale.add_argument("--calibration", metavar="FILE", default=None,
                        help="YAML/JSON file with px_per_mm and optional camera_homography (as in the station "
                             "file's vision: section), for the camera's full-resolution frames")
+    parser.add_argument("--config", metavar="STATION_FILE", default=None,
+                        help="station file whose vision: section gives the damage check's rules (ridge_*, crack_*) "
+                             "and, where it sets px_per_mm, the calibration (--px-per-mm and --calibration win)")
     parser.add_argument("--catalog", default=str(DEFAULT_CATALOG),
                         help="catalog whose outlines give the estimated scale (default: config/catalog.csv)")
     parser.add_argument("--assume-length-mm", type=float, default=150.0,
@@ -86,7 +94,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print("edge inspect: --assume-length-mm must be a positive number", file=sys.stderr)
         return EXIT_USAGE
     try:
-        calibration = _calibration(args)
+        station_vision = _station_vision(args.config) if args.config else None
+        calibration = _calibration(args, station_vision)
         sizes = _catalog_sizes(args.catalog)
     except ConfigError as exc:
         print(f"edge inspect: {exc}", file=sys.stderr)
@@ -107,7 +116,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     failed = missing = False
     for name in args.images:
         try:
-            report = inspect_image(Path(name), policy, args, reader, evidence_dir, calibration, sizes)
+            report = inspect_image(
+                Path(name), policy, args, reader, evidence_dir, calibration, sizes,
+                station_vision.ridge_rules() if station_vision is not None else None,
+            )
         except Exception as exc:  # one bad image must not cost the reports of the others
             report = {"image": name, "error": f"inspection failed: {type(exc).__name__}: {exc}"}
         if barcode_note and "error" not in report:
@@ -122,7 +134,24 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed else EXIT_NO_DEVICE if missing else EXIT_OK
 
 
-def _calibration(args: argparse.Namespace) -> tuple[float, np.ndarray | None, str] | None:
+def _station_vision(path: str) -> Any:
+    """The `vision:` section of a station file as the daemon reads it (`edge.config.VisionSettings`),
+    errors with file, line and field; the rest of the file is not checked here."""
+    from pydantic import BaseModel, ConfigDict, Field
+
+    from edge.config import VisionSettings
+    from edge.yamlconf import load_yaml, validate
+
+    class _VisionSection(BaseModel):
+        model_config = ConfigDict(extra="ignore")
+        vision: VisionSettings = Field(default_factory=VisionSettings)
+
+    return validate(_VisionSection, load_yaml(path)).vision
+
+
+def _calibration(
+    args: argparse.Namespace, station_vision: Any = None
+) -> tuple[float, np.ndarray | None, str] | None:
     """(px per mm, camera homography or None, where from) of the original image, or None."""
     from edge.config import CameraCalibration
     from edge.yamlconf import load_yaml, validate
@@ -130,10 +159,16 @@ def _calibration(args: argparse.Namespace) -> tuple[float, np.ndarray | None, st
     if args.px_per_mm is not None:
         return float(args.px_per_mm), None, "given (--px-per-mm)"
     if args.calibration is None:
-        return None
-    loaded = validate(CameraCalibration, load_yaml(args.calibration))
+        if station_vision is not None and "px_per_mm" in station_vision.model_fields_set:
+            loaded = station_vision
+            source = f"given ({args.config}, vision: section)"
+        else:
+            return None
+    else:
+        loaded = validate(CameraCalibration, load_yaml(args.calibration))
+        source = f"given ({args.calibration})"
     homography = np.array(loaded.camera_homography, np.float64) if loaded.camera_homography else None
-    return loaded.px_per_mm, homography, f"given ({args.calibration})"
+    return loaded.px_per_mm, homography, source
 
 
 def _catalog_sizes(path: str) -> list[tuple[str, float, float]]:
@@ -150,6 +185,7 @@ def inspect_image(
     evidence_dir: Path | None,
     calibration: tuple[float, np.ndarray | None, str] | None = None,
     sizes: list[tuple[str, float, float]] | None = None,
+    rules: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     from edge.grading import DamageSummary, cosmetic_grade
     from vision.damage import DamageChecker, compare_with_catalog, pose_from_quad
@@ -210,7 +246,7 @@ def inspect_image(
         grade, reason = None, ("no device found: no phone, tablet or laptop outline in the picture "
                                "(for a close-up of a surface use --whole-image)")
     else:
-        checker = DamageChecker(px_per_mm=px_per_mm, camera_homography=homography)
+        checker = DamageChecker(px_per_mm=px_per_mm, camera_homography=homography, **(rules or {}))
         report = checker.check(image, whole_frame=args.whole_image, pose=pose)
         if args.expected_size and scale_source == "given":
             report = compare_with_catalog(report, tuple(args.expected_size))

@@ -68,7 +68,7 @@ def hard_table(n: int, seed: int) -> None:
     for case, row in rows.items():
         print(f"  {case:15s} {row['units']:5d} {row['exact'] / row['units']:11.3f} {row['crack_found']:11d} "
               f"{row['any_finding']:11d} {row['scratch_count_exact']:12d}")
-    print("  (glare: no finding wanted; long_scratch, shallow_cross: no crack, scratch count exact;"
+    print("  (glare: no finding wanted; long_scratch, shallow_cross, curved_scratch: no crack, scratch count exact;"
           " straight_crack: a crack on every unit)")
 
 
