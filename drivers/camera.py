@@ -34,8 +34,10 @@ MAX_BODY_BYTES = 16 * 1024 * 1024
 MAX_PIXELS = 4096 * 4096
 RETRY_DELAYS_S = (0.002, 0.005, 0.01, 0.02)  # then stays at the last value
 # Concurrent attempts across all cameras of the process; more wait for a free thread, still bounded
-# by their own deadline. A unit needs one fetch of a few ms, so this is plenty for any line rate.
-RECEIVE_THREADS = 4
+# by their own deadline. As many as units may be in flight by default (vision.max_units_in_flight),
+# so a slow or silent camera holding threads until its timeout does not starve the others' fetches.
+# Threads are only started when needed.
+RECEIVE_THREADS = 16
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _STATUS_LINE = re.compile(rb"HTTP/1\.[01] (\d{3})(?: [\x20-\x7e\t]*)?")

@@ -349,6 +349,18 @@ class VisionSettings(CameraCalibration):
         "on past its ends (a glare band cut off by the screen edge does); raise it with ridge_max_width_px.",
     )
 
+    @model_validator(mode="after")
+    def _wider_rules_cover_the_scratch_width(self) -> VisionSettings:
+        # A camera that blurs more widens cracks and bent scratches as much as straight scratches:
+        # raising only ridge_max_width_px would silently drop real cracks between the two.
+        for name in ("crack_max_width_px", "bent_scratch_max_width_px"):
+            if getattr(self, name) < self.ridge_max_width_px:
+                raise ValueError(
+                    f"{name} ({getattr(self, name)}) must be at least ridge_max_width_px ({self.ridge_max_width_px}): "
+                    "raise it with ridge_max_width_px"
+                )
+        return self
+
     def ridge_rules(self) -> dict[str, float]:
         """The ridge and crack rules as `vision.damage.DamageChecker` keyword arguments."""
         return {

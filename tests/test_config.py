@@ -79,9 +79,22 @@ def test_ridge_rules_reach_the_checker(tmp_path: Path) -> None:
         "crack_min_wander_px": defaults.crack_min_wander_px,
         "bent_scratch_max_width_px": defaults.bent_scratch_max_width_px,
     }
-    path = _write_station(tmp_path, lambda d: d["vision"].update(ridge_max_width_px=6.5, ridge_min_gap_ratio=0.25))
+    path = _write_station(tmp_path, lambda d: d["vision"].update(
+        ridge_max_width_px=6.5, ridge_min_gap_ratio=0.25, crack_max_width_px=7.0, bent_scratch_max_width_px=6.5))
     checker = DamageChecker(**load_station(path).vision.ridge_rules())
     assert (checker.ridge_max_width_px, checker.ridge_min_gap_ratio) == (6.5, 0.25)
+
+
+@pytest.mark.parametrize("narrower", ["crack_max_width_px", "bent_scratch_max_width_px"])
+def test_crack_and_bent_scratch_widths_cannot_fall_below_the_scratch_width(tmp_path: Path, narrower: str) -> None:
+    # Raising only ridge_max_width_px (a blurrier camera) would silently drop cracks between the two.
+    others = {"crack_max_width_px": 7.5, "bent_scratch_max_width_px": 7.0}
+    wide_enough = {name: value for name, value in others.items() if name != narrower}
+    path = _write_station(tmp_path, lambda d: d["vision"].update(ridge_max_width_px=7.0, **wide_enough))
+    with pytest.raises(ConfigError, match=narrower):
+        load_station(path)
+    path = _write_station(tmp_path, lambda d: d["vision"].update(ridge_max_width_px=7.0, **others))
+    assert load_station(path).vision.ridge_rules()[narrower] == others[narrower]
 
 
 def test_every_disposition_needs_a_lane(tmp_path: Path) -> None:

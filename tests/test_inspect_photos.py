@@ -468,7 +468,8 @@ def test_station_file_gives_inspect_its_vision_rules(tmp_path: Path, capsys: pyt
     frame, _ = render_scene(appearance, np.random.default_rng(0))
     cv2.imwrite(str(tmp_path / "frame.png"), frame)
     station = tmp_path / "station.yaml"
-    station.write_text("controller_id: c1\nvision:\n  px_per_mm: 3.0\n  ridge_max_width_px: 12.0\n")
+    wide = "  ridge_max_width_px: 12.0\n  crack_max_width_px: 12.0\n  bent_scratch_max_width_px: 12.0\n"
+    station.write_text("controller_id: c1\nvision:\n  px_per_mm: 3.0\n" + wide)
     code, reports = run_inspect(capsys, str(tmp_path / "frame.png"), "--json", "--config", str(station))
     assert code == 0, reports
     assert reports[0]["scale_source"] == "given" and "vision: section" in reports[0]["calibration"]
@@ -476,7 +477,7 @@ def test_station_file_gives_inspect_its_vision_rules(tmp_path: Path, capsys: pyt
     code, reports = run_inspect(capsys, str(tmp_path / "frame.png"), "--json", "--px-per-mm", "3")
     assert code == 0 and reports[0]["vision"]["defects"] == []  # the default rules: no finding
     # Without px_per_mm in the section the rules apply, the scale is estimated as without a file.
-    station.write_text("vision:\n  ridge_max_width_px: 12.0\n")
+    station.write_text("vision:\n" + wide)
     code, reports = run_inspect(capsys, str(tmp_path / "frame.png"), "--json", "--config", str(station))
     assert code == 0 and reports[0]["scale_source"] == "catalog" and reports[0]["vision"]["defects"]
 

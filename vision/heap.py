@@ -13,11 +13,11 @@ price is that each thread's heap keeps up to TRIM_THRESHOLD_BYTES of freed memor
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 
 # mallopt parameters, from glibc's malloc.h.
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
 # glibc's ceiling for the mmap threshold on 64-bit (HEAP_MAX_SIZE / 2); the largest buffer of a
 # 1280x720 check (the frame's int32 labels) is 3.7 MB.
 MMAP_THRESHOLD_BYTES = 32 * 1024 * 1024
@@ -25,20 +25,26 @@ MMAP_THRESHOLD_BYTES = 32 * 1024 * 1024
 # (about 30 MB for a 1280x720 frame), little enough that a burst does not pin its peak for good
 # (the daemon soaks at 231-239 MB with 48 MB, against 245 MB with 256 MB).
 TRIM_THRESHOLD_BYTES = 48 * 1024 * 1024
+# Each malloc arena keeps its own freed memory; glibc makes up to 8 per core, one per busy thread
+# (vision workers, camera receive threads, the evidence writer...). Four bound what is kept to
+# 4 x TRIM_THRESHOLD_BYTES while the threads still rarely wait on each other's arena.
+ARENAS = 4
 
 
 def retain_freed_memory() -> bool:
     """Tell glibc's malloc to keep freed buffers up to MMAP_THRESHOLD_BYTES in the heap instead
-    of unmapping them. Process-wide and idempotent; False (nothing changed) where the C library
-    has no `mallopt` (musl, macOS) or refuses the values."""
+    of unmapping them, at most TRIM_THRESHOLD_BYTES in each of at most ARENAS arenas. Process-wide and
+    idempotent; False (nothing changed) where the C library has no `mallopt` (musl, macOS) or refuses the values."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None)
+        libc = ctypes.CDLL(None)  # the C library the process already runs on; no ldconfig lookup
         mallopt = libc.mallopt
     except (OSError, AttributeError):
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
     # The mmap threshold first: setting it also stops glibc from adjusting both thresholds itself.
-    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(
-        mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
+    return (
+        bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
+        and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
+        and bool(mallopt(_M_ARENA_MAX, ARENAS))
     )
