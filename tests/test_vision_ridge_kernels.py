@@ -180,3 +180,103 @@ def test_bad_samples_are_refused() -> None:
         ridge_kernels.profile_figures(gray, np.zeros((2, 2)), np.ones((3, 2)), np.array([0, 0]), 1, 4.0)
     with pytest.raises(ValueError, match="2-D"):
         ridge_kernels.widths_at(np.zeros(5), np.zeros((1, 2)), np.ones((1, 2)), np.array([0]), 1, 6.0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    n=st.integers(1, 400),
+    directions=st.integers(1, 90),
+    scale=st.sampled_from([0.5, 4.0, 60.0]),
+    band=st.sampled_from([0.7, 1.0, 3.0]),
+    whole_pixels=st.booleans(),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_densest_band_matches_reference(
+    n: int, directions: int, scale: float, band: float, whole_pixels: bool, seed: int
+) -> None:
+    # Pixel-centre offsets (many exactly on a bin edge, many ties) and arbitrary ones.
+    rng = np.random.default_rng(seed)
+    points = rng.normal(0.0, scale, (n, 2))
+    if whole_pixels:
+        points = np.round(points)
+    angle = np.linspace(0.0, np.pi, directions, endpoint=False)
+    projected = (points - points.mean(axis=0)) @ np.stack([-np.sin(angle), np.cos(angle)], axis=1).T
+    direction, in_band = ridge_kernels.densest_band(projected, band)
+    want_direction, want_in_band = ridge_kernels.densest_band_reference(projected, band)
+    assert direction == want_direction
+    assert in_band.dtype == np.bool_
+    np.testing.assert_array_equal(in_band, want_in_band)
+    assert in_band.any()
+
+
+def test_densest_band_finds_a_line_and_refuses_bad_input() -> None:
+    # 60 points on the line y = 2 at x = 0..59 and 10 scattered ones: direction 0 (normal along
+    # y), and the band holds exactly the line's points.
+    rng = np.random.default_rng(5)
+    line = np.stack([np.arange(60.0), np.full(60, 2.0)], axis=1)
+    stray = rng.uniform(20.0, 40.0, (10, 2))
+    points = np.concatenate([line, stray])
+    angle = np.linspace(0.0, np.pi, 90, endpoint=False)
+    projected = points @ np.stack([-np.sin(angle), np.cos(angle)], axis=1).T
+    direction, in_band = ridge_kernels.densest_band(projected, 1.0)
+    assert direction == 0
+    assert in_band[:60].all()
+    assert in_band.sum() == 60  # the stray points lie 18 px or more off the line
+    for bad in (np.zeros((0, 3)), np.zeros(4), np.array([[0.0, np.nan]])):
+        with pytest.raises(ValueError):
+            ridge_kernels.densest_band(bad, 1.0)
+    with pytest.raises(ValueError):
+        ridge_kernels.densest_band(np.zeros((2, 2)), 0.0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    n=st.integers(1, 3000),
+    scale=st.sampled_from([1.0, 300.0, 1e6]),
+    whole_pixels=st.booleans(),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_point_mean_matches_reference_to_the_bit(n: int, scale: float, whole_pixels: bool, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    points = rng.normal(scale, scale, (n, 2))
+    if whole_pixels:
+        points = np.round(points)
+    np.testing.assert_array_equal(ridge_kernels.point_mean(points), ridge_kernels.point_mean_reference(points))
+
+
+def test_point_mean_of_a_column_view_and_bad_input() -> None:
+    block = np.arange(30.0).reshape(5, 6)
+    np.testing.assert_array_equal(ridge_kernels.point_mean(block[:, 2:4]), [14.0, 15.0])
+    for bad in (np.zeros((0, 2)), np.zeros((3, 3)), np.zeros(2)):
+        with pytest.raises(ValueError):
+            ridge_kernels.point_mean(bad)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    height=st.integers(1, 60),
+    width=st.integers(1, 60),
+    labels_in_use=st.integers(1, 4),
+    window=st.tuples(st.integers(0, 20), st.integers(0, 20), st.integers(1, 60), st.integers(1, 60)),
+    expected=st.integers(0, 400),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_label_pixels_match_reference(
+    height: int, width: int, labels_in_use: int, window: tuple[int, int, int, int], expected: int, seed: int
+) -> None:
+    # A window (a strided view) of a label image, with room for too few, exactly or too many.
+    labels = np.random.default_rng(seed).integers(0, labels_in_use + 1, (height, width)).astype(np.int32)
+    x0, y0, w, h = window
+    view = labels[y0 : y0 + h, x0 : x0 + w]
+    for label in range(labels_in_use + 2):
+        got = ridge_kernels.label_pixels(view, label, x0, y0, expected)
+        want = ridge_kernels.label_pixels_reference(view, label, x0, y0)
+        assert got.dtype == np.float64
+        np.testing.assert_array_equal(got, want.reshape(-1, 2))
+
+
+def test_label_pixels_refuses_other_label_types() -> None:
+    with pytest.raises(ValueError):
+        ridge_kernels.label_pixels(np.zeros((3, 3), np.int64), 1)
+    with pytest.raises(ValueError):
+        ridge_kernels.label_pixels(np.zeros(3, np.int32), 1)

@@ -577,7 +577,9 @@ class DamageChecker:
 
         def pixels_of(i: int) -> np.ndarray:
             if i not in component_pixels:
-                component_pixels[i] = self._component_points(labels, int(label_ids[i]), mean_x[i], mean_y[i], major[i])
+                component_pixels[i] = self._component_points(
+                    labels, int(label_ids[i]), mean_x[i], mean_y[i], major[i], int(count[i])
+                )
             return component_pixels[i]
 
         for i in np.flatnonzero(is_crack):
@@ -755,14 +757,14 @@ class DamageChecker:
         found = straight_strokes(points, band, 3 * self.min_defect_px, min_crossing_deg=min_crossing_deg)
         return found or None
 
-    def _component_points(self, labels: np.ndarray, label: int, centre_x: float, centre_y: float, extent: float
-                          ) -> np.ndarray:
-        """Pixel centres (N, 2) of component `label`, found within `extent` + 4 px of its centre."""
+    def _component_points(self, labels: np.ndarray, label: int, centre_x: float, centre_y: float, extent: float,
+                          pixel_count: int = 0) -> np.ndarray:
+        """Pixel centres (N, 2) of component `label`, found within `extent` + 4 px of its centre;
+        `pixel_count`: the component's size, when known (room made for that many)."""
         reach = int(extent) + 4
         x0, y0 = max(int(centre_x) - reach, 0), max(int(centre_y) - reach, 0)
         window = labels[y0 : int(centre_y) + reach + 1, x0 : int(centre_x) + reach + 1]
-        ys, xs = np.nonzero(window == label)
-        return np.stack([xs + x0, ys + y0], axis=1).astype(np.float64)
+        return ridge_kernels.label_pixels(window, label, x0, y0, pixel_count)
 
     def _traced_line(
         self, gray: np.ndarray, points: np.ndarray, theta: float, low: float
@@ -1265,22 +1267,17 @@ def straight_strokes(
     for _ in range(2):
         if remaining.shape[0] < min_length:
             break
-        centre = remaining.mean(axis=0)
+        centre = ridge_kernels.point_mean(remaining)
         projected = (remaining - centre) @ _STROKE_NORMALS.T
-        # Band of every point per direction and the votes of all directions (one Numba pass: the
-        # NumPy way, a bincount over a row per direction, cost 0.5 ms per stroke).
-        bins, votes = kernels.band_votes(projected, band)
-        # Two adjacent bins: a stroke straddling a bin edge still counts whole.
-        paired = votes[:, :-1] + votes[:, 1:]
-        # Ties go to the first direction and the first bin.
-        best_angle = int(np.argmax(paired.max(axis=1)))
-        best_bin = int(np.argmax(paired[best_angle]))
-        in_band = (bins[:, best_angle] >= best_bin) & (bins[:, best_angle] <= best_bin + 1)
+        # The votes of all directions and the points of the best band, two adjacent bins (a stroke
+        # straddling a bin edge still counts whole), in one Numba pass: the NumPy way, a bincount
+        # over a row per direction, cost 0.5 ms per stroke. Ties go to the first direction and bin.
+        _, in_band = ridge_kernels.densest_band(projected, band)
         chosen = remaining[in_band]
         if chosen.shape[0] < 2:
             break
         # Least-squares refinement: the band's principal axis.
-        mean = chosen.mean(axis=0)
+        mean = ridge_kernels.point_mean(chosen)
         _, _, vt = np.linalg.svd(chosen - mean, full_matrices=False)
         direction = vt[0]
         normal = np.array([-direction[1], direction[0]])

@@ -687,6 +687,17 @@ def band_votes(projected: np.ndarray, band: float) -> tuple[np.ndarray, np.ndarr
     band, with one empty band of padding at the end of each row, so adjacent pairs never span two
     directions). Needs N >= 1 and a positive band; the offsets must be finite."""
     projected = np.ascontiguousarray(projected, np.float64)
+    lowest, highest = band_range(projected, band)
+    bins = np.empty(projected.shape, np.int64)
+    votes = np.empty((projected.shape[1], highest - lowest + 2), np.int64)
+    _band_votes_kernel(projected, float(band), lowest, bins, votes)
+    return bins, votes
+
+
+def band_range(projected: np.ndarray, band: float) -> tuple[int, int]:
+    """The lowest and highest band (floor(offset / band)) over all of `projected` (C-contiguous
+    float64, N >= 1 points by A >= 1 directions), as `band_votes` bins them. Refuses an empty or
+    non-2-D array, a band that is not positive and finite, and offsets that are not finite."""
     if projected.ndim != 2 or projected.shape[0] == 0 or projected.shape[1] == 0:
         raise ValueError("projected must be a non-empty 2-D array")
     if not (math.isfinite(band) and band > 0):
@@ -696,13 +707,9 @@ def band_votes(projected: np.ndarray, band: float) -> tuple[np.ndarray, np.ndarr
     if extremes[2]:
         raise ValueError("projected offsets must be finite")
     # floor(x / band) never decreases as x grows (IEEE division by a positive number is
-    # monotonic): the extreme offsets give the extreme bins, as the kernel computes them.
+    # monotonic): the extreme offsets give the extreme bins, as the kernels compute them.
     low_offset, high_offset = extremes[:2].view(np.float64).tolist()
-    lowest, highest = math.floor(low_offset / band), math.floor(high_offset / band)
-    bins = np.empty(projected.shape, np.int64)
-    votes = np.empty((projected.shape[1], highest - lowest + 2), np.int64)
-    _band_votes_kernel(projected, float(band), lowest, bins, votes)
-    return bins, votes
+    return math.floor(low_offset / band), math.floor(high_offset / band)
 
 
 def band_votes_reference(projected: np.ndarray, band: float) -> tuple[np.ndarray, np.ndarray]:

@@ -9,6 +9,10 @@ a few microseconds. As in `vision.kernels`: plain loops with explicit signatures
 C-contiguous arrays down), and a vectorised NumPy reference (`*_reference`) with the same output,
 which the tests compare against. The two differ only in the order some sums are added in, so a
 stroke whose total contrast is zero to the last bit may take the other polarity.
+
+Also here, for the straight-stroke search (`vision.damage.straight_strokes`) and the pixels it
+reads: `label_pixels` (a component's pixels from the label image), `point_mean` and
+`densest_band` (the Hough vote's best band). These match their references to the bit.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import math
 
 import numba
 import numpy as np
+
+from vision import kernels
 
 # Five points across a stroke within 1 px of its centre line: the darkest (or brightest) of them
 # is the stroke's value, which forgives a centre line a pixel off.
@@ -227,6 +233,76 @@ def _neighbourhood_normals_kernel(mask: np.ndarray, centres: np.ndarray, disc: n
         normals[i, 1] = math.cos(theta)
 
 
+@numba.njit(
+    [numba.int64(numba.float64[:, ::1], numba.float64, numba.int64, numba.int64[::1], numba.int64[::1],
+                 numba.boolean[::1])],
+    cache=True,
+    nogil=True,
+)
+def _densest_band_kernel(
+    projected: np.ndarray, band: float, lowest: int, point_bins: np.ndarray, votes: np.ndarray, in_band: np.ndarray
+) -> int:
+    # The votes of `kernels.band_votes`, but each point's bins go to a scratch row that stays in
+    # L1: the (N, A) bins array, written whole and then read for one direction only, was most of
+    # the memory traffic of a straight-stroke search on a large component.
+    votes[:] = 0
+    n_directions = projected.shape[1]
+    row_width = votes.size // n_directions
+    for i in range(projected.shape[0]):
+        point_offsets = projected[i]
+        for k in range(n_directions):
+            point_bins[k] = np.int64(np.floor(point_offsets[k] / band)) - lowest
+        for k in range(n_directions):
+            votes[np.uint64(k * row_width + point_bins[k])] += 1
+    # Two adjacent bands per direction (the padding band keeps pairs within a row). Scanning in
+    # row order and taking only a strictly larger pair keeps the first direction and band of a tie.
+    best_pair = np.int64(-1)
+    best_direction = 0
+    best_bin = 0
+    for k in range(n_directions):
+        row = k * row_width
+        for b in range(row_width - 1):
+            pair = votes[row + b] + votes[row + b + 1]
+            if pair > best_pair:
+                best_pair, best_direction, best_bin = pair, k, b
+    for i in range(projected.shape[0]):
+        point_bin = np.int64(np.floor(projected[i, best_direction] / band)) - lowest
+        in_band[i] = best_bin <= point_bin <= best_bin + 1
+    return best_direction
+
+
+@numba.njit([numba.void(numba.float64[:, ::1], numba.float64[::1])], cache=True, nogil=True)
+def _point_mean_kernel(points: np.ndarray, mean: np.ndarray) -> None:
+    # Row after row, as NumPy's mean over axis 0 of a C-contiguous (N, 2) array adds them, so the
+    # result is the same to the bit. That reduction, not the adding, cost tens of microseconds.
+    sum_x = 0.0
+    sum_y = 0.0
+    for i in range(points.shape[0]):
+        sum_x += points[i, 0]
+        sum_y += points[i, 1]
+    mean[0] = sum_x / points.shape[0]
+    mean[1] = sum_y / points.shape[0]
+
+
+@numba.njit(
+    [numba.int64(numba.int32[:, :], numba.int32, numba.int64, numba.int64, numba.float64[:, ::1])],
+    cache=True,
+    nogil=True,
+)
+def _label_pixels_kernel(labels: np.ndarray, label: int, x0: int, y0: int, pixels: np.ndarray) -> int:
+    # Row by row, as np.nonzero lists them; a pixel past the buffer is only counted, so the
+    # caller can retry with room for all. One pass, no (H, W) bool temporary.
+    found = 0
+    for y in range(labels.shape[0]):
+        for x in range(labels.shape[1]):
+            if labels[y, x] == label:
+                if found < pixels.shape[0]:
+                    pixels[found, 0] = x + x0
+                    pixels[found, 1] = y + y0
+                found += 1
+    return found
+
+
 def _gray_for_kernel(gray: np.ndarray) -> np.ndarray:
     gray = np.asarray(gray)
     if gray.ndim != 2 or gray.size == 0:
@@ -354,6 +430,50 @@ def neighbourhood_normals(mask: np.ndarray, centres: np.ndarray, radius_px: floa
 # --- NumPy references ---------------------------------------------------------------------------
 
 
+def label_pixels(labels: np.ndarray, label: int, x0: int = 0, y0: int = 0, expected: int = 0) -> np.ndarray:
+    """Pixel centres (N, 2, float64 x, y) of the pixels of `labels` (a 2-D int32 array, any
+    strides: a window of a larger label image) equal to `label`, row by row, offset by (x0, y0):
+    the window's corner in the larger image. `expected`: the number of such pixels when known
+    (room for them is made up front; a wrong guess costs a second pass, not a wrong answer)."""
+    if labels.dtype != np.int32 or labels.ndim != 2:
+        raise ValueError(f"labels must be a 2-D int32 array, got {labels.dtype} with shape {labels.shape}")
+    pixels = np.empty((max(int(expected), 0), 2), np.float64)
+    found = _label_pixels_kernel(labels, np.int32(label), int(x0), int(y0), pixels)
+    if found > pixels.shape[0]:
+        pixels = np.empty((found, 2), np.float64)
+        _label_pixels_kernel(labels, np.int32(label), int(x0), int(y0), pixels)
+    return pixels[:found]
+
+
+def point_mean(points: np.ndarray) -> np.ndarray:
+    """The mean (2,) of points (N, 2), N >= 1: `points.mean(axis=0)`, without NumPy's reduction
+    overhead."""
+    points = np.ascontiguousarray(points, np.float64)
+    if points.ndim != 2 or points.shape[1] != 2 or points.shape[0] == 0:
+        raise ValueError(f"points must be a non-empty (N, 2) array, got shape {points.shape}")
+    mean = np.empty(2, np.float64)
+    _point_mean_kernel(points, mean)
+    return mean
+
+
+def densest_band(projected: np.ndarray, band: float) -> tuple[int, np.ndarray]:
+    """The densest straight band over points and directions: `projected` (N points, A directions)
+    holds each point's offset along each direction's normal, binned into bands `band` wide as in
+    `kernels.band_votes`. The band is two adjacent bins of one direction with the most points
+    (ties: the first direction, then the first bin).
+
+    Returns (direction index, in_band bool (N,): the points in that band). Refuses what
+    `kernels.band_votes` refuses: no points or directions, a band that is not positive, offsets
+    that are not finite."""
+    projected = np.ascontiguousarray(projected, np.float64)
+    lowest, highest = kernels.band_range(projected, band)
+    votes = np.empty(projected.shape[1] * (highest - lowest + 2), np.int64)
+    point_bins = np.empty(projected.shape[1], np.int64)
+    in_band = np.empty(projected.shape[0], np.bool_)
+    direction = _densest_band_kernel(projected, float(band), lowest, point_bins, votes, in_band)
+    return int(direction), in_band
+
+
 def bilinear_reference(image: np.ndarray, points: np.ndarray) -> np.ndarray:
     """`image` (2-D, any real dtype) at sub-pixel points (..., 2) as (x, y), in float64, clamped to
     the image; a point that is not a number reads the top-left pixel."""
@@ -463,3 +583,23 @@ def neighbourhood_normals_reference(mask: np.ndarray, centres: np.ndarray, radiu
     sxy = np.einsum("kn,kn->k", weight, centred[..., 0] * centred[..., 1])
     theta = 0.5 * np.arctan2(2 * sxy, sxx - syy)
     return np.stack([-np.sin(theta), np.cos(theta)], axis=1)
+
+
+def densest_band_reference(projected: np.ndarray, band: float) -> tuple[int, np.ndarray]:
+    """NumPy twin of `densest_band` (same output), from `kernels.band_votes_reference`."""
+    bins, votes = kernels.band_votes_reference(projected, band)
+    paired = votes[:, :-1] + votes[:, 1:]
+    direction = int(np.argmax(paired.max(axis=1)))
+    first_bin = int(np.argmax(paired[direction]))
+    return direction, (bins[:, direction] >= first_bin) & (bins[:, direction] <= first_bin + 1)
+
+
+def point_mean_reference(points: np.ndarray) -> np.ndarray:
+    """NumPy twin of `point_mean` (same output)."""
+    return np.asarray(points, np.float64).mean(axis=0)
+
+
+def label_pixels_reference(labels: np.ndarray, label: int, x0: int = 0, y0: int = 0) -> np.ndarray:
+    """NumPy twin of `label_pixels` (same output)."""
+    ys, xs = np.nonzero(labels == label)
+    return np.stack([xs + x0, ys + y0], axis=1).astype(np.float64)
