@@ -681,18 +681,12 @@ def test_local_ridge_width_follows_a_bent_line() -> None:
 
 
 def _local_ridge_width_by_distances(gray: np.ndarray, points: np.ndarray, reach_px: float) -> float:
-    """`local_ridge_width` as first written: each sample's neighbours by its distance to every pixel."""
+    """`local_ridge_width` as first written: each sample's neighbours by its distance to every pixel
+    (what `neighbourhood_normals_reference` does), widths by the NumPy reference."""
     picked = points[np.linspace(0, points.shape[0] - 1, min(48, points.shape[0])).astype(np.int64)]
-    offsets = points[None, :, :] - picked[:, None, :]
-    near = (offsets**2).sum(axis=2) <= 25.0
-    weight = near / near.sum(axis=1, keepdims=True)
-    mean = np.einsum("kn,knc->kc", weight, offsets)
-    centred = offsets - mean[:, None, :]
-    sxx = np.einsum("kn,kn->k", weight, centred[..., 0] ** 2)
-    syy = np.einsum("kn,kn->k", weight, centred[..., 1] ** 2)
-    sxy = np.einsum("kn,kn->k", weight, centred[..., 0] * centred[..., 1])
-    theta = 0.5 * np.arctan2(2 * sxy, sxx - syy)
-    normals = np.stack([-np.sin(theta), np.cos(theta)], axis=1)
+    mask = np.zeros(gray.shape, np.uint8)
+    mask[points[:, 1].astype(np.int64), points[:, 0].astype(np.int64)] = 1
+    normals = ridge_kernels.neighbourhood_normals_reference(mask, picked, 5.0)
     owner = np.zeros(picked.shape[0], np.int64)
     return float(np.median(ridge_kernels.widths_at_reference(gray, picked, normals, owner, 1, reach_px)))
 
