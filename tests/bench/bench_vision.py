@@ -12,6 +12,7 @@ times (passes interleaved, not back to back) and the table shows each figure's s
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import sys
@@ -27,8 +28,8 @@ os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[2]
 import cv2
 import numpy as np
 
-from simulator.render import generate_appearance, render_frame
-from vision import damage, kernels
+from simulator.render import DefectSpec, generate_appearance, render_frame
+from vision import damage, kernels, ridge_kernels
 from vision.barcode import BarcodeReader, available_backends
 from vision.damage import DamageChecker, _edge_blocks, warm_up
 
@@ -113,7 +114,71 @@ def opencv_tile_stats(gray: np.ndarray, response: np.ndarray, mask: np.ndarray, 
     return [cv2.resize(p, size, interpolation=cv2.INTER_AREA) for p in planes]
 
 
-def kernel_table(checker: DamageChecker, frame: np.ndarray) -> None:
+def crack_inputs(checker: DamageChecker, frame: np.ndarray) -> dict[str, tuple[object, ...]]:
+    """Arguments of the ridge kernels (`vision.ridge_kernels`) as `DamageChecker._classify` passes
+    them for a crack candidate, the unit's largest line component on `frame`: its pixels
+    (`_component_points`), the straight-stroke vote on them (`straight_strokes`), the local width
+    (`local_ridge_width`) and the profile along its centre line (`_traced_line`)."""
+    device = checker.locate(frame)
+    assert device is not None
+    gray = cv2.cvtColor(frame[device.top : device.bottom, device.left : device.right], cv2.COLOR_BGR2GRAY)
+    response, orientation = kernels.line_response(gray, checker.line_radius_px, "both")
+    # Foreground as the check takes it: printed labels left out, thresholds from the tiles' noise.
+    interior = checker._interior_mask(device, gray.shape, False)
+    tiles = kernels.tile_stats(gray, response, interior, damage._TILE, line_threshold=checker.low_threshold)
+    labels_mask, _ = checker._labels(tiles, gray)
+    low, _ = checker._thresholds(tiles)
+    foreground = (response > low).view(np.uint8)
+    foreground &= interior & ~labels_mask if labels_mask is not None else interior
+    n_labels, labels = kernels.connected_components(foreground)
+    stats = kernels.component_stats(foreground, labels, response, orientation, n_labels)[1:]
+    # The component's moments as `_classify` reads them: centre, major axis, direction.
+    i = int(np.argmax(stats[:, kernels.STAT_COUNT]))
+    count = stats[i, kernels.STAT_COUNT]
+    mean_x, mean_y = stats[i, kernels.STAT_SUM_X] / count, stats[i, kernels.STAT_SUM_Y] / count
+    var_x = stats[i, kernels.STAT_SUM_XX] / count - mean_x**2
+    var_y = stats[i, kernels.STAT_SUM_YY] / count - mean_y**2
+    cov = stats[i, kernels.STAT_SUM_XY] / count - mean_x * mean_y
+    major = math.sqrt(12 * max((var_x + var_y) / 2 + math.hypot((var_x - var_y) / 2, cov), 0.0) + 1)
+    theta = 0.5 * math.atan2(2 * cov, var_x - var_y)
+    reach = int(major) + 4
+    x0, y0 = max(int(mean_x) - reach, 0), max(int(mean_y) - reach, 0)
+    window = labels[y0 : int(mean_y) + reach + 1, x0 : int(mean_x) + reach + 1]
+    points = ridge_kernels.label_pixels(window, i + 1, x0, y0, int(count))
+    band = checker.stroke_width_px + 1.0
+    projected = np.ascontiguousarray((points - ridge_kernels.point_mean(points)) @ damage._STROKE_NORMALS.T)
+    # local_ridge_width: 48 of the pixels, each across its neighbours' principal axis.
+    picked = points[np.linspace(0, points.shape[0] - 1, min(48, points.shape[0])).astype(np.int64)]
+    cells = np.rint(points).astype(np.int64)
+    origin = cells.min(axis=0) - 5
+    size = cells.max(axis=0) - origin + 6
+    mask = np.zeros((size[1], size[0]), np.uint8)
+    mask[cells[:, 1] - origin[1], cells[:, 0] - origin[0]] = 1
+    centres = np.rint(picked).astype(np.int64) - origin
+    normals = ridge_kernels.neighbourhood_normals(mask, centres, 5.0)
+    reach_px = 2.0 * checker.line_radius_px
+    # _traced_line: the centre line's pieces, less the end ones, sampled every pixel along it.
+    direction = np.array([math.cos(theta), math.sin(theta)])
+    along, offset, _, _ = damage.centre_line(points, direction, 2 * band)
+    path = points.mean(axis=0) + along[:, None] * direction + offset[:, None] * np.array([-direction[1], direction[0]])
+    inner = np.ascontiguousarray(path[1:-1])
+    samples, tangents = ridge_kernels.path_samples(inner, 1.0)
+    across = np.stack([-tangents[:, 1], tangents[:, 0]], axis=1)
+    return {
+        "label_pixels": (window, i + 1, x0, y0),
+        "label_pixels expected": (int(count),),
+        "point_mean": (points,),
+        "densest_band": (projected, band),
+        "neighbourhood_normals": (mask, centres, 5.0),
+        "widths_at": (gray, picked, normals, np.zeros(picked.shape[0], np.int64), 1, reach_px),
+        "path_samples": (inner, 1.0),
+        "profile_figures": (
+            gray, samples, across, np.zeros(samples.shape[0], np.int64), 1, checker.line_radius_px + 1.0
+        ),
+    }
+
+
+def kernel_table(checker: DamageChecker, frame: np.ndarray, crack_frame: np.ndarray) -> None:
     gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
     device = checker.locate(frame)
     assert device is not None
@@ -149,12 +214,11 @@ def kernel_table(checker: DamageChecker, frame: np.ndarray) -> None:
         max(1.0, checker.px_per_mm * 0.5),
     )
     around_args = (device.contour - np.array(box[:2], np.int32), blocks, damage._EDGE_BLOCK, damage._MASK_REACH)
-    # The straight-stroke vote as the classification runs it, on the unit's largest line component.
-    largest = int(np.argmax(np.bincount(labels.ravel(), minlength=2)[1:])) + 1
-    ys, xs = np.nonzero(labels == largest)
-    stroke = np.stack([xs, ys], axis=1).astype(np.float64)
-    projected = np.ascontiguousarray((stroke - stroke.mean(axis=0)) @ damage._STROKE_NORMALS.T)
-    band = checker.stroke_width_px + 1.0
+    # The ridge kernels run on components the classification reads closely: a crack's, here.
+    crack = crack_inputs(checker, crack_frame)
+    crack_px = crack["point_mean"][0].shape[0]  # type: ignore[union-attr]
+    traced = crack["profile_figures"][1].shape[0]  # type: ignore[union-attr]
+    path_points = crack["path_samples"][0].shape[0]  # type: ignore[union-attr]
 
     print(
         "kernels on a laptop frame, ms (best of 30; Numba and NumPy alternate, thread CPU time; ratio: median "
@@ -212,9 +276,51 @@ def kernel_table(checker: DamageChecker, frame: np.ndarray) -> None:
             "",
         ),
         (
-            f"band_votes, {stroke.shape[0]} px x 90 angles",
-            lambda: kernels.band_votes(projected, band),
-            lambda: kernels.band_votes_reference(projected, band),
+            f"densest_band, crack {crack_px} px x 90",
+            lambda: ridge_kernels.densest_band(*crack["densest_band"]),
+            lambda: ridge_kernels.densest_band_reference(*crack["densest_band"]),
+            None,
+            "",
+        ),
+        (
+            f"label_pixels, crack {crack_px} px",
+            lambda: ridge_kernels.label_pixels(*crack["label_pixels"], *crack["label_pixels expected"]),
+            lambda: ridge_kernels.label_pixels_reference(*crack["label_pixels"]),
+            None,
+            "",
+        ),
+        (
+            f"point_mean, crack {crack_px} px",
+            lambda: ridge_kernels.point_mean(*crack["point_mean"]),
+            lambda: ridge_kernels.point_mean_reference(*crack["point_mean"]),
+            None,
+            "",
+        ),
+        (
+            "neighbourhood_normals, 48 of crack",
+            lambda: ridge_kernels.neighbourhood_normals(*crack["neighbourhood_normals"]),
+            lambda: ridge_kernels.neighbourhood_normals_reference(*crack["neighbourhood_normals"]),
+            None,
+            "",
+        ),
+        (
+            "widths_at, 48 of crack",
+            lambda: ridge_kernels.widths_at(*crack["widths_at"]),
+            lambda: ridge_kernels.widths_at_reference(*crack["widths_at"]),
+            None,
+            "",
+        ),
+        (
+            f"path_samples, {path_points}-pt centre line",
+            lambda: ridge_kernels.path_samples(*crack["path_samples"]),
+            lambda: ridge_kernels.path_samples_reference(*crack["path_samples"]),
+            None,
+            "",
+        ),
+        (
+            f"profile_figures, {traced} along crack",
+            lambda: ridge_kernels.profile_figures(*crack["profile_figures"]),
+            lambda: ridge_kernels.profile_figures_reference(*crack["profile_figures"]),
             None,
             "",
         ),
@@ -419,7 +525,10 @@ def main(argv: list[str] | None = None) -> int:
     checker = DamageChecker()
     appearance, _ = generate_appearance("D", "laptop", 304.1, 215.0, rng, label_text="(01)00614141001002(21)X1")
     if "kernels" in tables:
-        kernel_table(checker, render_frame(appearance, rng))
+        # The same unit with a three-armed crack, drawn with its own generator: the frames below
+        # stay the ones every earlier run of this script drew.
+        cracked = replace(appearance, defects=[*appearance.defects, DefectSpec("crack", 120.0, 100.0, 25.0, 30.0, 3)])
+        kernel_table(checker, render_frame(appearance, rng), render_frame(cracked, np.random.default_rng(1)))
     frames = []
     for i in range(args.frames):
         category, width, height = SIZES[i % len(SIZES)]
