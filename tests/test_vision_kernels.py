@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from simulator.render import generate_appearance, render_frame
-from vision import kernels
+from vision import kernels, ridge_kernels
 
 POLARITIES = ("both", "bright", "dark")
 
@@ -459,17 +459,26 @@ def test_connected_components_edge_cases_and_bad_input() -> None:
     band=st.floats(0.1, 20.0),
     seed=st.integers(0, 2**32 - 1),
 )
-def test_band_votes_match_reference(shape: tuple[int, int], scale: float, band: float, seed: int) -> None:
+def test_band_range_and_densest_band_match_reference(
+    shape: tuple[int, int], scale: float, band: float, seed: int
+) -> None:
     rng = np.random.default_rng(seed)
     projected = rng.normal(size=shape) * scale
     # Offsets on band edges, where the division rounds either way: both must floor alike.
     on_edge = rng.random(shape) < 0.2
     projected[on_edge] = rng.integers(-5, 6, int(on_edge.sum())) * band
-    bins, votes = kernels.band_votes(projected, band)
-    want_bins, want_votes = kernels.band_votes_reference(projected, band)
-    np.testing.assert_array_equal(bins, want_bins)
-    np.testing.assert_array_equal(votes, want_votes)
-    assert bins.min() == 0 and (votes.sum(axis=1) == shape[0]).all() and (votes[:, -1] == 0).all()
+    _assert_bands_match_reference(projected, band)
+
+
+def _assert_bands_match_reference(projected: np.ndarray, band: float) -> None:
+    raw_bins = np.floor(projected / band).astype(np.int64)
+    assert kernels.band_range(projected, band) == (raw_bins.min(), raw_bins.max())
+    bins, votes = kernels.band_votes_reference(projected, band)
+    assert bins.min() == 0 and (votes.sum(axis=1) == projected.shape[0]).all() and (votes[:, -1] == 0).all()
+    direction, in_band = ridge_kernels.densest_band(projected, band)
+    want_direction, want_in_band = ridge_kernels.densest_band_reference(projected, band)
+    assert direction == want_direction
+    np.testing.assert_array_equal(in_band, want_in_band)
 
 
 @pytest.mark.parametrize(
@@ -481,38 +490,29 @@ def test_band_votes_match_reference(shape: tuple[int, int], scale: float, band: 
         [[-1e6, 3.0], [1e6, -2.5]],
     ],
 )
-def test_band_votes_extremes_across_signs(offsets: list[list[float]]) -> None:
+def test_band_range_extremes_across_signs(offsets: list[list[float]]) -> None:
     """The lowest and highest band come from the offsets' extremes (compared as integers in the
-    kernel): the bins must still start at 0 and match the reference for any mix of signs."""
-    projected = np.array(offsets)
+    kernel): they must match the reference's bins for any mix of signs."""
     for band in (0.5, 3.0):
-        bins, votes = kernels.band_votes(projected, band)
-        want_bins, want_votes = kernels.band_votes_reference(projected, band)
-        np.testing.assert_array_equal(bins, want_bins)
-        np.testing.assert_array_equal(votes, want_votes)
-        assert bins.min() == 0
+        _assert_bands_match_reference(np.array(offsets), band)
 
 
 @pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
-def test_band_votes_rejects_a_non_finite_offset_anywhere(bad: float) -> None:
+def test_band_range_rejects_a_non_finite_offset_anywhere(bad: float) -> None:
     projected = np.zeros((50, 7))
     projected[37, 5] = bad
     with pytest.raises(ValueError, match="finite"):
-        kernels.band_votes(projected, 1.0)
+        kernels.band_range(projected, 1.0)
+    with pytest.raises(ValueError, match="finite"):
+        ridge_kernels.densest_band(projected, 1.0)
 
 
-def test_band_votes_on_a_stroke_and_bad_input() -> None:
-    # Points on the line y = 3 (x from 0 to 19): along the normal of direction 0 they share a band.
-    points = np.stack([np.arange(20.0), np.full(20, 3.0)], axis=1)
-    normals = np.array([[0.0, 1.0], [1.0, 0.0]])
-    bins, votes = kernels.band_votes(points @ normals.T, 2.0)
-    assert votes[0].max() == 20 and votes[1].max() == 2
-    assert np.unique(bins[:, 0]).size == 1 and bins.min() == 0  # counted from the lowest band of all
-    for bad, message in ((np.zeros((0, 3)), "non-empty"), (np.zeros(4), "non-empty"), (np.array([[np.nan]]), "finite")):
+def test_band_range_refuses_bad_input() -> None:
+    for bad, message in ((np.zeros((0, 3)), "non-empty"), (np.zeros(4), "non-empty")):
         with pytest.raises(ValueError, match=message):
-            kernels.band_votes(bad, 1.0)
+            kernels.band_range(bad, 1.0)
     with pytest.raises(ValueError, match="band"):
-        kernels.band_votes(np.zeros((2, 2)), 0.0)
+        kernels.band_range(np.zeros((2, 2)), 0.0)
 
 
 @settings(max_examples=80, deadline=None)

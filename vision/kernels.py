@@ -655,48 +655,9 @@ def _offset_extremes_kernel(offsets: np.ndarray, out: np.ndarray) -> None:
     out[2] = not_finite
 
 
-@numba.njit(
-    [numba.void(numba.float64[:, ::1], numba.float64, numba.int64, numba.int64[:, ::1], numba.int64[:, ::1])],
-    cache=True,
-    nogil=True,
-)
-def _band_votes_kernel(projected: np.ndarray, band: float, lowest: int, bins: np.ndarray, votes: np.ndarray) -> None:
-    votes[:, :] = 0
-    n_directions = projected.shape[1]
-    row_width = votes.shape[1]
-    flat_votes = votes.reshape(-1)
-    for i in range(projected.shape[0]):
-        point_offsets = projected[i]
-        point_bins = bins[i]
-        # A point's bins in a loop of their own, which vectorises; its votes then read them back
-        # from L1. (Binning all points first and voting in a second pass read the bins twice
-        # more from memory: once for their extremes, once for the votes.)
-        for k in range(n_directions):
-            point_bins[k] = np.int64(np.floor(point_offsets[k] / band)) - lowest
-        for k in range(n_directions):
-            # Never negative (bins start at `lowest`); unsigned spares the wrap-around check.
-            flat_votes[np.uint64(k * row_width + point_bins[k])] += 1
-
-
-def band_votes(projected: np.ndarray, band: float) -> tuple[np.ndarray, np.ndarray]:
-    """A Hough vote of points over directions: `projected` (N points, A directions) holds each
-    point's offset along each direction's normal, binned into bands `band` wide.
-
-    Returns (bins int64 (N, A): each point's band per direction, counted from the lowest band of
-    all, so 0 is that band; votes int64 (A, B + 2): points per band per direction, B the highest
-    band, with one empty band of padding at the end of each row, so adjacent pairs never span two
-    directions). Needs N >= 1 and a positive band; the offsets must be finite."""
-    projected = np.ascontiguousarray(projected, np.float64)
-    lowest, highest = band_range(projected, band)
-    bins = np.empty(projected.shape, np.int64)
-    votes = np.empty((projected.shape[1], highest - lowest + 2), np.int64)
-    _band_votes_kernel(projected, float(band), lowest, bins, votes)
-    return bins, votes
-
-
 def band_range(projected: np.ndarray, band: float) -> tuple[int, int]:
     """The lowest and highest band (floor(offset / band)) over all of `projected` (C-contiguous
-    float64, N >= 1 points by A >= 1 directions), as `band_votes` bins them. Refuses an empty or
+    float64, N >= 1 points by A >= 1 directions), as `ridge_kernels.densest_band` bins them. Refuses an empty or
     non-2-D array, a band that is not positive and finite, and offsets that are not finite."""
     if projected.ndim != 2 or projected.shape[0] == 0 or projected.shape[1] == 0:
         raise ValueError("projected must be a non-empty 2-D array")
@@ -713,7 +674,12 @@ def band_range(projected: np.ndarray, band: float) -> tuple[int, int]:
 
 
 def band_votes_reference(projected: np.ndarray, band: float) -> tuple[np.ndarray, np.ndarray]:
-    """Vectorised NumPy twin of `band_votes` (same output): all directions' votes in one bincount."""
+    """A Hough vote of points over directions, vectorised (the reference for
+    `ridge_kernels.densest_band`): `projected` (N points, A directions) holds each point's offset along
+    each direction's normal, binned into bands `band` wide. Returns (bins int64 (N, A): each point's
+    band per direction, counted from the lowest band of all; votes int64 (A, B + 2): points per band
+    per direction, with one empty band of padding at the end of each row, so adjacent pairs never
+    span two directions)."""
     bins = np.floor(np.asarray(projected, np.float64) / band).astype(np.int64)
     bins -= bins.min()
     row_width = int(bins.max()) + 2

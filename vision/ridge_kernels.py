@@ -242,7 +242,7 @@ def _neighbourhood_normals_kernel(mask: np.ndarray, centres: np.ndarray, disc: n
 def _densest_band_kernel(
     projected: np.ndarray, band: float, lowest: int, point_bins: np.ndarray, votes: np.ndarray, in_band: np.ndarray
 ) -> int:
-    # The votes of `kernels.band_votes`, but each point's bins go to a scratch row that stays in
+    # The votes of `kernels.band_votes_reference`, but each point's bins go to a scratch row that stays in
     # L1: the (N, A) bins array, written whole and then read for one direction only, was most of
     # the memory traffic of a straight-stroke search on a large component.
     votes[:] = 0
@@ -459,11 +459,11 @@ def point_mean(points: np.ndarray) -> np.ndarray:
 def densest_band(projected: np.ndarray, band: float) -> tuple[int, np.ndarray]:
     """The densest straight band over points and directions: `projected` (N points, A directions)
     holds each point's offset along each direction's normal, binned into bands `band` wide as in
-    `kernels.band_votes`. The band is two adjacent bins of one direction with the most points
+    `kernels.band_votes_reference`. The band is two adjacent bins of one direction with the most points
     (ties: the first direction, then the first bin).
 
     Returns (direction index, in_band bool (N,): the points in that band). Refuses what
-    `kernels.band_votes` refuses: no points or directions, a band that is not positive, offsets
+    `kernels.band_range` refuses: no points or directions, a band that is not positive, offsets
     that are not finite."""
     projected = np.ascontiguousarray(projected, np.float64)
     lowest, highest = kernels.band_range(projected, band)
