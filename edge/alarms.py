@@ -18,10 +18,11 @@ import logging
 import sqlite3
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from edge.contract import Envelope, Topics, encode
-from edge.journal import ExpiredOrder, Journal, Publication
+from edge.journal import ExpiredOrder, Journal, Publication, expire_orders, orders_due_to_expire
 
 log = logging.getLogger("edge.alarms")
 
@@ -39,10 +40,6 @@ class ActiveAlarm:
     # a withdrawn order keeps its corrected decision, so they call for a different check).
     cancellations: int = 0
     cancelled_items: list[str] = field(default_factory=list)
-
-    def snapshot(self) -> ActiveAlarm:
-        """A copy with its own lists, to be written by the journal thread while this one changes."""
-        return ActiveAlarm(**asdict(self))
 
     def count_expired(self, order: ExpiredOrder) -> None:
         """Count one expired order (or cancellation) on this order_unanswered alarm."""
@@ -73,6 +70,18 @@ def _save(db: sqlite3.Connection, alarm: ActiveAlarm) -> None:
 
 def _forget(db: sqlite3.Connection, code: str, subject: str) -> None:
     db.execute("DELETE FROM meta WHERE key=?", (_meta_key(code, subject),))
+
+
+def _load(db: sqlite3.Connection, code: str, subject: str) -> ActiveAlarm | None:
+    """The journal's record of a raised persisted alarm; None when there is none (or it is damaged)."""
+    row = db.execute("SELECT value FROM meta WHERE key=?", (_meta_key(code, subject),)).fetchone()
+    if row is None:
+        return None
+    try:
+        return _saved_alarm(row[0])
+    except ValueError as exc:
+        log.error("journal meta %s: %s; raised anew", _meta_key(code, subject), exc)
+        return None
 
 
 def _saved_alarm(value: str) -> ActiveAlarm:
@@ -135,6 +144,10 @@ class Alarms:
         self.topics = topics
         self.active: dict[tuple[str, str], ActiveAlarm] = {}
         self.raised_total: Counter[str] = Counter()
+        # Expiry passes in flight, and the cells that answered meanwhile while they had no alarm: one
+        # the pass raises is cleared right after it (see expire_unanswered).
+        self._expiring = 0
+        self._answered_while_expiring: set[str] = set()
 
     async def restore(self) -> int:
         """Take up the alarms a previous run left raised (PERSISTED_CODES); returns how many. Their
@@ -159,50 +172,47 @@ class Alarms:
                         f" [{alarm.subject}]" if alarm.subject else "", alarm.count)
         return restored
 
-    async def raise_(
-        self, code: str, message: str, *, subject: str = "", severity: str = "warning", item: str | None = None,
-    ) -> None:
-        """Raise `code` for `subject`, or count it when already raised; `item` names what this
-        occurrence is about (listed, up to MAX_LISTED_ITEMS, when the alarm clears)."""
+    async def raise_(self, code: str, message: str, *, subject: str = "", severity: str = "warning") -> None:
+        """Raise `code` for `subject`, or count it when already raised."""
+        if code in PERSISTED_CODES:
+            # Their record must be written with what raises them (expire_unanswered), never apart.
+            raise ValueError(f"{code} is raised only with the journal change it announces")
         key = (code, subject)
         self.raised_total[code] += 1
         alarm = self.active.get(key)
-        repeat = alarm is not None
-        if alarm is None:
-            alarm = self.active[key] = ActiveAlarm(code, subject, message, severity, count=0)
-        alarm.count += 1
-        if item is not None:
-            alarm.items.append(item)
-            del alarm.items[:-MAX_LISTED_ITEMS]
-        if repeat:
-            if code in PERSISTED_CODES:
-                # Snapshot taken now: journal calls run in the order they are made, so a clear made
-                # after this count also lands after it.
-                snapshot = alarm.snapshot()
-                await self.journal.transact(lambda db: _save(db, snapshot))
+        if alarm is not None:
+            alarm.count += 1
             return
+        self.active[key] = ActiveAlarm(code, subject, message, severity)
         log.warning("ALARM %s%s: %s", code, f" [{subject}]" if subject else "", message)
-        await self._publish("raised", code, subject, message, severity, keep=alarm)
+        await self._publish("raised", code, subject, message, severity)
 
     async def clear(self, code: str, *, subject: str = "", message: str = "") -> None:
         alarm = self.active.pop((code, subject), None)
         if alarm is None:
             return
         log.info("alarm cleared %s%s", code, f" [{subject}]" if subject else "")
-        await self._publish("cleared", code, subject, message or alarm.message, alarm.severity,
-                            forget=code in PERSISTED_CODES)
+        if code in PERSISTED_CODES:
+            await self._clear_persisted(code, subject, lambda saved: message or saved.message)
+        else:
+            await self._publish("cleared", code, subject, message or alarm.message, alarm.severity)
 
     async def event(self, code: str, message: str, *, subject: str = "", severity: str = "warning") -> None:
         """A one-off alarm that needs no clearing (e.g. one unit quarantined for a bad read)."""
         self.note_event(code, message, subject=subject)
         await self._publish("event", code, subject, message, severity)
 
-    def publication(self, state: str, code: str, subject: str, message: str, severity: str) -> Publication:
+    def publication(
+        self, state: str, code: str, subject: str, message: str, severity: str, seq: int | None = None,
+    ) -> Publication:
         """The alarm message, for a caller that enqueues it in its own journal transaction (so the
-        alarm and the state change it announces are committed together); then call note_event."""
+        alarm and the state change it announces are committed together); then call note_event.
+        Built on the journal thread, it takes a `seq` reserved on the loop when the transaction was
+        queued (Envelope.take_seq), so seq rises in outbox order."""
         payload = self.envelope.build(
             "alarm",
             {"state": state, "code": code, "subject": subject or None, "severity": severity, "message": message},
+            seq=seq,
         )
         return Publication(self.topics.alarms, encode(payload), qos=1)
 
@@ -212,90 +222,118 @@ class Alarms:
         log.warning("ALARM %s%s: %s", code, f" [{subject}]" if subject else "", message)
 
     async def expire_unanswered(self, expiry_s: dict[str, float], default_s: float) -> list[ExpiredOrder]:
-        """Expire what the cells left unanswered (Journal.expire_unanswered_orders) and count each on
-        its cell's order_unanswered alarm, in the same journal transaction: the expiries are final, so
-        an alarm committed apart from them would be lost for good by a crash or stop in between. One
-        alarm per cell, raised with the first expiry, counting (and listing) the rest until the cell
-        answers again."""
-        counted: dict[str, tuple[ActiveAlarm, bool]] = {}
-
-        def count_on_alarms(db: sqlite3.Connection, expired: list[ExpiredOrder]) -> None:
-            # The journal's record, not self.active, is what this transaction builds on: clears are
-            # journalled in call order, so it is exact here on the journal thread.
-            counted.clear()
-            publications = []
-            for order in expired:
-                if order.cell not in counted:
-                    counted[order.cell] = (self._saved(db, "order_unanswered", order.cell), False)
-                alarm, raised = counted[order.cell]
-                if alarm is None:
-                    alarm = ActiveAlarm("order_unanswered", order.cell, unanswered_message(order), "critical", count=0)
-                    raised = True
-                    # Envelope.build is safe off the event loop: its seq counter is itertools.count.
-                    publications.append(self.publication("raised", alarm.code, alarm.subject, alarm.message,
-                                                         alarm.severity))
-                alarm.count_expired(order)
-                counted[order.cell] = (alarm, raised)
-            Journal._enqueue(db, publications, time.time())
-            for alarm, _ in counted.values():
-                _save(db, alarm)
-
-        expired = await self.journal.expire_unanswered_orders(expiry_s, default_s, also=count_on_alarms)
+        """Expire what the cells left unanswered (journal.expire_orders) and count each on its cell's
+        order_unanswered alarm, in the same journal transaction: the expiries are final, so an alarm
+        committed apart from them would be lost for good by a crash or stop in between. One alarm per
+        cell, raised with the first expiry, counting (and listing) the rest until the cell answers."""
+        now = time.time()
+        self._expiring += 1
+        try:
+            expired, counted, unraised = await self.journal.transact(
+                lambda db: self._expire_and_count(db, expiry_s, default_s, now, {})
+            )
+            if unraised:
+                # A cell's first expiry raises its alarm, a message built on the journal thread: its
+                # seq is taken here, on the loop, so the expiry goes in a second transaction. A seq
+                # left unused (the cell answered in between) is a gap, never a step back.
+                seqs = {cell: self.envelope.take_seq() for cell in unraised}
+                more, raised, _ = await self.journal.transact(
+                    lambda db: self._expire_and_count(db, expiry_s, default_s, now, seqs)
+                )
+                expired += more
+                counted.update(raised)
+        finally:
+            self._expiring -= 1
+        answered = set(self._answered_while_expiring)
+        if not self._expiring:
+            self._answered_while_expiring.clear()
         if not expired:
             return expired
         self.raised_total["order_unanswered"] += len(expired)
-        for cell, (alarm, raised) in counted.items():
+        for cell, (alarm, raised_now) in counted.items():
             key = ("order_unanswered", cell)
-            if raised:
+            if raised_now:
                 log.warning("ALARM order_unanswered [%s]: %s", cell, alarm.message)
                 self.journal.outbox_changed.set()
             elif key not in self.active:
                 # The cell answered while this was in the journal: its clearing, journalled after
-                # this transaction, has already taken the alarm off.
+                # this transaction, took the alarm off and named these expiries too.
                 continue
             else:
                 log.warning("cell %s: %d more expired unanswered, %d so far", cell,
                             sum(order.cell == cell for order in expired), alarm.count)
             self.active[key] = alarm
+        for cell in sorted(answered):
+            if counted.get(cell, (None, False))[1]:
+                # Its answer came while this pass raised the alarm, before there was one to clear.
+                await self.cell_answered(cell)
         return expired
 
-    @staticmethod
-    def _saved(db: sqlite3.Connection, code: str, subject: str) -> ActiveAlarm | None:
-        row = db.execute("SELECT value FROM meta WHERE key=?", (_meta_key(code, subject),)).fetchone()
-        if row is None:
-            return None
-        try:
-            return _saved_alarm(row[0])
-        except ValueError as exc:
-            log.error("journal meta %s: %s; raised anew", _meta_key(code, subject), exc)
-            return None
+    def _expire_and_count(
+        self, db: sqlite3.Connection, expiry_s: dict[str, float], default_s: float, now: float,
+        seqs: dict[str, int],
+    ) -> tuple[list[ExpiredOrder], dict[str, tuple[ActiveAlarm, bool]], list[str]]:
+        """On the journal thread: expire the due orders of each cell whose alarm is on record (counted)
+        or that has a seq in `seqs` for raising it; returns the expired orders, each cell's alarm (and
+        whether this raised it), and the cells left for want of a seq."""
+        due = orders_due_to_expire(db, expiry_s, default_s, now)
+        counted: dict[str, tuple[ActiveAlarm, bool]] = {}
+        unraised: list[str] = []
+        for cell in dict.fromkeys(order.cell for order in due):
+            # The journal's record, not self.active: clears are journalled in call order, so it is
+            # exact here.
+            saved = _load(db, "order_unanswered", cell)
+            if saved is not None:
+                counted[cell] = (saved, False)
+            elif cell in seqs:
+                counted[cell] = (ActiveAlarm("order_unanswered", cell, "", "critical", count=0), True)
+            else:
+                unraised.append(cell)
+        expired = [order for order in due if order.cell in counted]
+        expire_orders(db, expired, now)
+        publications: list[tuple[int, Publication]] = []
+        for order in expired:
+            alarm, raised = counted[order.cell]
+            if raised and alarm.count == 0:
+                alarm.message = unanswered_message(order)
+                seq = seqs[order.cell]
+                publications.append(
+                    (seq, self.publication("raised", alarm.code, alarm.subject, alarm.message, alarm.severity, seq))
+                )
+            alarm.count_expired(order)
+        Journal._enqueue(db, [p for _, p in sorted(publications, key=lambda pair: pair[0])], now)
+        for alarm, _ in counted.values():
+            _save(db, alarm)
+        return expired, counted, unraised
 
     async def cell_answered(self, cell: str) -> None:
         """`cell` sent a valid state message: it is answering again, so its order_unanswered clears,
         naming every order and cancellation that expired meanwhile."""
-        alarm = self.active.get(("order_unanswered", cell))
-        if alarm is None:
+        key = ("order_unanswered", cell)
+        if self.active.pop(key, None) is None:
+            if self._expiring:
+                self._answered_while_expiring.add(cell)
             return
-        await self.clear("order_unanswered", subject=cell, message=answered_again_message(alarm))
+        log.info("alarm cleared order_unanswered [%s]", cell)
+        await self._clear_persisted("order_unanswered", cell, answered_again_message)
 
-    async def _publish(
-        self, state: str, code: str, subject: str, message: str, severity: str, *,
-        keep: ActiveAlarm | None = None, forget: bool = False,
-    ) -> None:
-        """Enqueue the alarm message; for a persisted alarm, save (`keep`) or delete (`forget`) its
-        record in the same transaction, so the journal never says raised without the message."""
-        publication = self.publication(state, code, subject, message, severity)
-        if not forget and (keep is None or keep.code not in PERSISTED_CODES):
-            await self.journal.enqueue([publication])
-            return
-        snapshot = keep.snapshot() if keep is not None else None
+    async def _clear_persisted(self, code: str, subject: str, message: Callable[[ActiveAlarm], str]) -> None:
+        """Enqueue the cleared message and delete the alarm's record in one transaction. The text is
+        built there from the record, so expiries a transaction queued just before counted on it are
+        named too; its seq is taken now, on the loop, so seq rises in outbox order."""
+        seq = self.envelope.take_seq()
 
-        def body(db: sqlite3.Connection) -> None:
+        def body(db: sqlite3.Connection) -> bool:
+            saved = _load(db, code, subject)
+            if saved is None:
+                return False
+            publication = self.publication("cleared", code, subject, message(saved), saved.severity, seq)
             Journal._enqueue(db, [publication], time.time())
-            if snapshot is not None:
-                _save(db, snapshot)
-            else:
-                _forget(db, code, subject)
+            _forget(db, code, subject)
+            return True
 
-        await self.journal.transact(body)
-        self.journal.outbox_changed.set()
+        if await self.journal.transact(body):
+            self.journal.outbox_changed.set()
+
+    async def _publish(self, state: str, code: str, subject: str, message: str, severity: str) -> None:
+        await self.journal.enqueue([self.publication(state, code, subject, message, severity)])

@@ -101,13 +101,17 @@ class Envelope:
         self.controller = controller
         self._seq = count(first_seq)
 
-    def build(self, schema: str, body: dict[str, Any]) -> dict[str, Any]:
+    def take_seq(self) -> int:
+        """A seq for a message built later (off the event loop), taken now so seq follows outbox order."""
+        return next(self._seq)
+
+    def build(self, schema: str, body: dict[str, Any], seq: int | None = None) -> dict[str, Any]:
         return {
             "schema": f"returns/{CONTRACT_VERSION}/{schema}",
             "message_id": str(uuid.uuid4()),
             "timestamp": utc_timestamp(),
             "controller": self.controller,
-            "seq": next(self._seq),
+            "seq": next(self._seq) if seq is None else seq,
             **body,
         }
 

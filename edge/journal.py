@@ -706,50 +706,6 @@ class Journal:
             self.outbox_changed.set()
         return count
 
-    async def expire_unanswered_orders(
-        self, expiry_s: dict[str, float], default_s: float,
-        also: Callable[[sqlite3.Connection, list[ExpiredOrder]], None] | None = None,
-    ) -> list[ExpiredOrder]:
-        """Stop re-sending orders their cell has not finished within its expiry (counted from the
-        first send): the order becomes EXPIRED and its unit `expired`, both final, with an audit event.
-        A person has to see to the unit; a late FINISHED or FAILED from the cell is still applied.
-        Cancellations expire alike (event `cancellation_expired`), but leave the unit as it is: it
-        belongs to the decision that superseded the cancelled one. `also(db, expired)` runs in the
-        same transaction when anything expired (the alarm that announces it, see edge/alarms.py)."""
-        now = time.time()
-
-        def body(db: sqlite3.Connection) -> list[ExpiredOrder]:
-            expired = [order for table in DELIVERIES for order in expire(db, table)]
-            if expired and also is not None:
-                also(db, expired)
-            return expired
-
-        def expire(db: sqlite3.Connection, table: str) -> list[ExpiredOrder]:
-            cancellation = table == "cancellations"
-            rows = db.execute(
-                f"SELECT decision_id, unit_id, cell, sent_count, queued_at, state FROM {table} WHERE {OPEN_ORDER}"
-            ).fetchall()
-            expired = [
-                ExpiredOrder(r[0], r[1], r[2], r[3], now - r[4], cancellation) for r in rows
-                if now - r[4] >= expiry_s.get(r[2], default_s)
-            ]
-            for order in expired:
-                what = "answer to the cancellation" if cancellation else "FINISHED or FAILED"
-                reason = (f"no {what} from {order.cell} within {order.waited_s:.0f} s "
-                          f"({order.sent_count} send(s)): no longer re-sent")
-                db.execute(f"UPDATE {table} SET state='EXPIRED', updated_at=?, reason=? WHERE decision_id=?",
-                           (now, reason, order.decision_id))
-                if not cancellation:
-                    db.execute("UPDATE units SET state='expired' WHERE unit_id=?", (order.unit_id,))
-                db.execute(
-                    "INSERT INTO events(unit_id, at, kind, data) VALUES (?,?,?,?)",
-                    (order.unit_id, now, "cancellation_expired" if cancellation else "order_expired",
-                     json.dumps({"cell": order.cell, "decision_id": order.decision_id, "reason": reason})),
-                )
-            return expired
-
-        return await self._tx(body)
-
     # -- figures and audit -------------------------------------------------------------------------
 
     async def depths(self) -> dict[str, int]:
@@ -766,6 +722,45 @@ class Journal:
             return db.execute("SELECT unit_id, decision_id, item_id FROM units WHERE state=?", (state,)).fetchall()
 
         return await self._tx(query)
+
+
+def orders_due_to_expire(
+    db: sqlite3.Connection, expiry_s: dict[str, float], default_s: float, now: float,
+) -> list[ExpiredOrder]:
+    """The open orders and cancellations their cell has not finished within its expiry (counted from
+    the first send), for `expire_orders`; run in the transaction that expires them."""
+    due = []
+    for table in DELIVERIES:
+        rows = db.execute(
+            f"SELECT decision_id, unit_id, cell, sent_count, queued_at, state FROM {table} WHERE {OPEN_ORDER}"
+        ).fetchall()
+        due += [
+            ExpiredOrder(r[0], r[1], r[2], r[3], now - r[4], table == "cancellations") for r in rows
+            if now - r[4] >= expiry_s.get(r[2], default_s)
+        ]
+    return due
+
+
+def expire_orders(db: sqlite3.Connection, orders: list[ExpiredOrder], now: float) -> None:
+    """Stop re-sending these orders: each becomes EXPIRED and its unit `expired`, both final, with an
+    audit event. A person has to see to the unit; a late FINISHED or FAILED from the cell is still
+    applied. Cancellations expire alike (event `cancellation_expired`), but leave the unit as it is:
+    it belongs to the decision that superseded the cancelled one. The caller commits the alarm that
+    announces them in the same transaction (edge/alarms.py)."""
+    for order in orders:
+        table = "cancellations" if order.cancellation else "orders"
+        what = "answer to the cancellation" if order.cancellation else "FINISHED or FAILED"
+        reason = (f"no {what} from {order.cell} within {order.waited_s:.0f} s "
+                  f"({order.sent_count} send(s)): no longer re-sent")
+        db.execute(f"UPDATE {table} SET state='EXPIRED', updated_at=?, reason=? WHERE decision_id=?",
+                   (now, reason, order.decision_id))
+        if not order.cancellation:
+            db.execute("UPDATE units SET state='expired' WHERE unit_id=?", (order.unit_id,))
+        db.execute(
+            "INSERT INTO events(unit_id, at, kind, data) VALUES (?,?,?,?)",
+            (order.unit_id, now, "cancellation_expired" if order.cancellation else "order_expired",
+             json.dumps({"cell": order.cell, "decision_id": order.decision_id, "reason": reason})),
+        )
 
 
 def read_unit_history(path: Path, unit_id: str) -> dict[str, Any] | None:

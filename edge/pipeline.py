@@ -288,12 +288,6 @@ class Pipeline:
             if overload is not None:
                 self.errors["pipeline:overloaded"] += 1
             await self._handle(arrival, overload)
-            if overload is not None:
-                # After the decision, so the alarm's journal write does not delay the unit's read claim.
-                await self.alarms.raise_(
-                    "overloaded", f"more than {limit} units in flight ({overload}): further units go to the reject "
-                    "lane without vision grading until the backlog is down", subject="pipeline", severity="critical",
-                )
         except Exception:
             # The unit has no accepted divert, so the PLC sends it to the reject lane by itself.
             self.errors["pipeline:crash"] += 1
@@ -303,26 +297,33 @@ class Pipeline:
             )
         finally:
             self.in_flight -= 1
-        # Every unit that leaves checks, the overloaded one too: with a stalled journal units finish
-        # first in first out, so the overloaded ones are often the last and nobody after them would.
-        # Not on cancellation (stop): the alarm dies with the process anyway.
-        await self._clear_overload_when_down(limit)
+        # After the decision (or its failure), so the alarm's journal write does not delay the unit's
+        # read claim. Every unit that leaves checks the clearing, the overloaded one too: with a
+        # stalled journal units finish first in first out, so the overloaded ones are often the last
+        # and nobody after them would. Not on cancellation (stop): the alarm dies with the process.
+        await self._update_overload_alarm(limit, overload)
 
-    async def _clear_overload_when_down(self, limit: int) -> None:
-        alarm = self.alarms.active.get(("overloaded", "pipeline"))
-        # Cleared with some margin below the bound, so a backlog hovering at it is one alarm.
-        if alarm is None or self.in_flight > limit // 2:
-            return
+    async def _update_overload_alarm(self, limit: int, overload: str | None) -> None:
         try:
+            if overload is not None:
+                await self.alarms.raise_(
+                    "overloaded", f"more than {limit} units in flight ({overload}): further units go to the reject "
+                    "lane without vision grading until the backlog is down", subject="pipeline", severity="critical",
+                )
+            alarm = self.alarms.active.get(("overloaded", "pipeline"))
+            # Cleared with some margin below the bound, so a backlog hovering at it is one alarm.
+            if alarm is None or self.in_flight > limit // 2:
+                return
             await self.alarms.clear(
                 "overloaded", subject="pipeline",
                 message=f"backlog down to {self.in_flight} unit(s) in flight; {alarm.count} unit(s) went to "
                 "the reject lane without vision grading meanwhile",
             )
         except Exception:
-            # The unit itself is decided; a journal failure here is the journal's own alarm.
+            # The unit itself is decided (or already failed); a journal failure here is the journal's
+            # own alarm, not this unit's.
             self.errors["pipeline:alarm"] += 1
-            log.exception("could not clear the overloaded alarm")
+            log.exception("could not raise or clear the overloaded alarm")
 
     async def _handle(self, arrival: Arrival, overload: str | None = None) -> None:
         """Decide one unit; with `overload` (why) it gets no frame and goes to the reject lane."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from pathlib import Path
 
 from edge.alarms import ActiveAlarm, Alarms, answered_again_message, unanswered_message
@@ -109,3 +110,75 @@ def test_unanswered_cancellations_are_worded_and_listed_apart_from_expired_order
     alarm = ActiveAlarm("order_unanswered", "cell-a", "m", "critical", count=0)
     alarm.count_expired(cancellation)
     assert "order(s)" not in answered_again_message(alarm) and "`expired`" not in answered_again_message(alarm)
+
+
+async def _expired_decisions(journal: Journal) -> list[str]:
+    rows = await journal.transact(lambda db: db.execute(
+        "SELECT data FROM events WHERE kind='order_expired' ORDER BY id"
+    ).fetchall())
+    return [json.loads(data)["decision_id"] for (data,) in rows]
+
+
+def test_an_answer_queued_right_after_an_expiry_names_what_that_expiry_counted(tmp_path: Path) -> None:
+    """The journal runs the two in the order they were queued: the expiry counts d-A1 on the alarm
+    first, so the clearing that follows must name it, or d-A1 is in no alarm message at all."""
+
+    async def run() -> tuple[list[dict], list[str], int, dict]:
+        async with Journal(tmp_path / "j.db") as journal:
+            alarms = Alarms(journal, Envelope("edge-t"), TOPICS)
+            await _ordered(journal, "A0", "cell-a")
+            assert await _expire(journal, alarms) == 1
+            await _ordered(journal, "A1", "cell-a")
+            expired, _ = await asyncio.gather(
+                alarms.expire_unanswered({}, default_s=0.0), alarms.cell_answered("cell-a")
+            )
+            return await _alarms_published(journal), await _expired_decisions(journal), len(expired), alarms.active
+
+    published, expired_decisions, expired_now, active = asyncio.run(run())
+    assert expired_now == 1 and expired_decisions == ["d-A0", "d-A1"]
+    assert [a["state"] for a in published] == ["raised", "cleared"] and active == {}
+    assert "2 order(s) expired" in published[1]["message"]
+    assert all(any(decision in a["message"] for a in published) for decision in expired_decisions)
+
+
+def test_an_answer_while_the_first_expiry_is_in_the_journal_clears_the_alarm_it_raises(tmp_path: Path) -> None:
+    async def run() -> tuple[list[dict], dict]:
+        async with Journal(tmp_path / "j.db") as journal:
+            alarms = Alarms(journal, Envelope("edge-t"), TOPICS)
+            await _ordered(journal, "A0", "cell-a")
+            await asyncio.gather(alarms.expire_unanswered({}, default_s=0.0), alarms.cell_answered("cell-a"))
+            return await _alarms_published(journal), alarms.active
+
+    published, active = asyncio.run(run())
+    assert [a["state"] for a in published] == ["raised", "cleared"] and active == {}
+    assert "d-A0" in published[1]["message"]
+
+
+def test_seq_rises_in_outbox_order_although_the_alarm_text_is_built_on_the_journal_thread(tmp_path: Path) -> None:
+    """A message built on the loop after the expiry (or clearing) was queued comes after it in the
+    outbox; the alarm built later on the journal thread must not take a higher seq than it."""
+
+    async def behind_held_journal(journal: Journal, first: object, second: object) -> None:
+        gate = threading.Event()
+        held = asyncio.create_task(journal.maintain(lambda db: gate.wait(30)))
+        started = [asyncio.create_task(first)]  # type: ignore[arg-type]
+        await asyncio.sleep(0)  # queued behind the held journal
+        started.append(asyncio.create_task(second))  # type: ignore[arg-type]
+        await asyncio.sleep(0)
+        gate.set()
+        await asyncio.gather(held, *started)
+
+    async def run() -> list[dict]:
+        async with Journal(tmp_path / "j.db") as journal:
+            alarms = Alarms(journal, Envelope("edge-t"), TOPICS)
+            await _ordered(journal, "A0", "cell-a")
+            await behind_held_journal(journal, alarms.expire_unanswered({}, default_s=0.0),
+                                      alarms.event("bad_message", "after the expiry"))
+            await behind_held_journal(journal, alarms.cell_answered("cell-a"),
+                                      alarms.event("bad_message", "after the clearing"))
+            return await _alarms_published(journal)
+
+    published = asyncio.run(run())
+    assert [a["state"] for a in published] == ["event", "raised", "cleared", "event"]
+    seqs = [a["seq"] for a in published]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 4

@@ -145,3 +145,38 @@ def test_the_overloaded_alarm_clears_when_the_overloaded_unit_is_the_last_to_fin
     alarms = [json.loads(payload) for topic, payload in outbox if topic == topics.alarms]
     assert [(a["state"], a["code"]) for a in alarms] == [("raised", "overloaded"), ("cleared", "overloaded")]
     assert "backlog down to 0 unit(s) in flight" in alarms[1]["message"]
+
+
+def test_a_journal_refusing_the_overloaded_alarm_does_not_fail_the_decided_unit(tmp_path: Path) -> None:
+    """The overloaded unit is decided before its alarm is written: the alarm's failure is counted as
+    pipeline:alarm, like a failure to clear it, not as a unit that could not be decided."""
+    config = _config(tmp_path)
+    topics = Topics(config.mqtt.topic_prefix, config.site, config.line)
+    warm_up()
+    vision_busy = threading.Event()
+
+    async def run() -> dict[str, int]:
+        with ThreadPoolExecutor(1, thread_name_prefix="vision") as pool:
+            pool.submit(vision_busy.wait, 60)
+            async with Journal(config.journal.path) as journal:
+                # Only on this connection: every alarm message is refused, nothing else.
+                await journal.transact(lambda db: db.execute(
+                    f"CREATE TEMP TRIGGER no_alarms BEFORE INSERT ON outbox WHEN NEW.topic = '{topics.alarms}' "
+                    "BEGIN SELECT RAISE(ABORT, 'alarm refused'); END"
+                ))
+                pipeline = _pipeline(config, journal, pool, _Scale())
+                now = asyncio.get_running_loop().time()
+                waiting = [asyncio.create_task(pipeline.handle(Arrival(n, now))) for n in (1, 2)]
+                await until(lambda: pipeline.in_flight == LIMIT, what="two units waiting for vision")
+                await pipeline.handle(Arrival(3, now))
+                vision_busy.set()
+                await asyncio.gather(*waiting)
+                return dict(pipeline.errors)
+
+    errors = asyncio.run(run())
+    assert errors.get("pipeline:overloaded") == 1 and errors.get("pipeline:crash", 0) == 0
+    assert errors.get("pipeline:alarm", 0) >= 1
+    db = sqlite3.connect(config.journal.path)
+    decided = {item for (item,) in db.execute("SELECT item_id FROM units")}
+    db.close()
+    assert decided == {1, 2, 3}
