@@ -106,6 +106,14 @@ async def _hold_journal_thread(journal: Journal) -> tuple[threading.Event, async
     return release, held
 
 
+async def _until_queued(journal: Journal, count: int) -> None:
+    """Wait until `count` calls wait behind the parked journal thread: a task submits its call only
+    once it first runs, and releasing the thread before that would split the calls into two groups."""
+    async with asyncio.timeout(10):
+        while journal._worker is None or journal._worker._queue.qsize() < count:
+            await asyncio.sleep(0.001)
+
+
 def _boom(db: sqlite3.Connection) -> None:
     db.execute("INSERT INTO events(unit_id, at, kind, data) VALUES ('U-bad', 0, 'half', '{}')")
     raise ValueError("body failed halfway")
@@ -121,6 +129,7 @@ async def test_queued_calls_share_one_commit_keep_order_and_fail_alone(tmp_path:
         calls.append(journal.add_event("U1", "after", {"n": 1}))
         calls.append(journal.unsent(100))  # a read queued behind the writes sees all of them
         tasks = [asyncio.ensure_future(c) for c in calls]
+        await _until_queued(journal, len(tasks))
         release.set()
         await held
         results = await asyncio.gather(*tasks, return_exceptions=True)
@@ -149,6 +158,7 @@ async def test_a_body_that_ends_the_transaction_fails_its_group_and_later_calls_
         before = asyncio.ensure_future(journal.enqueue([Publication("t/before", b"1")]))
         broken = asyncio.ensure_future(journal.transact(ends_transaction))
         after = asyncio.ensure_future(journal.enqueue([Publication("t/after", b"2")]))
+        await _until_queued(journal, 3)
         release.set()
         await held
         results = await asyncio.gather(before, broken, after, return_exceptions=True)
@@ -164,7 +174,7 @@ async def test_a_call_cancelled_before_it_ran_is_never_run(tmp_path: Path) -> No
         release, held = await _hold_journal_thread(journal)
         cancelled = asyncio.ensure_future(journal.enqueue([Publication("t/cancelled", b"x")]))
         kept = asyncio.ensure_future(journal.enqueue([Publication("t/kept", b"y")]))
-        await asyncio.sleep(0)
+        await _until_queued(journal, 2)
         cancelled.cancel()
         release.set()
         await held
