@@ -452,67 +452,89 @@ def test_connected_components_edge_cases_and_bad_input() -> None:
 # --- straight-stroke votes ----------------------------------------------------------------------
 
 
+def _unit_normals(directions: int) -> np.ndarray:
+    angle = np.linspace(0.0, np.pi, directions, endpoint=False)
+    return np.stack([-np.sin(angle), np.cos(angle)], axis=1)
+
+
 @settings(max_examples=100, deadline=None)
 @given(
-    shape=st.tuples(st.integers(1, 60), st.integers(1, 12)),
-    scale=st.sampled_from([0.01, 1.0, 50.0, 1e4]),
+    n=st.integers(1, 60),
+    directions=st.integers(1, 12),
+    scale=st.sampled_from([0.01, 1.0, 50.0, 1e3]),
     band=st.floats(0.1, 20.0),
     seed=st.integers(0, 2**32 - 1),
 )
-def test_band_range_and_densest_band_match_reference(
-    shape: tuple[int, int], scale: float, band: float, seed: int
+def test_densest_band_matches_reference_on_band_edges(
+    n: int, directions: int, scale: float, band: float, seed: int
 ) -> None:
     rng = np.random.default_rng(seed)
-    projected = rng.normal(size=shape) * scale
-    # Offsets on band edges, where the division rounds either way: both must floor alike.
-    on_edge = rng.random(shape) < 0.2
-    projected[on_edge] = rng.integers(-5, 6, int(on_edge.sum())) * band
-    _assert_bands_match_reference(projected, band)
+    points = rng.normal(size=(n, 2)) * scale
+    # Points whose offset along the first normal (y) is a whole number of bands, where the
+    # division rounds either way: kernel and reference must floor alike.
+    on_edge = rng.random(n) < 0.3
+    points[on_edge, 1] = rng.integers(-5, 6, int(on_edge.sum())) * band
+    _assert_bands_match_reference(points, np.zeros(2), _unit_normals(directions), band)
 
 
-def _assert_bands_match_reference(projected: np.ndarray, band: float) -> None:
-    raw_bins = np.floor(projected / band).astype(np.int64)
-    assert kernels.band_range(projected, band) == (raw_bins.min(), raw_bins.max())
-    bins, votes = kernels.band_votes_reference(projected, band)
-    assert bins.min() == 0 and (votes.sum(axis=1) == projected.shape[0]).all() and (votes[:, -1] == 0).all()
-    direction, in_band = ridge_kernels.densest_band(projected, band)
-    want_direction, want_in_band = ridge_kernels.densest_band_reference(projected, band)
+def _assert_bands_match_reference(points: np.ndarray, centre: np.ndarray, normals: np.ndarray, band: float) -> None:
+    offsets = points - centre
+    bins, votes = kernels.band_votes_reference(offsets[:, :1] * normals[:, 0] + offsets[:, 1:] * normals[:, 1], band)
+    assert bins.min() == 0 and (votes.sum(axis=1) == points.shape[0]).all() and (votes[:, -1] == 0).all()
+    direction, in_band = ridge_kernels.densest_band(points, centre, normals, band)
+    want_direction, want_in_band = ridge_kernels.densest_band_reference(points, centre, normals, band)
     assert direction == want_direction
     np.testing.assert_array_equal(in_band, want_in_band)
 
 
 @pytest.mark.parametrize(
-    "offsets",
+    "points",
     [
         [[-0.0, 0.0], [0.0, -0.0]],  # signed zeros: one band
         [[-7.5, -0.25], [-3.0, -1e-300]],  # all negative
         [[2.0, 1e-300], [5e-324, 9.0]],  # all positive, a subnormal
-        [[-1e6, 3.0], [1e6, -2.5]],
+        [[-1e3, 3.0], [1e3, -2.5]],
     ],
 )
-def test_band_range_extremes_across_signs(offsets: list[list[float]]) -> None:
-    """The lowest and highest band come from the offsets' extremes (compared as integers in the
-    kernel): they must match the reference's bins for any mix of signs."""
+def test_densest_band_across_signs(points: list[list[float]]) -> None:
+    """The bins are sized from the points' reach about the centre: any mix of signs, and offsets
+    at the reach itself (a normal along an axis), must land inside them as the reference bins them."""
     for band in (0.5, 3.0):
-        _assert_bands_match_reference(np.array(offsets), band)
+        for normals in (_unit_normals(4), np.array([[1.0, 0.0], [0.0, -1.0], [-1.0, 0.0]])):
+            _assert_bands_match_reference(np.array(points), np.zeros(2), normals, band)
 
 
 @pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
-def test_band_range_rejects_a_non_finite_offset_anywhere(bad: float) -> None:
-    projected = np.zeros((50, 7))
-    projected[37, 5] = bad
+def test_densest_band_refuses_a_value_that_is_not_finite(bad: float) -> None:
+    points = np.zeros((50, 2))
+    normals = _unit_normals(7)
+    one_bad = points.copy()
+    one_bad[37, 1] = bad
     with pytest.raises(ValueError, match="finite"):
-        kernels.band_range(projected, 1.0)
+        ridge_kernels.densest_band(one_bad, np.zeros(2), normals, 1.0)
     with pytest.raises(ValueError, match="finite"):
-        ridge_kernels.densest_band(projected, 1.0)
+        ridge_kernels.densest_band(points, np.array([0.0, bad]), normals, 1.0)
+    with pytest.raises(ValueError, match="finite"):
+        ridge_kernels.densest_band(points, np.zeros(2), np.where(normals == normals[3, 1], bad, normals), 1.0)
 
 
-def test_band_range_refuses_bad_input() -> None:
-    for bad, message in ((np.zeros((0, 3)), "non-empty"), (np.zeros(4), "non-empty")):
-        with pytest.raises(ValueError, match=message):
-            kernels.band_range(bad, 1.0)
-    with pytest.raises(ValueError, match="band"):
-        kernels.band_range(np.zeros((2, 2)), 0.0)
+def test_densest_band_refuses_bad_input() -> None:
+    normals = _unit_normals(3)
+    for bad_points in (np.zeros((0, 2)), np.zeros(4), np.zeros((3, 3))):
+        with pytest.raises(ValueError, match="points"):
+            ridge_kernels.densest_band(bad_points, np.zeros(2), normals, 1.0)
+    for bad_normals in (np.zeros((0, 2)), np.zeros((3, 1))):
+        with pytest.raises(ValueError, match="normals"):
+            ridge_kernels.densest_band(np.zeros((2, 2)), np.zeros(2), bad_normals, 1.0)
+    with pytest.raises(ValueError, match="normals"):  # the bins are sized for unit normals
+        ridge_kernels.densest_band(np.zeros((2, 2)), np.zeros(2), normals * 1.5, 1.0)
+    with pytest.raises(ValueError, match="centre"):
+        ridge_kernels.densest_band(np.zeros((2, 2)), np.zeros(3), normals, 1.0)
+    with pytest.raises(ValueError, match="too many bands"):  # a vote table of gigabytes
+        ridge_kernels.densest_band(np.array([[0.0, 0.0], [1e9, 0.0]]), np.zeros(2), normals, 1.0)
+    for band in (0.0, -1.0, np.inf, np.nan):
+        with pytest.raises(ValueError, match="band"):
+            ridge_kernels.densest_band(np.zeros((2, 2)), np.zeros(2), normals, band)
 
 
 @settings(max_examples=80, deadline=None)

@@ -1267,12 +1267,10 @@ def straight_strokes(
     for _ in range(2):
         if remaining.shape[0] < min_length:
             break
-        centre = ridge_kernels.point_mean(remaining)
-        projected = (remaining - centre) @ _STROKE_NORMALS.T
         # The votes of all directions and the points of the best band, two adjacent bins (a stroke
         # straddling a bin edge still counts whole), in one Numba pass: the NumPy way, a bincount
         # over a row per direction, cost 0.5 ms per stroke. Ties go to the first direction and bin.
-        _, in_band = ridge_kernels.densest_band(projected, band)
+        _, in_band = ridge_kernels.densest_band(remaining, ridge_kernels.point_mean(remaining), _STROKE_NORMALS, band)
         chosen = remaining[in_band]
         if chosen.shape[0] < 2:
             break

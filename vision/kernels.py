@@ -627,60 +627,14 @@ def connected_components(mask: np.ndarray) -> tuple[int, np.ndarray]:
 # --- straight-stroke votes ---------------------------------------------------------------------
 
 
-_MAGNITUDE_BITS = 0x7FFFFFFFFFFFFFFF
-_EXPONENT_BITS = 0x7FF0000000000000
-
-
-@numba.njit([numba.void(numba.float64[::1], numba.int64[::1])], cache=True, nogil=True)
-def _offset_extremes_kernel(offsets: np.ndarray, out: np.ndarray) -> None:
-    # The lowest and highest offset, and how many are not finite, in one pass that reads the
-    # offsets only. Finite doubles order as signed integers once a negative's magnitude bits are
-    # flipped, and integer min/max vectorise; float min/max vectorise only under fastmath's promise
-    # of no NaN, which would also let LLVM drop the finiteness test.
-    bits = offsets.view(np.int64)
-    magnitude = np.int64(_MAGNITUDE_BITS)
-    exponent = np.int64(_EXPONENT_BITS)
-    lowest = magnitude
-    highest = -magnitude - 1
-    not_finite = 0
-    for i in range(bits.size):
-        value = bits[i]
-        key = value ^ ((value >> 63) & magnitude)
-        lowest = min(lowest, key)
-        highest = max(highest, key)
-        not_finite += (value & exponent) == exponent  # all exponent bits set: inf or NaN
-    # Back to the doubles' bits (the flip is its own inverse).
-    out[0] = lowest ^ ((lowest >> 63) & magnitude)
-    out[1] = highest ^ ((highest >> 63) & magnitude)
-    out[2] = not_finite
-
-
-def band_range(projected: np.ndarray, band: float) -> tuple[int, int]:
-    """The lowest and highest band (floor(offset / band)) over all of `projected` (C-contiguous
-    float64, N >= 1 points by A >= 1 directions), as `ridge_kernels.densest_band` bins them. Refuses an empty or
-    non-2-D array, a band that is not positive and finite, and offsets that are not finite."""
-    if projected.ndim != 2 or projected.shape[0] == 0 or projected.shape[1] == 0:
-        raise ValueError("projected must be a non-empty 2-D array")
-    if not (math.isfinite(band) and band > 0):
-        raise ValueError(f"band must be positive, got {band!r}")
-    extremes = np.empty(3, np.int64)
-    _offset_extremes_kernel(projected.reshape(-1), extremes)
-    if extremes[2]:
-        raise ValueError("projected offsets must be finite")
-    # floor(x / band) never decreases as x grows (IEEE division by a positive number is
-    # monotonic): the extreme offsets give the extreme bins, as the kernels compute them.
-    low_offset, high_offset = extremes[:2].view(np.float64).tolist()
-    return math.floor(low_offset / band), math.floor(high_offset / band)
-
-
 def band_votes_reference(projected: np.ndarray, band: float) -> tuple[np.ndarray, np.ndarray]:
     """A Hough vote of points over directions, vectorised (the reference for
-    `ridge_kernels.densest_band`): `projected` (N points, A directions) holds each point's offset along
-    each direction's normal, binned into bands `band` wide. Returns (bins int64 (N, A): each point's
-    band per direction, counted from the lowest band of all; votes int64 (A, B + 2): points per band
-    per direction, with one empty band of padding at the end of each row, so adjacent pairs never
-    span two directions)."""
-    bins = np.floor(np.asarray(projected, np.float64) / band).astype(np.int64)
+    `ridge_kernels.densest_band`): `projected` (N points, A directions) holds each point's offset
+    along each direction's normal, binned into bands `band` wide (floor(offset * (1 / band))).
+    Returns (bins int64 (N, A): each point's band per direction, counted from the lowest band of
+    all; votes int64 (A, B + 2): points per band per direction, with one empty band of padding at
+    the end of each row, so adjacent pairs never span two directions)."""
+    bins = np.floor(np.asarray(projected, np.float64) * (1.0 / band)).astype(np.int64)
     bins -= bins.min()
     row_width = int(bins.max()) + 2
     rows = np.arange(bins.shape[1]) * row_width

@@ -32,6 +32,9 @@ ACROSS_PX = (-1.0, -0.5, 0.0, 0.5, 1.0)
 _FLAT_PEAK = 1e-6
 
 _GRAY_TYPES = (numba.uint8, numba.float32, numba.float64)
+# The most vote cells (directions x bands) `densest_band` will count in: 256 MiB of int32. A
+# frame's pixels need a few hundred thousand; int32 cell indices need fewer than 2**31.
+_MAX_BAND_CELLS = 1 << 26
 
 
 @numba.njit(inline="always")
@@ -171,20 +174,32 @@ def _widths_kernel(
         widths[i] = (end - start) * 0.5 if peak > _FLAT_PEAK else math.inf
 
 
-@numba.njit(
-    [numba.int64(numba.float64[:, ::1], numba.float64, numba.float64[:, ::1], numba.float64[:, ::1])],
-    cache=True,
-    nogil=True,
-)
-def _path_samples_kernel(path: np.ndarray, step: float, points: np.ndarray, tangents: np.ndarray) -> int:
-    # points and tangents hold room for every sample (the wrapper's bound); returns how many.
+_PIECE_POINTS = numba.types.UniTuple(numba.float64[:, ::1], 2)
+
+
+@numba.njit([_PIECE_POINTS(numba.float64[:, ::1], numba.float64)], cache=True, nogil=True)
+def _path_samples_kernel(path: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray]:
+    # Counts, allocates and fills in one call: the NumPy bound the wrapper used to work out
+    # (diff, hypot, ceil, sum, two allocations) cost five times the sampling on a short path.
+    empty = np.zeros((0, 2), np.float64)
+    for j in range(path.shape[0]):
+        if not (math.isfinite(path[j, 0]) and math.isfinite(path[j, 1])):
+            return empty, empty.copy()
+    total = 0
+    for j in range(path.shape[0] - 1):
+        length = math.hypot(path[j + 1, 0] - path[j, 0], path[j + 1, 1] - path[j, 1])
+        if length > 1e-9:  # a shorter piece (a repeated point) gives no samples
+            total += max(1, math.ceil(length / step))
+    if total == 0:
+        return empty, empty.copy()
+    points = np.empty((total + 1, 2), np.float64)
+    tangents = np.empty((total + 1, 2), np.float64)
     n = 0
-    last = -1
     for j in range(path.shape[0] - 1):
         sx, sy = path[j, 0], path[j, 1]
         dx, dy = path[j + 1, 0] - sx, path[j + 1, 1] - sy
         length = math.hypot(dx, dy)
-        if not length > 1e-9:  # a repeated point: no piece
+        if not length > 1e-9:
             continue
         count = max(1, math.ceil(length / step))
         ux, uy = dx / length, dy / length
@@ -195,15 +210,12 @@ def _path_samples_kernel(path: np.ndarray, step: float, points: np.ndarray, tang
             tangents[n, 0] = ux
             tangents[n, 1] = uy
             n += 1
-        last = j
-    if last < 0:
-        return 0
     # The path's last point, on the last piece's direction.
     points[n, 0] = path[path.shape[0] - 1, 0]
     points[n, 1] = path[path.shape[0] - 1, 1]
     tangents[n, 0] = tangents[n - 1, 0]
     tangents[n, 1] = tangents[n - 1, 1]
-    return n + 1
+    return points, tangents
 
 
 @numba.njit(
@@ -234,39 +246,67 @@ def _neighbourhood_normals_kernel(mask: np.ndarray, centres: np.ndarray, disc: n
 
 
 @numba.njit(
-    [numba.int64(numba.float64[:, ::1], numba.float64, numba.int64, numba.int64[::1], numba.int64[::1],
-                 numba.boolean[::1])],
+    [numba.int64(numba.float64[:, ::1], numba.float64[::1], numba.float64[:, ::1], numba.float64, numba.boolean[::1])],
     cache=True,
     nogil=True,
 )
 def _densest_band_kernel(
-    projected: np.ndarray, band: float, lowest: int, point_bins: np.ndarray, votes: np.ndarray, in_band: np.ndarray
+    points: np.ndarray, centre: np.ndarray, normals: np.ndarray, band: float, in_band: np.ndarray
 ) -> int:
-    # The votes of `kernels.band_votes_reference`, but each point's bins go to a scratch row that stays in
-    # L1: the (N, A) bins array, written whole and then read for one direction only, was most of
-    # the memory traffic of a straight-stroke search on a large component.
-    votes[:] = 0
-    n_directions = projected.shape[1]
-    row_width = votes.size // n_directions
-    for i in range(projected.shape[0]):
-        point_offsets = projected[i]
+    # Projection, vote and the best band fused: where NumPy writes (N, A) offsets, then (N, A)
+    # bins, then reads them again for the votes, this computes a point's offsets on all
+    # directions (a loop LLVM vectorises) into a row that stays in L1, then adds its votes, one
+    # to each direction's row: consecutive increments hit different counters, so they do not wait
+    # on each other as they would going direction by direction (a line's points share a bin).
+    # Each offset is (dx * nx) + (dy * ny), both products rounded, and its bin floor(offset *
+    # (1 / band)), as the NumPy reference computes them, so the two agree to the bit (a division
+    # per offset cost more than the rest of the vote).
+    n_points = points.shape[0]
+    n_directions = normals.shape[0]
+    nx = np.ascontiguousarray(normals[:, 0])
+    ny = np.ascontiguousarray(normals[:, 1])
+    reach = 0.0
+    for i in range(n_points):
+        reach = max(reach, abs(points[i, 0] - centre[0]) + abs(points[i, 1] - centre[1]))
+    # With |nx|, |ny| <= 1 (the wrapper's check) and rounding monotonic, every offset lies within
+    # +-reach, so these bins hold every point; the extra empty bins at the ends change no answer
+    # (a pair with an empty bin holds the same points as its neighbour pair).
+    per_band = 1.0 / band
+    lowest = np.int64(math.floor(-reach * per_band))
+    row_width = np.int64(math.floor(reach * per_band)) - lowest + 2  # one empty bin of padding per row
+    if n_directions * row_width > _MAX_BAND_CELLS:
+        return -1
+    votes = np.zeros(n_directions * row_width, np.int32)
+    cells = np.empty(n_directions, np.uint32)
+    # int32 bins: double -> int64 conversion has no vector instruction before AVX-512.
+    row_starts = (np.arange(n_directions) * row_width - lowest).astype(np.int32)
+    for i in range(n_points):
+        dx = points[i, 0] - centre[0]
+        dy = points[i, 1] - centre[1]
         for k in range(n_directions):
-            point_bins[k] = np.int64(np.floor(point_offsets[k] / band)) - lowest
+            cells[k] = np.uint32(np.int32(np.floor((dx * nx[k] + dy * ny[k]) * per_band)) + row_starts[k])
         for k in range(n_directions):
-            votes[np.uint64(k * row_width + point_bins[k])] += 1
-    # Two adjacent bands per direction (the padding band keeps pairs within a row). Scanning in
-    # row order and taking only a strictly larger pair keeps the first direction and band of a tie.
-    best_pair = np.int64(-1)
+            votes[cells[k]] += 1  # unsigned: no negative-index wraparound test
+    # Two adjacent bins of one direction; ties keep the first direction, then the first bin:
+    # each row's best pair first (a max that vectorises), then the first pair that reaches it
+    # in the first row that holds the best of all.
+    best_pair = np.int32(-1)
     best_direction = 0
-    best_bin = 0
     for k in range(n_directions):
         row = k * row_width
+        row_best = np.int32(0)
         for b in range(row_width - 1):
-            pair = votes[row + b] + votes[row + b + 1]
-            if pair > best_pair:
-                best_pair, best_direction, best_bin = pair, k, b
-    for i in range(projected.shape[0]):
-        point_bin = np.int64(np.floor(projected[i, best_direction] / band)) - lowest
+            row_best = max(row_best, votes[row + b] + votes[row + b + 1])
+        if row_best > best_pair:
+            best_pair, best_direction = row_best, k
+    row = best_direction * row_width
+    best_bin = np.int64(0)
+    while votes[row + best_bin] + votes[row + best_bin + 1] != best_pair:
+        best_bin += 1
+    for i in range(n_points):
+        dx = points[i, 0] - centre[0]
+        dy = points[i, 1] - centre[1]
+        point_bin = np.int64(math.floor((dx * nx[best_direction] + dy * ny[best_direction]) * per_band)) - lowest
         in_band[i] = best_bin <= point_bin <= best_bin + 1
     return best_direction
 
@@ -380,13 +420,7 @@ def path_samples(path: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray]
     path = np.ascontiguousarray(path, np.float64).reshape(-1, 2)
     if not (math.isfinite(step) and step > 0):
         raise ValueError(f"step must be positive, got {step!r}")
-    if path.shape[0] < 2 or not np.isfinite(path).all():
-        return np.zeros((0, 2)), np.zeros((0, 2))
-    lengths = np.hypot(*np.diff(path, axis=0).T)
-    bound = int(np.ceil(lengths / step).sum()) + path.shape[0]
-    points, tangents = np.empty((bound, 2)), np.empty((bound, 2))
-    n = _path_samples_kernel(path, float(step), points, tangents)
-    return points[:n], tangents[:n]
+    return _path_samples_kernel(path, float(step))
 
 
 def disc_offsets(radius_px: float) -> np.ndarray:
@@ -456,21 +490,37 @@ def point_mean(points: np.ndarray) -> np.ndarray:
     return mean
 
 
-def densest_band(projected: np.ndarray, band: float) -> tuple[int, np.ndarray]:
-    """The densest straight band over points and directions: `projected` (N points, A directions)
-    holds each point's offset along each direction's normal, binned into bands `band` wide as in
-    `kernels.band_votes_reference`. The band is two adjacent bins of one direction with the most points
-    (ties: the first direction, then the first bin).
+def densest_band(points: np.ndarray, centre: np.ndarray, normals: np.ndarray, band: float) -> tuple[int, np.ndarray]:
+    """The densest straight band of `points` (N, 2; x, y) over the directions whose unit normals
+    are `normals` (A, 2): each point's offset from `centre` (2,) along each normal, binned into
+    bands `band` wide (floor(offset * (1 / band))); the band is two adjacent bins of one direction with
+    the most points (ties: the first direction, then the first bin).
 
-    Returns (direction index, in_band bool (N,): the points in that band). Refuses what
-    `kernels.band_range` refuses: no points or directions, a band that is not positive, offsets
-    that are not finite."""
-    projected = np.ascontiguousarray(projected, np.float64)
-    lowest, highest = kernels.band_range(projected, band)
-    votes = np.empty(projected.shape[1] * (highest - lowest + 2), np.int64)
-    point_bins = np.empty(projected.shape[1], np.int64)
-    in_band = np.empty(projected.shape[0], np.bool_)
-    direction = _densest_band_kernel(projected, float(band), lowest, point_bins, votes, in_band)
+    Returns (direction index, in_band bool (N,): the points in that band). Refuses no points or
+    directions, a band that is not positive, and points, centre or normals that are not finite
+    or normals with a component beyond +-1."""
+    points = np.ascontiguousarray(points, np.float64)
+    centre = np.ascontiguousarray(centre, np.float64)
+    normals = np.ascontiguousarray(normals, np.float64)
+    if points.ndim != 2 or points.shape[1] != 2 or points.shape[0] == 0:
+        raise ValueError(f"points must be a non-empty (N, 2) array, got shape {points.shape}")
+    if normals.ndim != 2 or normals.shape[1] != 2 or normals.shape[0] == 0:
+        raise ValueError(f"normals must be a non-empty (A, 2) array, got shape {normals.shape}")
+    if centre.shape != (2,):
+        raise ValueError(f"centre must have shape (2,), got {centre.shape}")
+    if not (math.isfinite(band) and band > 0):
+        raise ValueError(f"band must be positive, got {band!r}")
+    if not (np.isfinite(points).all() and np.isfinite(centre).all()):
+        raise ValueError("points and centre must be finite")
+    # Not finite fails the comparison too. The kernel sizes its bins on |component| <= 1.
+    if not (np.abs(normals) <= 1.0).all():
+        raise ValueError("normals must be finite, each component within +-1")
+    in_band = np.empty(points.shape[0], np.bool_)
+    direction = _densest_band_kernel(points, centre, normals, float(band), in_band)
+    if direction < 0:
+        raise ValueError(
+            f"points spread over too many bands of {band!r} px: more than {_MAX_BAND_CELLS} vote cells"
+        )
     return int(direction), in_band
 
 
@@ -585,8 +635,14 @@ def neighbourhood_normals_reference(mask: np.ndarray, centres: np.ndarray, radiu
     return np.stack([-np.sin(theta), np.cos(theta)], axis=1)
 
 
-def densest_band_reference(projected: np.ndarray, band: float) -> tuple[int, np.ndarray]:
-    """NumPy twin of `densest_band` (same output), from `kernels.band_votes_reference`."""
+def densest_band_reference(
+    points: np.ndarray, centre: np.ndarray, normals: np.ndarray, band: float
+) -> tuple[int, np.ndarray]:
+    """NumPy twin of `densest_band` (same output): the offsets as an (N, A) array, then
+    `kernels.band_votes_reference`."""
+    offsets = np.asarray(points, np.float64) - np.asarray(centre, np.float64)
+    normals = np.asarray(normals, np.float64)
+    projected = offsets[:, :1] * normals[:, 0] + offsets[:, 1:] * normals[:, 1]
     bins, votes = kernels.band_votes_reference(projected, band)
     paired = votes[:, :-1] + votes[:, 1:]
     direction = int(np.argmax(paired.max(axis=1)))

@@ -146,7 +146,6 @@ def crack_inputs(checker: DamageChecker, frame: np.ndarray) -> dict[str, tuple[o
     window = labels[y0 : int(mean_y) + reach + 1, x0 : int(mean_x) + reach + 1]
     points = ridge_kernels.label_pixels(window, i + 1, x0, y0, int(count))
     band = checker.stroke_width_px + 1.0
-    projected = np.ascontiguousarray((points - ridge_kernels.point_mean(points)) @ damage._STROKE_NORMALS.T)
     # local_ridge_width: 48 of the pixels, each across its neighbours' principal axis.
     picked = points[np.linspace(0, points.shape[0] - 1, min(48, points.shape[0])).astype(np.int64)]
     cells = np.rint(points).astype(np.int64)
@@ -168,7 +167,7 @@ def crack_inputs(checker: DamageChecker, frame: np.ndarray) -> dict[str, tuple[o
         "label_pixels": (window, i + 1, x0, y0),
         "label_pixels expected": (int(count),),
         "point_mean": (points,),
-        "densest_band": (projected, band),
+        "densest_band": (points, ridge_kernels.point_mean(points), damage._STROKE_NORMALS, band),
         "neighbourhood_normals": (mask, centres, 5.0),
         "widths_at": (gray, picked, normals, np.zeros(picked.shape[0], np.int64), 1, reach_px),
         "path_samples": (inner, 1.0),
