@@ -10,6 +10,10 @@ PLC item id belongs to, and raises:
   decision supersedes the old one with the lane the unit really took, and that lane's cell, if it
   has one, gets an order. All of it, the departure and the alarm are one journal transaction.
   The cancellation is delivered like an order: re-sent until the cell answers for that decision_id.
+- `lane_found` (info): a unit whose lane was unknown (its divert unconfirmed and not cancelled, a
+  `lane_unknown` decision telling a person to search its candidate lanes) was seen leaving by one
+  of them. Its record is completed the same way: a new decision names that lane, and its cell, if
+  it has one, gets an order, so nobody has to search.
 - `unit_not_seen_leaving` (critical): the unit passed the belt end and no exit eye saw it: fell off,
   was taken off by hand, or an eye is dead.
 - `exit_unmatched` (warning): an exit eye saw something no tracked unit explains.
@@ -79,6 +83,7 @@ class OrderCounter(Protocol):
 
 
 MISMATCH_REASON = "divert_mismatch"
+LANE_FOUND_REASON = "lane_found"
 _HEADER = ("schema", "message_id", "timestamp", "controller", "seq")
 # Decision fields that described the divert as the pipeline saw it, not where the unit is now.
 _STALE = ("recovery", "timings_ms")
@@ -95,6 +100,7 @@ class Correction:
     actual_lane: int
     cancelled_cell: str | None
     order_cell: str | None
+    reason: str = MISMATCH_REASON
 
 
 async def _decision_state(journal: Journal, unit_id: str) -> str | None:
@@ -125,7 +131,8 @@ async def correct_mismatch(
     orders: OrderCounter | None = None,
     departure_recorded: bool = False,
 ) -> Correction | None:
-    """Put the record right for a unit an exit eye saw leave by a lane its decision did not name.
+    """Put the record right for a unit an exit eye saw leave by a lane its decision did not name,
+    or complete it for a `lane_unknown` unit seen leaving by one of its candidate lanes.
 
     In one journal transaction: the departure event (unless `departure_recorded` already); a
     cancellation (same decision_id, `action` `cancel`) to the cell of the unit's open order, kept in
@@ -133,8 +140,11 @@ async def correct_mismatch(
     with its own decision_id that `supersedes` the old one, names the lane the unit took,
     `quarantine` and the reason; an order to that lane's cell if it has one (counted on `orders`,
     the lane capacity guard, once committed); the unit's journal row pointing at the new decision;
-    and the `divert_mismatch` alarm. None (and nothing written) when there is nothing to correct:
-    the unit is not in the journal, was corrected already, or its decision already names that lane.
+    and the `divert_mismatch` alarm. For a `lane_unknown` unit that left by a lane `event` expected
+    (one its unconfirmed divert left open), the same with `correction.reason` `lane_found` and an
+    info `lane_found` alarm instead: not a fault, the search is over. None (and nothing written)
+    when there is nothing to correct: the unit is not in the journal, was corrected already, or its
+    decision already names that lane.
     """
     envelope, topics = alarms.envelope, alarms.topics
     actual = event.lane
@@ -148,10 +158,12 @@ async def correct_mismatch(
     departure = dict(event.to_dict())
 
     def body(db: sqlite3.Connection) -> tuple[Correction, str] | None:
-        row = db.execute("SELECT decision_id, decision FROM units WHERE unit_id = ?", (unit_id,)).fetchone()
+        row = db.execute("SELECT decision_id, decision, state FROM units WHERE unit_id = ?", (unit_id,)).fetchone()
         if row is None:
             return None
-        superseded, decision_json = row
+        superseded, decision_json, state = row
+        found = state == "lane_unknown" and event.confirmed
+        reason = LANE_FOUND_REASON if found else MISMATCH_REASON
         if db.execute(
             "SELECT 1 FROM events WHERE unit_id = ? AND kind = 'divert_corrected' LIMIT 1", (unit_id,)
         ).fetchone():
@@ -167,7 +179,10 @@ async def correct_mismatch(
         now = time.time()
         decision_id = str(uuid.uuid4())
         publications: list[Publication] = []
-        note = f"left by lane {actual}, but its decision named lane {decided_lane}"
+        note = (
+            f"left by lane {actual}, one of the lanes {'/'.join(map(str, event.expected))} its unconfirmed divert "
+            "left open" if found else f"left by lane {actual}, but its decision named lane {decided_lane}"
+        )
         order_row = db.execute("SELECT cell, topic, state FROM orders WHERE decision_id = ?", (superseded,)).fetchone()
         cancelled_cell = None
         if order_row is not None and order_row[2] not in ("FINISHED", "FAILED"):
@@ -179,7 +194,7 @@ async def correct_mismatch(
                     unit_id=unit_id,
                     item_id=event.item_id,
                     lane=int(decided_lane or 0),
-                    reason=f"{MISMATCH_REASON}: unit {note}",
+                    reason=f"{reason}: unit {note}",
                     superseded_by=decision_id,
                     actual_lane=actual,
                 ),
@@ -205,7 +220,7 @@ async def correct_mismatch(
             lane_name=lane_name,
             cell=cell,
             latency_ms=None,
-            reasons=[*reasons, f"{MISMATCH_REASON}: unit {note}: quarantine, a person must check it"],
+            reasons=[*reasons, f"{reason}: unit {note}: quarantine, a person must check it"],
             divert={
                 **divert,
                 "status": divert.get("status", "unknown"),
@@ -213,7 +228,7 @@ async def correct_mismatch(
             },
             supersedes=superseded,
             correction={
-                "reason": MISMATCH_REASON,
+                "reason": reason,
                 "supersedes": superseded,
                 "decided_lane": decided_lane,
                 "actual_lane": actual,
@@ -254,14 +269,21 @@ async def correct_mismatch(
                 unit_id,
             ),
         )
-        correction = Correction(unit_id, superseded, decision_id, decided_lane, actual, cancelled_cell, cell)
-        message = (
-            f"{unit_id} {note} (PLC accepted lane {'/'.join(map(str, event.expected))}): check that lane's "
-            f"diverter; decision {superseded} superseded by {decision_id} (quarantine, lane {actual}"
+        correction = Correction(unit_id, superseded, decision_id, decided_lane, actual, cancelled_cell, cell, reason)
+        outcome = (
+            f"decision {superseded} superseded by {decision_id} (quarantine, lane {actual}"
             + (f", order to {cell}" if cell else ", no cell: a person must take it")
             + (f"; order to {cancelled_cell} cancelled)" if cancelled_cell else ")")
         )
-        publications.append(alarms.publication("event", "divert_mismatch", unit_id, message, "critical"))
+        if found:
+            message = f"{unit_id} found: an exit eye saw it leave by lane {actual}, no need to search; {outcome}"
+            publications.append(alarms.publication("event", LANE_FOUND_REASON, unit_id, message, "info"))
+        else:
+            message = (
+                f"{unit_id} {note} (PLC accepted lane {'/'.join(map(str, event.expected))}): check that lane's "
+                f"diverter; {outcome}"
+            )
+            publications.append(alarms.publication("event", MISMATCH_REASON, unit_id, message, "critical"))
         db.executemany(
             "INSERT INTO events(unit_id, at, kind, data) VALUES (?,?,?,?)",
             [
@@ -278,6 +300,7 @@ async def correct_mismatch(
                             "actual_lane": actual,
                             "cancelled_cell": cancelled_cell,
                             "order_cell": cell,
+                            "reason": reason,
                         }
                     ),
                 ),
@@ -293,10 +316,12 @@ async def correct_mismatch(
     correction, message = result
     if orders is not None and correction.order_cell is not None:
         orders.count_order(correction.actual_lane, correction.decision_id)
-    alarms.note_event("divert_mismatch", message, subject=unit_id)
-    log.error(
-        "corrected unit %s: decision %s superseded by %s, lane %s -> %s",
+    alarms.note_event(correction.reason, message, subject=unit_id)
+    log.log(
+        logging.WARNING if correction.reason == LANE_FOUND_REASON else logging.ERROR,
+        "corrected unit %s (%s): decision %s superseded by %s, lane %s -> %s",
         unit_id,
+        correction.reason,
         correction.superseded,
         correction.decision_id,
         correction.decided_lane,
@@ -362,15 +387,18 @@ async def record_departure(
         deadline = time.monotonic() + decision_wait_s
         while (unit_id := await unit_for_item(journal, event.item_id)) is None and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
-    correcting = unit_id is not None and lanes is not None and event.kind == "departed" and not event.confirmed
+    correcting = unit_id is not None and lanes is not None and event.kind == "departed"
     if correcting:
         assert unit_id is not None and lanes is not None
         # The decision and its order go out only once the divert outcome is journalled: correcting
         # before that would be overtaken by the pipeline publishing the old lane. Its own budget:
-        # time spent finding the decision must not shorten the wait for the outcome.
+        # time spent finding the decision must not shorten the wait for the outcome. A confirmed
+        # departure waits too: its outcome may be `lane_unknown`, which this departure resolves.
         wait_s = decision_wait_s if outcome_wait_s is None else outcome_wait_s
         state = await _outcome_state(journal, unit_id, wait_s)
-        if state != "decided":
+        if event.confirmed and state != "lane_unknown":
+            correcting = False  # it left where it was sent (or its outcome is still not known)
+        elif state != "decided":
             if await correct_mismatch(journal, alarms, lanes, unit_id, event, orders=orders):
                 return unit_id
             if await _corrected_already(journal, unit_id):

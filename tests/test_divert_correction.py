@@ -195,6 +195,83 @@ def test_a_mismatch_cancels_the_order_and_publishes_a_corrected_decision_once(tm
     assert any(e["kind"] == "cell_state" and e["data"].get("order") == "cancelled" for e in history["events"])
 
 
+async def _lane_unknown(journal: Journal, envelope: Envelope, unit: str, item: int, intended: int = 2) -> str:
+    """A unit whose divert to `intended` was unconfirmed and not cancelled, journalled as the pipeline
+    does it: a quarantine decision with no lane and no order, state `lane_unknown`."""
+    decision_id = f"d-{unit}"
+    body = _decision(unit, decision_id, item, intended, "cell-b")
+    await journal.record_decision(unit, decision_id, item, body, [("arrived", {"item_id": item})])
+    body.update(
+        disposition="quarantine", lane=None, lane_name=None, cell=None,
+        divert={"status": "uncertain", "intended_lane": intended},
+        recovery={"reason": "divert unconfirmed", "candidate_lanes": [0, intended],
+                  "decided_at": "2026-12-07T10:00:00.000Z"},
+    )
+    message = envelope.build("decision", body)
+    published = [Publication(TOPICS.decisions, encode(message))]
+    await journal.record_outcome(unit, "lane_unknown", message, published, None, [])
+    return decision_id
+
+
+def test_a_lane_unknown_unit_seen_leaving_by_a_candidate_lane_is_found(tmp_path: Path) -> None:
+    """An unconfirmed divert leaves the unit in one of two lanes and a person searching; the exit eye
+    that sees it leave by one of them ends the search: a decision naming that lane, its cell's order,
+    an info alarm, once."""
+    path = tmp_path / "j.db"
+
+    async def run() -> tuple[list[tuple[str, dict]], str, dict]:
+        async with Journal(path) as journal:
+            envelope = Envelope("edge-t", await journal.reserve_sequence_block())
+            alarms = Alarms(journal, envelope, TOPICS)
+            old = await _lane_unknown(journal, envelope, "U7", item=77)
+            before = await _last_seq(journal)
+            found = ExitEvent("departed", 77, 2, (0, 2), 2400.0, 2900)
+            assert found.confirmed
+            assert await record_departure(journal, alarms, found, lanes=LANES) == "U7"
+            published = await _outbox_after(journal, before)
+            again = await _last_seq(journal)
+            assert await record_departure(journal, alarms, found, lanes=LANES) == "U7"
+            assert await _outbox_after(journal, again) == []  # a repeat changes nothing
+            assert alarms.raised_total["lane_found"] == 1 and alarms.raised_total["divert_mismatch"] == 0
+            history = read_unit_history(path, "U7")
+            assert history is not None
+            return published, old, history
+
+    published, old, history = asyncio.run(run())
+    assert [topic for topic, _ in published] == [TOPICS.decisions, TOPICS.cell_orders("cell-b"), TOPICS.alarms]
+    (_, decision), (_, order), (_, alarm) = published
+    assert decision["supersedes"] == old and (decision["lane"], decision["cell"]) == (2, "cell-b")
+    assert decision["disposition"] == "quarantine" and "recovery" not in decision
+    assert decision["correction"]["reason"] == "lane_found" and decision["correction"]["decided_lane"] is None
+    assert decision["correction"]["cancelled_cell"] is None  # a lane_unknown unit had no order to cancel
+    assert any(r.startswith("lane_found: unit left by lane 2") for r in decision["reasons"])
+    assert order["decision_id"] == decision["decision_id"] and order["lane"] == 2
+    assert (alarm["code"], alarm["severity"], alarm["state"]) == ("lane_found", "info", "event")
+    assert "no need to search" in alarm["message"] and old in alarm["message"]
+    for topic, payload in published:
+        assert problems_with(topic, encode(payload)) == [], payload
+    assert history["state"] == "diverted" and history["decision"]["lane"] == 2
+    assert [(o["cell"], o["state"]) for o in history["orders"]] == [("cell-b", "QUEUED")]
+
+
+def test_a_lane_unknown_unit_leaving_by_a_lane_it_could_not_take_is_a_mismatch(tmp_path: Path) -> None:
+    async def run() -> tuple[dict, dict]:
+        async with Journal(tmp_path / "j.db") as journal:
+            envelope = Envelope("edge-t", await journal.reserve_sequence_block())
+            alarms = Alarms(journal, envelope, TOPICS)
+            await _lane_unknown(journal, envelope, "U8", item=78)
+            before = await _last_seq(journal)
+            # Candidates 0 and 2; lane 1's diverter fired on it: a fault, not a find.
+            assert await record_departure(journal, alarms, ExitEvent("departed", 78, 1, (0, 2), 2400.0, 2900),
+                                          lanes=LANES) == "U8"
+            (_, decision), _, (_, alarm) = await _outbox_after(journal, before)
+            return decision, alarm
+
+    decision, alarm = asyncio.run(run())
+    assert decision["correction"]["reason"] == "divert_mismatch" and decision["lane"] == 1
+    assert (alarm["code"], alarm["severity"]) == ("divert_mismatch", "critical")
+
+
 def test_the_correction_is_durable_and_completes_with_the_new_cell(tmp_path: Path) -> None:
     path = tmp_path / "j.db"
 
