@@ -17,14 +17,16 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 from edge import __version__
 from edge.alarms import Alarms
 from edge.catalog import Catalog
 from edge.config import StationConfig
-from edge.contract import ContractError, Envelope, Topics, parse_cell_state, utc_timestamp
-from edge.departures import answered_after_cancel, departures_loop
+from edge.contract import Envelope, Topics, utc_timestamp
+from edge.departures import departures_loop
+from edge.inbound import CellInbound
 from edge.journal import Journal
 from edge.lanes import LaneGuard, LaneRouter
 from edge.metrics import Metrics, MetricsError, error_counters
@@ -158,6 +160,7 @@ class Controller:
             )
             self.lanes = LaneRouter(LaneGuard(cfg), alarms)
             pipeline.lane_router = self.lanes
+            self._inbound = CellInbound(self.topics, journal, alarms, self.lanes)
             self.metrics = Metrics()
             pipeline.decision_listeners.append(self.metrics.observe_decision)
             if cfg.metrics.address is not None:
@@ -169,7 +172,7 @@ class Controller:
                     log.error("%s; running without a metrics endpoint", exc)
             mqtt = MqttLink(
                 host=cfg.mqtt.host, port=cfg.mqtt.port, client_id=cfg.mqtt.client_id or cfg.controller_id,
-                topics=self.topics, journal=journal, on_message=self._inbound(journal, alarms),
+                topics=self.topics, journal=journal, on_message=self._inbound,
                 on_connect=self._on_connect(journal),
                 subscriptions=[f"{self.topics.root}/cells/+/state", f"{self.topics.root}/cells/+/connection"],
                 username=cfg.mqtt.username, password_file=cfg.mqtt.password_file,
@@ -277,7 +280,7 @@ class Controller:
             text = getattr(event, "text", None)
             await mqtt.publish_now(
                 self.topics.telemetry("scanner"),
-                envelope.build("telemetry", {
+                partial(envelope.build, "telemetry", {
                     "device": "scanner", "kind": "read" if text is not None else "no_read",
                     "text": text, "aim": getattr(event, "aim", None),
                     "symbology": getattr(event, "symbology", None),
@@ -380,51 +383,8 @@ class Controller:
             if count:
                 log.info("re-sent %d unanswered order(s) or cancellation(s)", count)
 
-    def _inbound(self, journal: Journal, alarms: Alarms):
-        counters = self._inbound_counters = {"cell_states": 0, "bad_messages": 0, "duplicates": 0, "unknown": 0,
-                                             "answers_after_cancel": 0}
-
-        async def handle(topic: str, payload: bytes) -> None:
-            parsed = self.topics.cell_from_topic(topic)
-            if parsed is None:
-                return
-            cell, kind = parsed
-            if kind == "connection":
-                state = payload.decode("utf-8", "replace")[:32]
-                await self.lanes.on_connection(cell, state)
-                if state == "ONLINE":
-                    await alarms.clear("cell_offline", subject=cell)
-                else:
-                    await alarms.raise_("cell_offline", f"robot cell {cell} is {state}", subject=cell)
-                return
-            try:
-                message = parse_cell_state(payload)
-            except ContractError as exc:
-                counters["bad_messages"] += 1
-                await alarms.event("bad_message", f"bad state message from cell {cell}: {exc}", subject=cell)
-                return
-            outcome = await journal.record_cell_state(message.decision_id, cell, message.state, message.reason)
-            await alarms.cell_answered(cell)
-            await self.lanes.on_capacity(cell, message.decision_id, message.lane_capacity)
-            if outcome == "applied" and message.state == "FAILED":
-                await alarms.event("order_failed", f"cell {cell} FAILED decision {message.decision_id}: "
-                                   f"{message.reason or 'no reason given'}", subject=cell)
-            if outcome == "applied":
-                counters["cell_states"] += 1
-            elif outcome == "duplicate":
-                counters["duplicates"] += 1
-            elif outcome == "cancelled":
-                # Kept on the cancelled order (closing its cancellation), not acted on.
-                counters["answers_after_cancel"] += 1
-                await answered_after_cancel(alarms, cell, message.decision_id, message.state)
-            else:
-                counters["unknown"] += 1
-                log.warning("cell %s reported %s for %s decision %s", cell, message.state, outcome,
-                            message.decision_id)
-        return handle
-
     async def _watch_devices(self, alarms: Alarms) -> None:
-        last: dict[str, str] = {}
+        last: dict[str, Any] = {}
         garbage = GarbageWatch()
         while True:
             for name, kind in (("scanner", "garbage"), ("scale", "parse")):
@@ -442,9 +402,40 @@ class Controller:
                 elif name in last and state != "connecting":
                     await alarms.raise_("device_lost", f"{name} is {state}", subject=name, severity="critical")
             await self._watch_plc_failsafe(alarms, last)
+            await self._watch_broker(alarms, last)
             await asyncio.sleep(0.2)
 
-    async def _watch_plc_failsafe(self, alarms: Alarms, last: dict[str, str]) -> None:
+    async def _watch_broker(self, alarms: Alarms, last: dict[str, Any]) -> None:
+        # The alarm cannot reach anyone while the broker is away: it waits in the outbox with the
+        # decisions, so a technician sees it raised, then the backlog, then its clearing, in order.
+        link: MqttLink = self._parts["mqtt"]
+        state = link.state
+        if state == last.get("mqtt"):
+            return
+        if state != "online" and "mqtt" not in last and time.monotonic() - self.started_at < 10.0:
+            return  # still connecting after start
+        previous = last.get("mqtt")
+        last["mqtt"] = state
+        where = f"{self.config.mqtt.host}:{self.config.mqtt.port}"
+        if state == "online":
+            lost_at = last.pop("mqtt_lost_at", None)
+            if lost_at is not None:
+                await alarms.clear(
+                    "device_lost", subject="mqtt",
+                    message=f"MQTT broker {where} reachable again after {time.monotonic() - lost_at:.0f} s; what "
+                    "was decided meanwhile is being sent now",
+                )
+            return
+        last["mqtt_lost_at"] = time.monotonic()
+        since = "since start" if previous is None else f"since {utc_timestamp()}"
+        await alarms.raise_(
+            "device_lost",
+            f"MQTT broker {where} unreachable {since} ({link.last_error or 'no connection'}): units are still "
+            "graded and sorted; decisions, orders and alarms wait in the journal until it is back",
+            subject="mqtt", severity="critical",
+        )
+
+    async def _watch_plc_failsafe(self, alarms: Alarms, last: dict[str, Any]) -> None:
         # Not armed means every unit goes to the reject lane; a line that never armed after start
         # (PLC program not answering the heartbeat) is as loud as one that dropped out.
         safety = getattr(self._parts["plc"], "safety_state", "armed")
@@ -488,11 +479,11 @@ class Controller:
                 "by_lane": {str(k): v for k, v in pipeline.by_lane.items()},
             },
             "latency_ms": {"p50": round(p50, 2) if p50 else None, "p99": round(p99, 2) if p99 else None},
-            "errors": {**dict(pipeline.errors), **error_counters(self._parts, self._inbound_counters),
+            "errors": {**dict(pipeline.errors), **error_counters(self._parts, self._inbound.counters),
                        **{f"loop:{k}": v for k, v in self.loop_failures.items()},
                        **(pipeline.evidence.error_counters() if pipeline.evidence is not None else {})},
             "reads": dict(self._parts["reads"].counters),
-            "inbound": dict(self._inbound_counters),
+            "inbound": dict(self._inbound.counters),
             "alarms_active": len(self._parts["alarms"].active),
             "as_of": utc_timestamp(),
         }
@@ -503,7 +494,7 @@ class Controller:
         status["queues"] = {**await journal.depths(), "evidence": self._evidence_backlog()}
         envelope: Envelope = self._parts["envelope"]
         await self._parts["mqtt"].publish_now(
-            self.topics.status, envelope.build("status", status), qos=1, retain=True
+            self.topics.status, partial(envelope.build, "status", status), qos=1, retain=True
         )
 
     def _evidence_backlog(self) -> int:
@@ -536,7 +527,7 @@ class Controller:
             signals = dict(getattr(plc, "signals", {}) or {})
             await mqtt.publish_now(
                 self.topics.telemetry("plc"),
-                envelope.build("telemetry", {"device": "plc", "state": plc.state, "signals": signals}),
+                partial(envelope.build, "telemetry", {"device": "plc", "state": plc.state, "signals": signals}),
                 qos=0, retain=True,
             )
             await self._publish_device_telemetry(envelope, mqtt)
@@ -549,7 +540,7 @@ class Controller:
         reading = getattr(scale, "last_reading", None)
         await mqtt.publish_now(
             self.topics.telemetry("scale"),
-            envelope.build("telemetry", {
+            partial(envelope.build, "telemetry", {
                 "device": "scale", "protocol": self.config.scale.protocol, "state": scale.state,
                 "weight_g": round(reading.grams, 1) if reading is not None else None,
                 "stable": reading.stable if reading is not None else None,
@@ -560,7 +551,7 @@ class Controller:
         pipeline: Pipeline = self._parts["pipeline"]
         await mqtt.publish_now(
             self.topics.telemetry("camera"),
-            envelope.build("telemetry", {
+            partial(envelope.build, "telemetry", {
                 "device": "camera", "url": self.config.camera.url,
                 "frames_graded": sum(pipeline.by_grade.values()),
                 "errors": {k: v for k, v in pipeline.errors.items() if k.startswith(("camera:", "vision:"))},

@@ -32,6 +32,7 @@ class LaneGuard:
         self.min_free = min_free
         self.cell_state: dict[str, str] = {}
         self.free: dict[int, int] = {}
+        self.reported: dict[int, int] = {}  # the lane's last reported free places, before counting down
         self._lane_of_decision: OrderedDict[str, int] = OrderedDict()
 
     def on_connection(self, cell: str, state: str) -> None:
@@ -42,7 +43,7 @@ class LaneGuard:
         lane = self._lane_of_decision.get(decision_id)
         if lane_capacity is None or lane is None or self.cell_of_lane.get(lane) != cell:
             return None
-        self.free[lane] = lane_capacity
+        self.free[lane] = self.reported[lane] = lane_capacity
         return lane
 
     def why_unavailable(self, lane: int) -> str | None:
@@ -56,7 +57,13 @@ class LaneGuard:
             return f"robot cell {cell} is {state or 'not heard from'}"
         free = self.free.get(lane)
         if free is not None and free <= self.min_free:
-            return f"lane full ({free} free place(s) reported by {cell})"
+            reported = self.reported.get(lane, free)
+            if reported == free:
+                return f"lane full ({cell} reported {free} free place(s))"
+            # Counted down by the orders sent since (not picked yet, as far as the cell has said):
+            # a broker outage keeps cells from reporting, so this is the usual reason then.
+            return (f"lane full ({cell} reported {reported} free place(s), {reported - free} unit(s) sent "
+                    "there since, no report after them)")
         return None
 
     def route(self, lane: int, decision_id: str) -> tuple[int, str | None]:
@@ -120,4 +127,10 @@ class LaneRouter:
     async def on_capacity(self, cell: str, decision_id: str, lane_capacity: int | None) -> None:
         lane = self.guard.on_capacity(cell, decision_id, lane_capacity)
         if lane is not None and lane_capacity is not None and lane_capacity > self.guard.min_free:
-            await self.alarms.clear("lane_full", subject=f"lane-{lane}", message=f"lane {lane} has free places again")
+            active = self.alarms.active.get(("lane_full", f"lane-{lane}"))
+            if active is not None:
+                await self.alarms.clear(
+                    "lane_full", subject=f"lane-{lane}",
+                    message=f"lane {lane} has free places again ({cell} reports {lane_capacity}); "
+                    f"{active.count} unit(s) went to the reject/manual lane meanwhile",
+                )

@@ -112,13 +112,17 @@ class MqttLink:
         async with self._handling:
             pass
 
-    async def publish_now(self, topic: str, payload: dict, qos: int = 0, retain: bool = False) -> bool:
-        """Best-effort publish for status and telemetry; False when not connected."""
+    async def publish_now(
+        self, topic: str, build: Callable[[], dict], qos: int = 0, retain: bool = False
+    ) -> bool:
+        """Best-effort publish for status and telemetry; False when not connected. `build` makes the
+        message only once the link is up, so nothing that is never sent takes a `seq` (a gap in seq
+        then means a message was lost, not that the broker was away)."""
         client = self._client
         if client is None or not self.connected.is_set():
             return False
         try:
-            await client.publish(topic, encode(payload), qos=qos, retain=retain, timeout=2.0)
+            await client.publish(topic, encode(build()), qos=qos, retain=retain, timeout=2.0)
         except (aiomqtt.MqttError, TimeoutError):
             self.counters["publish_errors"] += 1
             return False

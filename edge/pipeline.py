@@ -356,9 +356,13 @@ class Pipeline:
                 reasons=(f"{overload}: not graded by vision, reject lane", *verdict.reasons),
             )
             intended_lane = self.config.reject_lane
+        overflow = None
         if self.lane_router is not None:
             # A lane whose cell is offline or full is never used: reject/manual lane instead, with an alarm.
+            planned_lane = intended_lane
             verdict, intended_lane = await self.lane_router.route(verdict, intended_lane, decision_id)
+            if intended_lane != planned_lane:
+                overflow = verdict.reasons[-1]  # the router's reason: which lane, and why it was out of service
         facts.timings_ms["grade"] = _ms_since(arrival.seen_at)
         body = self._decision_body(unit_id, decision_id, arrival, facts, verdict, intended_lane)
         if self.evidence is not None and facts.frame is not None and facts.damage is not None:
@@ -422,6 +426,8 @@ class Pipeline:
             # Reject lane needs no divert: the belt end is the PLC's default.
             state = "diverted"
         body["divert"] = {"status": status, "intended_lane": intended_lane}
+        if overflow is not None:
+            body["divert"]["overflow"] = overflow
         body["latency_ms"] = round(latency_ms, 2)
         body["timings_ms"] = {**{k: round(v, 1) for k, v in facts.timings_ms.items()}, "divert": round(latency_ms, 1)}
 

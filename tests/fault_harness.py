@@ -320,6 +320,8 @@ class LineRun:
                 assert physical == decision["lane"], (decision, physical)
             if any("out of service" in r for r in decision["reasons"]):
                 verdict.overflowed.append(decision_id)
+                # Which lane turned it away, and why, in a field a WMS can read (not only in the text).
+                assert "out of service" in decision["divert"].get("overflow", ""), decision
         assert not failed, f"a cell reported FAILED for a unit that was in its lane: {sorted(failed)[:5]}"
         assert_all_conform(self.recorder.messages)
         return verdict

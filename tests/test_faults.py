@@ -51,6 +51,13 @@ def test_broker_stopped_30_s_mid_run_then_restarted(mosquitto: Mosquitto, tmp_pa
     assert states[-1] == "OFFLINE" and states.count("ONLINE") >= 1
     db = sqlite3.connect(run.run_dir / "journal.db")
     assert db.execute("SELECT count(*) FROM units WHERE state != 'complete'").fetchone()[0] == 0
+    # The outage is on record for the technician: raised while the broker was away (kept in the
+    # journal), delivered after it came back, then cleared with how long it lasted.
+    outage_alarms = [a for a in run.recorder.json_on("/alarms") if (a["code"], a["subject"]) == ("device_lost", "mqtt")]
+    assert [a["state"] for a in outage_alarms] == ["raised", "cleared"], outage_alarms
+    raised, cleared = outage_alarms
+    assert raised["seq"] < cleared["seq"] and "unreachable since" in raised["message"]
+    assert int(cleared["message"].split("after ")[1].split(" s")[0]) >= 30
 
 
 def test_daemon_sigkilled_ten_times_at_random_moments(mosquitto: Mosquitto, tmp_path: Path) -> None:
@@ -99,9 +106,11 @@ def test_cell_goes_offline_and_comes_back_and_a_cell_answers_twice(mosquitto: Mo
     decisions = run.recorder.json_on("/units/decisions")
     overflowed = [d for d in decisions if any("cell-a is OFFLINE" in r for r in d["reasons"])]
     assert overflowed and all(d["lane"] == 0 and d["cell"] == "cell-q" for d in overflowed)
+    assert all("out of service: robot cell cell-a is OFFLINE" in d["divert"]["overflow"] for d in overflowed)
     alarms = run.recorder.json_on("/alarms")
     assert any(a["code"] == "cell_offline" and a["state"] == "raised" and a["subject"] == "cell-a" for a in alarms)
-    assert any(a["code"] == "cell_offline" and a["state"] == "cleared" and a["subject"] == "cell-a" for a in alarms)
+    assert any(a["code"] == "cell_offline" and a["state"] == "cleared" and a["subject"] == "cell-a"
+               and a["message"] == "robot cell cell-a is ONLINE again" for a in alarms)
     # one lane_unavailable per lane for the whole outage, cleared when cell-a was back
     unavailable = Counter((a["state"], a["subject"]) for a in alarms if a["code"] == "lane_unavailable")
     raised = {subject for state, subject in unavailable if state == "raised"}

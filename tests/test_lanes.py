@@ -51,7 +51,9 @@ def test_reported_capacity_counts_down_and_a_full_lane_overflows() -> None:
     assert guard.route(1, "d2") == (1, None)
     assert guard.route(1, "d3") == (1, None)
     routed, why = guard.route(1, "d4")  # two places were left, both now taken
-    assert routed == 0 and why is not None and why.startswith("lane full")
+    # The figure is the controller's count, not the cell's: the reason says both.
+    assert (routed, why) == (0, "lane full (cell-a reported 2 free place(s), 2 unit(s) sent there since, "
+                                "no report after them)")
     assert guard.route(2, "d5") == (2, None)  # capacity is per lane
     # a report from another cell for our decision, or for an unknown decision, changes nothing
     assert guard.on_capacity("cell-b", "d1", 10) is None
@@ -78,7 +80,9 @@ def test_router_quarantines_with_a_reason_and_raises_then_clears_lane_full(tmp_p
             await router.on_capacity("cell-a", "d1", 0)
             moved, lane = await router.route(verdict, 1, "d2")
             assert lane == 0 and moved.disposition == "quarantine" and moved.grade == "A"
-            assert "lane 1 (restock) out of service: lane full" in moved.reasons[-1]
+            assert moved.reasons[-1] == (
+                "lane 1 (restock) out of service: lane full (cell-a reported 0 free place(s)): reject/manual lane 0"
+            )
             await router.route(verdict, 1, "d3")  # still full: counted, not published again
             await router.on_capacity("cell-a", "d1", 3)
             assert (await router.route(verdict, 1, "d4"))[1] == 1
@@ -87,6 +91,9 @@ def test_router_quarantines_with_a_reason_and_raises_then_clears_lane_full(tmp_p
     alarms = asyncio.run(scenario())
     assert [(a["code"], a["state"], a["subject"]) for a in alarms] == [
         ("lane_full", "raised", "lane-1"), ("lane_full", "cleared", "lane-1")]
+    assert alarms[1]["message"] == (
+        "lane 1 has free places again (cell-a reports 3); 2 unit(s) went to the reject/manual lane meanwhile"
+    )
 
 
 def test_a_cell_outage_is_one_lane_unavailable_alarm_per_lane_cleared_when_the_cell_is_back(tmp_path: Path) -> None:

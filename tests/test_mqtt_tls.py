@@ -122,7 +122,7 @@ async def test_controller_traffic_over_tls_with_credentials_and_acl(broker, pki,
             await _wait(lambda: {t for t, _ in seen} >= {TOPICS.connection, TOPICS.decisions,
                                                          TOPICS.cell_orders("cell-a")})
             assert link.counters["secret_errors"] == 0
-            assert await link.publish_now(TOPICS.status, {"ok": True}, qos=1, retain=True)
+            assert await link.publish_now(TOPICS.status, lambda: {"ok": True}, qos=1, retain=True)
             await _wait(lambda: any(t == TOPICS.status for t, _ in seen))
             # a robot cell answers; the controller's subscription lets it through
             async with _client(broker, pki, "cell-a") as cell:
