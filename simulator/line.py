@@ -112,6 +112,8 @@ class SimulatedLine:
         )
         behaviours = {cell.id: cell for cell in self.scenario.cells}
         for cell in self.station.cells:
+            if cell.id in self.scenario.external_cells:
+                continue  # a cell of the user's own answers this one's orders
             lanes = {lane.id for lane in self.station.lanes if lane.cell == cell.id}
             behaviour = behaviours.get(cell.id)
             robot = SimulatedRobotCell(
@@ -206,7 +208,9 @@ class SimulatedLine:
             f"{', host trigger SYN T CR' if self.scanner.triggered else ''})",
             f"  scale ({self.station.scale.protocol:<6})        {e['scale']}  (pty, 9600 8N1)",
             f"  camera (HTTP frames)  {e['camera']}/frames/<trigger id>",
-            f"  robot cells           {', '.join(c.cell_id for c in self.cells)} on {e['broker']}",
+            f"  robot cells           {', '.join(c.cell_id for c in self.cells) or 'none'} on {e['broker']}"
+            + (f"; not simulated (yours to answer): {', '.join(self.scenario.external_cells)}"
+               if self.scenario.external_cells else ""),
             f"  station file          {e['station']}",
         ])
 
@@ -295,7 +299,8 @@ class SimulatedLine:
             await asyncio.sleep(0.05)
 
     async def wait_for_cells(self, expected: int, timeout_s: float = 15.0) -> int:
-        """Wait until the cells have finished `expected` orders; returns how many they did."""
+        """Wait until the simulated cells have finished `expected` orders; returns how many they did
+        (orders to external cells are not counted: the simulator does not see them finish)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             done = sum(

@@ -6,6 +6,7 @@ time, each with its ground truth (the grade a perfect station would give and the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -17,7 +18,7 @@ from edge.catalog import Catalog, CatalogItem
 from edge.config import StationConfig, load_station
 from edge.grading import DamageSummary, Observation, grade_unit
 from edge.policy import GradingPolicy, load_policy
-from edge.yamlconf import load_yaml, validate
+from edge.yamlconf import ConfigError, load_yaml, validate
 from simulator.device_faults import DeviceFault
 from simulator.render import Appearance, Imaging, camera_tilt, generate_appearance
 
@@ -91,6 +92,11 @@ class Scenario(_Strict):
         "frame costs the simulator far more than a camera takes; a late frame would count as controller latency).",
     )
     cells: list[CellBehaviour] = Field(default_factory=list, description="Robot cell behaviour.")
+    external_cells: list[str] = Field(
+        default_factory=list,
+        description="Cells of the station the simulator does not play: their orders are left to a robot cell of "
+        "your own (or a real one) on the same broker. `edge sim --external-cell ID` adds to it.",
+    )
     device_faults: list[DeviceFault] = Field(
         default_factory=list, description="Serial scanner/scale faults by unit (simulator/device_faults.py)."
     )
@@ -227,13 +233,25 @@ class UnitFactory:
         unit.expected_reasons = list(verdict.reasons)
 
 
-def load_scenario(path: Path | str) -> tuple[Scenario, StationConfig, GradingPolicy, Catalog]:
+def load_scenario(
+    path: Path | str, external_cells: Sequence[str] = ()
+) -> tuple[Scenario, StationConfig, GradingPolicy, Catalog]:
+    """The scenario at `path`, its station, grading policy and catalog. `external_cells` adds to the
+    scenario's own; each must be a cell of the station (ConfigError otherwise)."""
     scenario = validate(Scenario, load_yaml(path))
     station_path = scenario.station
     if not station_path.is_absolute():
         station_path = Path(path).resolve().parent / station_path
     station = load_station(station_path)
-    scenario = scenario.model_copy(update={"station": station_path})
+    external = list(dict.fromkeys([*scenario.external_cells, *external_cells]))
+    known = [cell.id for cell in station.cells]
+    unknown = [cell for cell in external if cell not in known]
+    if unknown:
+        raise ConfigError(path, [
+            f"{path}: external_cells: {', '.join(unknown)} not a cell of station {station_path.name} "
+            f"(its cells: {', '.join(known) or 'none'})"
+        ])
+    scenario = scenario.model_copy(update={"station": station_path, "external_cells": external})
     return scenario, station, load_policy(station.grading_policy), Catalog.load(station.catalog)
 
 
