@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from itertools import count
 from typing import Any
 
 TOPIC_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
@@ -99,11 +99,20 @@ class Envelope:
 
     def __init__(self, controller: str, first_seq: int = 1) -> None:
         self.controller = controller
-        self._seq = count(first_seq)
+        self._next_seq = first_seq
+        self._seq_lock = threading.Lock()  # a message may be built off the event loop
+
+    @property
+    def next_seq(self) -> int:
+        """The seq the next message will take."""
+        return self._next_seq
 
     def take_seq(self) -> int:
         """A seq for a message built later (off the event loop), taken now so seq follows outbox order."""
-        return next(self._seq)
+        with self._seq_lock:
+            seq = self._next_seq
+            self._next_seq += 1
+        return seq
 
     def build(self, schema: str, body: dict[str, Any], seq: int | None = None) -> dict[str, Any]:
         return {
@@ -111,7 +120,7 @@ class Envelope:
             "message_id": str(uuid.uuid4()),
             "timestamp": utc_timestamp(),
             "controller": self.controller,
-            "seq": next(self._seq) if seq is None else seq,
+            "seq": self.take_seq() if seq is None else seq,
             **body,
         }
 

@@ -44,6 +44,7 @@ from edge.recovery import (
 )
 from edge.retention import JournalConversion, retention_loop
 from edge.secrets import mqtt_tls_factory
+from edge.sequence import SeqReservation
 from edge.watchdog import sampler, watchdog_interval_s, watchdog_loop
 
 log = logging.getLogger("edge.daemon")
@@ -108,7 +109,8 @@ class Controller:
         async with contextlib.AsyncExitStack() as stack:
             journal = await stack.enter_async_context(Journal(cfg.journal.path))
             stack.callback(log.info, "journal closed: %s", cfg.journal.path)
-            envelope = Envelope(cfg.controller_id, await journal.reserve_sequence_block())
+            self._seq = await SeqReservation.start(journal, cfg.controller_id)
+            envelope = self._seq.envelope
             alarms = Alarms(journal, envelope, self.topics)
             # Alarms a restart cannot see again (order_unanswered) carry on where the last run left them.
             await alarms.restore()
@@ -524,6 +526,7 @@ class Controller:
             if now >= next_status:
                 await self._publish_status()
                 next_status = now + self.config.mqtt.status_interval_s
+            await self._seq.top_up()
             signals = dict(getattr(plc, "signals", {}) or {})
             await mqtt.publish_now(
                 self.topics.telemetry("plc"),
