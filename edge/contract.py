@@ -246,7 +246,8 @@ def order_cancellation(
     actual_lane: int | None,
 ) -> dict[str, Any]:
     """Body of an order cancellation: same decision_id as the order it withdraws. A cell that has
-    not finished that order drops it; one that has finished it (or never had it) ignores this."""
+    not finished that order (or never had it) drops it and answers FAILED "cancelled"; one that has
+    finished it repeats its final answer (docs/mqtt.md "Order cancellation")."""
     return {
         "action": "cancel",
         "decision_id": decision_id,

@@ -27,7 +27,9 @@ _PER_UNIT = {"no_read", "unstable", "overload"}
 class DeviceFault(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    unit: int = Field(ge=0, description="Index of the unit at whose scan the fault starts (0-based).")
+    unit: int = Field(
+        ge=0, description="The unit at whose scan the fault starts, as `edge sim` counts them: 1 for the first unit.",
+    )
     device: Literal["scanner", "scale"] = Field(description="Which serial device misbehaves.")
     fault: Literal["unplug", "garbage", "no_read", "unstable", "overload", "wrong_baud"] = Field(
         description="unplug/replug, a burst of noise, a failed read, a weight that never settles, "
