@@ -23,7 +23,10 @@ DefectKind = Literal["scratch", "crack"]
 # "glare" (a lamp's or window's reflection on glossy glass: a bright band with soft edges, a few
 # mm wide, across the whole screen) and "specular" (a point light's highlight, saturated) only
 # appear in the hard cases (`hard_appearance`): the everyday generator never draws them.
-BlemishKind = Literal["smudge", "oil", "stain", "reflection", "dust", "glare", "specular"]
+# "glare_end" is a glare band that ends inside the screen (a lamp tube's reflection): it runs
+# from the spec's centre, its rounded end, at `angle_deg` to the screen's edge. Nothing here draws
+# it on its own; tests and studies build it, so every seeded unit above stays the same.
+BlemishKind = Literal["smudge", "oil", "stain", "reflection", "dust", "glare", "specular", "glare_end"]
 OutlineKind = Literal["dent", "chip", "missing_part"]
 
 FRAME_SIZE: tuple[int, int] = (1280, 720)  # (width, height), like cv2
@@ -734,7 +737,7 @@ def _draw_blemish(
     the outline check would rightly see a missing piece."""
     ax0, ay0, ax1, ay1 = area_px
     cx, cy = spec.x_mm * px_per_mm, spec.y_mm * px_per_mm
-    if spec.kind == "glare":
+    if spec.kind in ("glare", "glare_end"):
         _draw_glare(patch, spec, px_per_mm, area_px)
         return
     r = spec.size_mm * px_per_mm / 2
@@ -803,7 +806,8 @@ def _draw_glare(patch: np.ndarray, spec: BlemishSpec, px_per_mm: float, area_px:
     """A glare band: the reflection of a lamp or a window edge, `size_mm` wide, straight across the
     whole screen through the spec's centre, brighter by `strength`, its edges blurred over about a
     tenth of its width (at least a pixel). Wider than any scratch, but narrow enough that the line
-    filter answers along it."""
+    filter answers along it. A "glare_end" band starts at the spec's centre instead (its end inside
+    the screen, rounded) and runs at `angle_deg` to the screen's edge."""
     ax0, ay0, ax1, ay1 = area_px
     region = patch[ay0:ay1, ax0:ax1]
     if region.size == 0:
@@ -813,7 +817,8 @@ def _draw_glare(patch: np.ndarray, spec: BlemishSpec, px_per_mm: float, area_px:
     a = math.radians(spec.angle_deg)
     reach = float(width + height)
     band = np.zeros((height, width), np.float32)
-    p0 = _pt(cx - math.cos(a) * reach, cy - math.sin(a) * reach)
+    start = 0.0 if spec.kind == "glare_end" else reach
+    p0 = _pt(cx - math.cos(a) * start, cy - math.sin(a) * start)
     p1 = _pt(cx + math.cos(a) * reach, cy + math.sin(a) * reach)
     width_px = spec.size_mm * px_per_mm
     cv2.line(band, p0, p1, 1.0, max(1, round(width_px)), cv2.LINE_AA, _SHIFT)

@@ -586,8 +586,12 @@ class DamageChecker:
             points = pixels_of(int(i))
             found = self._straight_strokes(points, 11.5)
             if found and len(found) == 2:
-                strokes[int(i)] = found
                 is_crack[i] = False
+                if not self._narrow_strokes(gray, found, low):
+                    # Two straight strokes crossing, wider than scratches: two glare bands.
+                    not_damage.append(int(i))
+                    continue
+                strokes[int(i)] = found
                 continue
             if found and spread[i] < self.crack_spread:
                 # A crack by its length alone, but one straight stroke: a scratch however long
@@ -596,6 +600,7 @@ class DamageChecker:
                 # straight, zigzag. (A spread-out component is a crack by its shape: kept.)
                 is_crack[i] = False
                 continue
+            kind = None
             if spread[i] < self.crack_spread:
                 # Long, slim and not straight: one line along a smooth curve is a scratch (a key's
                 # arc), a wandering one stays a crack.
@@ -610,6 +615,18 @@ class DamageChecker:
                     is_crack[i] = False
                     not_damage.append(int(i))
                     continue
+            # A component lying mostly along one straight line that runs on a ridge wider than a
+            # crack's arms is a glare band, with whatever meets it: a highlight on it, another
+            # band crossing it. A slim one that is no single line (`_traced_line` found none) is
+            # held to a scratch's width, as a line traced as a crack is; a spread-out one to a
+            # crack's. Cracks' arms are narrow wherever they run straight.
+            widest = self.ridge_max_width_px if spread[i] < self.crack_spread and kind is None else (
+                self.crack_max_width_px
+            )
+            if self._main_stroke_width(gray, points) > widest:
+                is_crack[i] = False
+                not_damage.append(int(i))
+                continue
             # A crack is a groove or a bright line nearly as narrow as a scratch (its impact point
             # and junctions widen it a little), in whatever direction its arms run; a glare band's
             # crossing or the ring around a highlight is wider.
@@ -756,6 +773,32 @@ class DamageChecker:
         band = self.stroke_width_px + 1.0
         found = straight_strokes(points, band, 3 * self.min_defect_px, min_crossing_deg=min_crossing_deg)
         return found or None
+
+    def _main_stroke_width(self, gray: np.ndarray, points: np.ndarray) -> float:
+        """The ridge width (`ridge_widths`, along its middle 70%) under the densest straight band
+        of a component's pixels (N, 2), when that band holds at least half of them over
+        `_MAIN_STROKE_MIN_SPAN` minimum defects' length; 0 when no such stroke."""
+        band = self.stroke_width_px + 1.0
+        if points.shape[0] < 2 * self.min_defect_px:
+            return 0.0
+        _, in_band = ridge_kernels.densest_band(points, ridge_kernels.point_mean(points), _STROKE_NORMALS, band)
+        chosen = points[in_band]
+        if chosen.shape[0] < 2:
+            return 0.0
+        mean = ridge_kernels.point_mean(chosen)
+        direction = np.linalg.svd(chosen - mean, full_matrices=False)[2][0]
+        normal = np.array([-direction[1], direction[0]])
+        on_line = np.abs((points - mean) @ normal) <= band
+        along = (points[on_line] - mean) @ direction
+        if on_line.mean() < _MAIN_STROKE_MIN_SHARE or along.size < 2:
+            return 0.0
+        span = float(along.max() - along.min())
+        if span < _MAIN_STROKE_MIN_SPAN * self.min_defect_px:
+            return 0.0
+        centre = mean + direction * float(along.max() + along.min()) / 2
+        return float(ridge_widths(
+            gray, centre[None], direction[None], np.array([0.35 * span]), 2.0 * self.line_radius_px
+        )[0])
 
     def _component_points(self, labels: np.ndarray, label: int, centre_x: float, centre_y: float, extent: float,
                           pixel_count: int = 0) -> np.ndarray:
@@ -1238,6 +1281,10 @@ def _parabola_through(x: np.ndarray, y: np.ndarray, weight: np.ndarray | None = 
     return np.linalg.solve(weighted @ basis.T, weighted @ y) @ basis
 
 
+# A crack candidate's densest straight band is its main stroke if it holds this share of its
+# pixels over this many minimum defects' length (`DamageChecker._main_stroke_width`).
+_MAIN_STROKE_MIN_SHARE = 0.5
+_MAIN_STROKE_MIN_SPAN = 3.0
 _STROKE_ANGLES = np.deg2rad(np.arange(0.0, 180.0, 2.0))
 _STROKE_NORMALS = np.stack([-np.sin(_STROKE_ANGLES), np.cos(_STROKE_ANGLES)], axis=1)
 
