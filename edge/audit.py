@@ -17,6 +17,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
+# order_sent_count: copies of the unit's order the controller put in its outbox for the broker, the
+# first send included; a reconnect that finds a copy still waiting adds none (docs/deploy.md).
 CSV_COLUMNS = (
     "unit_id", "decision_id", "item_id", "decided_at", "state", "barcode", "symbology", "gtin", "serial", "imei",
     "rma", "sku", "model", "weight_g", "expected_weight_g", "grade", "disposition", "r2_category",

@@ -25,6 +25,9 @@ def _setup_logging(verbose: bool) -> None:
     )
     for noisy in ("pymodbus", "amqtt", "transitions", "numba"):
         logging.getLogger(noisy).setLevel(logging.WARNING if verbose else logging.ERROR)
+    from edge.logformat import quiet_expected_backlog
+
+    quiet_expected_backlog()  # the simulated cells' answers held back by a broker outage
 
 
 def _install_stop_handlers(stop: callable) -> None:  # type: ignore[valid-type]
@@ -94,7 +97,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
     from simulator.scenario import load_scenario
 
     try:
-        scenario, station, policy, catalog = load_scenario(Path(args.scenario))
+        scenario, station, policy, catalog = load_scenario(Path(args.scenario), args.external_cell)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -120,7 +123,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
                 await work
                 done = await line.wait_for_cells(line.exited, timeout_s=args.linger)
                 print(f"sim: {line.inducted} units inducted, {line.exited} off the belt, "
-                      f"{done} orders finished by the cells", flush=True)
+                      f"{done} orders finished by the simulated cells", flush=True)
                 if args.linger_forever:
                     await stop.wait()
             work.cancel()
@@ -132,7 +135,11 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from edge.demo import run_demo
+    from edge.logformat import setup_logging
 
+    # The demo prints its own lines; what the simulated devices and the MQTT clients log comes
+    # through our formatter (time, level, logger), warnings and up only.
+    setup_logging(level=logging.WARNING)
     return asyncio.run(run_demo(
         units=args.units, broker=args.broker, summary_json=Path(args.summary_json) if args.summary_json else None,
         scenario_path=Path(args.scenario), run_dir=Path(args.run_dir) if args.run_dir else None,
@@ -248,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--run-dir", default="/tmp/edge-sim", help="where device links and files are written")
     sim.add_argument("--units", type=int, default=None, help="units to induct (0: until stopped)")
     sim.add_argument("--no-wait", action="store_true", help="do not wait for a controller to come ONLINE")
+    sim.add_argument("--external-cell", action="append", default=[], metavar="CELL",
+                     help="a station cell the simulator does not play, so your own robot cell answers its orders "
+                     "(repeatable; adds to the scenario's external_cells)")
     sim.add_argument("--linger", type=float, default=15.0, help="seconds to wait for the cells at the end")
     sim.add_argument("--linger-forever", action="store_true", help="keep the devices up after the last unit")
     sim.add_argument("-v", "--verbose", action="store_true")

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import signal
+import sqlite3
 import sys
 import tempfile
 import time
@@ -24,8 +25,11 @@ import aiomqtt
 
 from edge.broker import EmbeddedBroker
 from edge.contract import Topics
+from edge.journal import OPEN_ORDER
 from simulator.line import SimulatedLine
 from simulator.scenario import load_scenario
+
+ORDERS_WAIT_S = 15.0  # how long the demo waits for the cells' last answers before it stops the controller
 
 
 def say(text: str) -> None:
@@ -70,7 +74,15 @@ class DecisionWatcher:
             self.decisions.append(body)
             say(self._line(body))
         elif body.get("state") in ("FINISHED", "FAILED"):
+            # Kept for any decision_id: an answer can overtake its decision. Only answers to this
+            # run's decisions are counted (`run_answers`).
             self.cell_final[str(body.get("decision_id"))] = body["state"]
+
+    def run_answers(self) -> dict[str, str]:
+        """Final cell answers to decisions of this run. On a broker that keeps sessions, cells may
+        still get (and answer) orders of an earlier run with the same controller id: not counted."""
+        ours = {str(d.get("decision_id")) for d in self.decisions}
+        return {k: v for k, v in self.cell_final.items() if k in ours}
 
     def _truth_for(self, decision: dict[str, Any]):
         return self.line.units_by_item.get(int(decision.get("item_id") or -1))
@@ -114,6 +126,7 @@ async def run_demo(
     run_dir = run_dir or Path(tempfile.mkdtemp(prefix="edge-demo-"))
     topics = Topics(station.mqtt.topic_prefix, station.site, station.line)
     began = time.monotonic()
+    started_at = time.time()  # orders queued from now on are this run's (the journal may be reused)
     async with contextlib.AsyncExitStack() as stack:
         if broker:
             parts = urlsplit(broker)
@@ -153,10 +166,12 @@ async def run_demo(
             "      latency  truth")
         await line.run_units(units, progress=False)
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and (
-            len(watcher.decisions) < units or len(watcher.cell_final) < len(watcher.decisions)
-        ):
+        while time.monotonic() < deadline and len(watcher.decisions) < units:
             await asyncio.sleep(0.1)
+        journal_path = run_dir / "journal.db"  # where SimulatedLine's station.yaml puts the journal
+        still_open = await wait_for_open_orders(journal_path, ORDERS_WAIT_S)
+        if still_open:
+            say(f"demo: {still_open} robot cell order(s) still open after {ORDERS_WAIT_S:g} s; stopping anyway")
         say("demo: all units off the belt; stopping the controller (SIGTERM)")
         daemon.send_signal(signal.SIGTERM)
         try:
@@ -165,7 +180,8 @@ async def run_demo(
             daemon.kill()
             exit_code = await daemon.wait()
         await asyncio.sleep(0.3)
-        summary = _summary(watcher, line, units, exit_code, time.monotonic() - began)
+        summary = _summary(watcher, line, units, exit_code, time.monotonic() - began,
+                           journal_orders=order_counts(journal_path, since=started_at))
     _print_summary(summary)
     if summary_json:
         summary_json.write_text(json.dumps(summary, indent=2) + "\n")
@@ -190,8 +206,71 @@ async def _terminate(process: asyncio.subprocess.Process) -> None:
             await process.wait()
 
 
-def _summary(watcher: DecisionWatcher, line: SimulatedLine, units: int, exit_code: int, elapsed: float) -> dict:
+def open_orders(journal_path: Path) -> int | None:
+    """Orders and cancellations the cells have not answered yet, read from the controller's journal
+    (read-only, while the controller runs); None when it cannot be read."""
+    try:
+        db = sqlite3.connect(f"file:{journal_path}?mode=ro", uri=True, timeout=2.0)
+    except sqlite3.Error:
+        return None
+    try:
+        return sum(db.execute(f"SELECT count(*) FROM {table} WHERE {OPEN_ORDER}").fetchone()[0]
+                   for table in ("orders", "cancellations"))
+    except sqlite3.Error:
+        return None
+    finally:
+        db.close()
+
+
+async def wait_for_open_orders(journal_path: Path, timeout_s: float) -> int | None:
+    """Wait (at most `timeout_s`) until the journal has no open order, so the controller is not
+    stopped before the cells' last answers arrive; returns how many are still open (None: unknown)."""
+    deadline = time.monotonic() + timeout_s
+    count = open_orders(journal_path)
+    if count:
+        say(f"demo: waiting up to {timeout_s:g} s for the robot cells to answer {count} open order(s)")
+    while count and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+        count = open_orders(journal_path)
+    return count
+
+
+def order_counts(journal_path: Path, since: float) -> dict[str, int] | None:
+    """This run's robot cell orders by outcome, from the journal after the controller stopped:
+    finished, failed, and not finished (no final answer: queued, accepted, running or expired).
+    A cancelled order is not counted: the unit's newer decision has its own order."""
+    try:
+        db = sqlite3.connect(f"file:{journal_path}?mode=ro", uri=True, timeout=2.0)
+    except sqlite3.Error:
+        return None
+    try:
+        rows = db.execute("SELECT state, count(*) FROM orders WHERE queued_at >= ? GROUP BY state",
+                          (since,)).fetchall()
+    except sqlite3.Error:
+        return None
+    finally:
+        db.close()
+    states = dict(rows)
+    return {
+        "finished": states.pop("FINISHED", 0),
+        "failed": states.pop("FAILED", 0),
+        "not_finished": sum(n for state, n in states.items() if state != "CANCELLED"),
+    }
+
+
+def _summary(
+    watcher: DecisionWatcher, line: SimulatedLine, units: int, exit_code: int, elapsed: float,
+    journal_orders: dict[str, int] | None = None,
+) -> dict:
     decisions = watcher.decisions
+    answers = watcher.run_answers()
+    if journal_orders is None:
+        # No journal to read: what this run saw on MQTT, decisions sent to a cell without an answer.
+        with_cell = sum(1 for d in decisions if d.get("cell"))
+        finished = sum(1 for s in answers.values() if s == "FINISHED")
+        failed = sum(1 for s in answers.values() if s == "FAILED")
+        journal_orders = {"finished": finished, "failed": failed,
+                          "not_finished": max(0, with_cell - finished - failed)}
     verdicts = [watcher.verdict(d) for d in decisions]
     latencies = [float(d.get("latency_ms", 0.0)) for d in decisions]
     return {
@@ -203,8 +282,9 @@ def _summary(watcher: DecisionWatcher, line: SimulatedLine, units: int, exit_cod
         "matches": verdicts.count("ok"),
         "ambiguous": verdicts.count("~"),
         "mismatches": sum(1 for v in verdicts if v.startswith("MISMATCH")),
-        "orders_finished": sum(1 for s in watcher.cell_final.values() if s == "FINISHED"),
-        "orders_failed": sum(1 for s in watcher.cell_final.values() if s == "FAILED"),
+        "orders_finished": journal_orders["finished"],
+        "orders_failed": journal_orders["failed"],
+        "orders_not_finished": journal_orders["not_finished"],
         "latency_ms": {"p50": round(_percentile(latencies, 0.5), 2), "p99": round(_percentile(latencies, 0.99), 2),
                        "max": round(max(latencies, default=0.0), 2)},
         "wrong_physical_lane": sum(
@@ -227,7 +307,8 @@ def _print_summary(s: dict) -> None:
     say(f"  vs ground truth      {s['matches']} right lane, {s['mismatches']} wrong, "
         f"{s['ambiguous']} on a grade threshold")
     say(f"  units in a lane other than decided: {s['wrong_physical_lane']}")
-    say(f"  robot cell orders    {s['orders_finished']} finished, {s['orders_failed']} failed")
+    say(f"  robot cell orders    {s['orders_finished']} finished, {s['orders_failed']} failed, "
+        f"{s['orders_not_finished']} not finished")
     lat = s["latency_ms"]
     say(f"  decision latency     p50 {lat['p50']} ms, p99 {lat['p99']} ms, max {lat['max']} ms "
         "(scan photo-eye -> divert acknowledged)")

@@ -57,7 +57,7 @@ CREATE TABLE IF NOT EXISTS orders (
     topic        TEXT NOT NULL,
     payload      BLOB NOT NULL,
     state        TEXT NOT NULL,      -- QUEUED, ACCEPTED, RUNNING, FINISHED, FAILED, EXPIRED, CANCELLED
-    sent_count   INTEGER NOT NULL DEFAULT 0,
+    sent_count   INTEGER NOT NULL DEFAULT 0,  -- copies put in the outbox: the first send and each re-send
     queued_at    REAL NOT NULL,
     updated_at   REAL NOT NULL,
     reason       TEXT
@@ -557,7 +557,8 @@ class Journal:
     @staticmethod
     def _insert_order(db: sqlite3.Connection, order: OrderToSend, now: float, table: str = "orders") -> None:
         """Record a cell order (or, with table `cancellations`, the cancellation of one) as QUEUED
-        and sent once (the caller puts it in the outbox)."""
+        and sent once: `sent_count` 1 for the copy the caller puts in the outbox (see
+        `requeue_unanswered_orders` for what the count means)."""
         assert table in DELIVERIES
         db.execute(
             f"INSERT INTO {table}(decision_id, unit_id, cell, topic, payload, state, sent_count,"
@@ -669,11 +670,16 @@ class Journal:
 
     async def requeue_unanswered_orders(self, older_than_s: dict[str, float], default_s: float) -> int:
         """Put orders and cancellations with no final answer back in the outbox, same decision_id
-        and payload.
+        and payload; returns how many copies were put there (the re-sends).
 
         Unanswered ones go after the cell's timeout; accepted or running ones after three times
         that, because their FINISHED may have been lost while the cell was offline: the cell
         repeats its latest state for a decision_id it already handled, so a re-send is harmless.
+
+        `sent_count` counts the copies of an order put in the outbox, the first one included; the
+        outbox publishes each copy until the broker acknowledges it. An order whose copy is still
+        waiting there (queued during a broker outage, or not yet acknowledged) gets no second copy
+        and is not counted again: after a reconnect that copy is its first send, not a re-send.
         """
         now = time.time()
 
@@ -688,18 +694,23 @@ class Journal:
                 r for r in rows
                 if now - r[4] >= older_than_s.get(r[1], default_s) * (1 if r[5] == "QUEUED" else RUNNING_FACTOR)
             ]
+            copies = 0
             for decision_id, _cell, topic, payload, _, _ in due:
                 waiting = db.execute(
                     "SELECT 1 FROM outbox WHERE sent_at IS NULL AND topic=? AND payload=? LIMIT 1",
                     (topic, payload),
                 ).fetchone()
-                if waiting is None:  # a copy still waiting for the broker is enough
-                    self._enqueue(db, [Publication(topic, bytes(payload))], now)
+                if waiting is not None:
+                    # A copy still waiting for the broker is enough; its timeout starts again.
+                    db.execute(f"UPDATE {table} SET updated_at=? WHERE decision_id=?", (now, decision_id))
+                    continue
+                self._enqueue(db, [Publication(topic, bytes(payload))], now)
                 db.execute(
                     f"UPDATE {table} SET sent_count=sent_count+1, updated_at=? WHERE decision_id=?",
                     (now, decision_id),
                 )
-            return len(due)
+                copies += 1
+            return copies
 
         count = await self._tx(body)
         if count:

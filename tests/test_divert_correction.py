@@ -546,6 +546,8 @@ def test_a_cancellation_waits_longer_once_the_cell_reports_it_running(tmp_path: 
             assert await correct_mismatch(journal, Alarms(journal, envelope, TOPICS), LANES, "U9", _left_by(9, 0))
             assert await journal.record_cell_state(old, "cell-b", "RUNNING", None) == "cancelled"
             assert await journal.record_cell_state(old, "cell-b", "ACCEPTED", None) == "duplicate"
+            # The broker acknowledged the cancellation: a copy still waiting in the outbox is never doubled.
+            await journal.mark_sent([m.seq for m in await journal.unsent()])
 
             def age(db) -> None:  # type: ignore[no-untyped-def]
                 db.execute("UPDATE cancellations SET updated_at = updated_at - 150")

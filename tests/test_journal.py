@@ -57,12 +57,57 @@ async def test_unanswered_orders_are_requeued_with_same_payload(tmp_path: Path) 
         assert await journal.requeue_unanswered_orders({}, default_s=0) == 1
         again = await journal.unsent()
         assert [(m.topic, m.payload) for m in again] == [("t/cells/cell-a/orders", b"order")]
+        await journal.mark_sent([m.seq for m in again])
         await journal.record_cell_state("d-1", "cell-a", "ACCEPTED", None)
         # accepted is not final: re-sent only after three order timeouts (its FINISHED may be lost)
         assert await journal.requeue_unanswered_orders({"cell-a": 3600}, default_s=0) == 0
         assert await journal.requeue_unanswered_orders({}, default_s=0) == 1
         await journal.record_cell_state("d-1", "cell-a", "FINISHED", None)
         assert await journal.requeue_unanswered_orders({}, default_s=0) == 0
+
+
+def _sent_count(path: Path, decision_id: str) -> int:
+    db = sqlite3.connect(path)
+    try:
+        return db.execute("SELECT sent_count FROM orders WHERE decision_id=?", (decision_id,)).fetchone()[0]
+    finally:
+        db.close()
+
+
+async def test_a_reconnect_counts_only_the_copies_it_really_sends(tmp_path: Path) -> None:
+    """`sent_count` (`order_sent_count` in the export) counts copies put in the outbox; a reconnect
+    that finds the order's copy still waiting there sends nothing more and counts nothing more."""
+    path = tmp_path / "j.db"
+    async with Journal(path) as journal:
+        for n in (1, 2):  # each order's payload names its decision, as on the wire
+            await journal.record_decision(f"U{n}", f"d-{n}", n, {"lane": 1, "cell": "cell-a"}, [])
+            await journal.record_outcome(
+                f"U{n}", "diverted", {"lane": 1, "cell": "cell-a"}, [Publication("t/decisions", b"%d" % n)],
+                OrderToSend(f"d-{n}", f"U{n}", "cell-a", "t/cells/cell-a/orders", b"order d-%d" % n), [],
+            )
+        waiting, acknowledged = "d-1", "d-2"
+        # U2's decision and order were acknowledged before the broker went away; U1's still wait.
+        await journal.mark_sent([m.seq for m in await journal.unsent() if m.payload in (b"2", b"order d-2")])
+        assert _sent_count(path, waiting) == 1 and _sent_count(path, acknowledged) == 1
+
+        # The reconnect re-sends every open order at once (daemon: timeouts {}, default 0 s).
+        assert await journal.requeue_unanswered_orders({}, default_s=0.0) == 1
+        assert _sent_count(path, waiting) == 1  # its first copy goes out now: one send
+        assert _sent_count(path, acknowledged) == 2  # a second copy really goes out
+        orders = [m for m in await journal.unsent() if m.topic.endswith("/orders")]
+        assert len(orders) == 2  # one copy of each, none doubled
+
+        # Another reconnect before anything was acknowledged: both copies are still waiting.
+        assert await journal.requeue_unanswered_orders({}, default_s=0.0) == 0
+        assert (_sent_count(path, waiting), _sent_count(path, acknowledged)) == (1, 2)
+        # Within the timeout nothing is due at all.
+        assert await journal.requeue_unanswered_orders({"cell-a": 3600}, default_s=0.0) == 0
+
+        await journal.mark_sent([m.seq for m in await journal.unsent()])
+        assert await journal.requeue_unanswered_orders({}, default_s=0.0) == 2
+        assert (_sent_count(path, waiting), _sent_count(path, acknowledged)) == (2, 3)
+    history = read_unit_history(path, "U1")
+    assert history is not None and history["orders"][0]["sent_count"] == 2
 
 
 async def test_sequence_blocks_never_repeat(tmp_path: Path) -> None:
