@@ -74,6 +74,17 @@ class LaneGuard:
         self.count_order(lane, decision_id)
         return lane, why
 
+    def reroute(self, decision_id: str, lane: int) -> None:
+        """The unit of `decision_id` went to `lane` after all (its divert failed: the reject lane),
+        and that lane's cell gets its order: the place it took on the lane it was routed to is
+        given back (never beyond that lane's last report), and it counts on `lane` instead."""
+        old = self._lane_of_decision.get(decision_id)
+        if old == lane:
+            return
+        if old is not None and old in self.free:
+            self.free[old] = min(self.free[old] + 1, self.reported.get(old, self.free[old] + 1))
+        self.count_order(lane, decision_id)
+
     def count_order(self, lane: int, decision_id: str) -> None:
         """An order for `lane` went to its cell: one free place fewer until the cell reports again,
         and the cell's reports about `decision_id` are about that lane. Orders not sent through

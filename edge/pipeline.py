@@ -410,6 +410,9 @@ class Pipeline:
             # The unit was not diverted, so it rides to the belt end: tell the truth about where it is.
             state = "divert_failed"
             reject = self.config.lane(self.config.reject_lane)
+            if self.lane_router is not None:
+                # Its place on the intended lane is free after all; the reject lane's cell gets the order.
+                self.lane_router.guard.reroute(decision_id, reject.id)
             body = {
                 **body,
                 "disposition": "quarantine",

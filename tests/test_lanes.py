@@ -63,6 +63,21 @@ def test_reported_capacity_counts_down_and_a_full_lane_overflows() -> None:
     assert guard.route(1, "d7") == (1, None)
 
 
+def test_a_unit_whose_divert_failed_gives_its_place_back_and_counts_on_the_reject_lane() -> None:
+    guard = _guard()
+    assert guard.route(1, "d1") == (1, None)
+    assert guard.on_capacity("cell-a", "d1", 2) == 1
+    assert guard.route(1, "d2") == (1, None)  # one place left
+    guard.reroute("d2", 0)  # the PLC refused the divert: the unit rides to the reject lane
+    assert guard.free[1] == 2  # lane 1 did not get it: its place is free again
+    assert guard.on_capacity("cell-q", "d2", 7) == 0  # the reject lane's cell now reports about it
+    guard.reroute("d2", 0)  # said twice: nothing more changes
+    assert guard.free[1] == 2
+    guard.on_capacity("cell-a", "d1", 1)
+    guard.reroute("d1", 0)  # a report came since: never more places than the cell reported
+    assert guard.free[1] == 1
+
+
 def test_the_reject_lane_always_takes_a_unit() -> None:
     guard = LaneGuard(STATION)
     guard.on_connection("cell-q", "OFFLINE")
