@@ -28,7 +28,7 @@ from edge.contract import Envelope, Topics, utc_timestamp
 from edge.departures import departures_loop
 from edge.inbound import CellInbound
 from edge.journal import Journal
-from edge.lanes import LaneGuard, LaneRouter
+from edge.lanes import LaneGuard, LaneRouter, load_capacity, save_capacity
 from edge.metrics import Metrics, MetricsError, error_counters
 from edge.mqtt import MqttLink
 from edge.pipeline import Arrival, Pipeline
@@ -160,7 +160,12 @@ class Controller:
                 scanner=scanner,
                 vision_executor=vision_executor, plc=plc,
             )
-            self.lanes = LaneRouter(LaneGuard(cfg), alarms)
+            guard = LaneGuard(cfg)
+            restored = guard.restore(*await journal.transact(load_capacity))
+            if restored:
+                log.info("lane capacity carried over from the last run for lane(s) %s",
+                         ", ".join(f"{lane} ({guard.free[lane]} free)" for lane in restored))
+            self.lanes = LaneRouter(guard, alarms)
             pipeline.lane_router = self.lanes
             self._inbound = CellInbound(self.topics, journal, alarms, self.lanes)
             self.metrics = Metrics()
@@ -262,8 +267,16 @@ class Controller:
                 task.cancel()
             await asyncio.gather(*self._unit_tasks, return_exceptions=True)
         await drain_before_stop(journal, mqtt, self.config.mqtt.stop_drain_s)
+        await self._save_lane_capacity()
         await self._publish_status("stopping")
         await mqtt.stop("OFFLINE")
+
+    async def _save_lane_capacity(self) -> None:
+        guard = self.lanes.guard
+        if guard.unsaved:
+            guard.unsaved = False
+            reports = guard.reports()
+            await self._parts["journal"].transact(lambda db: save_capacity(db, reports))
 
     async def _clear_alarms_of_removed_cells(self, alarms: Alarms) -> None:
         """A restored order_unanswered of a cell no longer configured would never clear."""
@@ -527,6 +540,7 @@ class Controller:
                 await self._publish_status()
                 next_status = now + self.config.mqtt.status_interval_s
             await self._seq.top_up()
+            await self._save_lane_capacity()
             signals = dict(getattr(plc, "signals", {}) or {})
             await mqtt.publish_now(
                 self.topics.telemetry("plc"),

@@ -9,19 +9,34 @@ report, so a burst of units cannot overfill a lane between two reports.
 A unit whose lane is out of service goes to the reject/manual lane (the belt end, which always
 takes a unit) with the reason in its decision and an alarm: never to some other lane.
 
-`LaneGuard` is pure state, tested without I/O; `LaneRouter` adds the alarms.
+The last reports survive a controller restart (journal `meta`, saved within a second of a
+change): a lane that was full stays full, counted down by the orders sent since its report,
+instead of taking units again until its cell next reports. Reports older than
+CAPACITY_TRUSTED_S are not restored: after a long stop the cell's figure is news to nobody.
+
+`LaneGuard` is pure state, tested without I/O; `LaneRouter` adds the alarms; `save_capacity` and
+`load_capacity` are the journal side.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
+import sqlite3
+import time
 from collections import OrderedDict
 
 from edge.alarms import Alarms
 from edge.config import StationConfig
 from edge.grading import Verdict
 
+log = logging.getLogger("edge.lanes")
+
 REMEMBERED_DECISIONS = 5000
+CAPACITY_KEY = "lane_capacity"
+# A restart within this of a cell's last report keeps that report (crash, deploy, reboot).
+CAPACITY_TRUSTED_S = 600.0
 
 
 class LaneGuard:
@@ -33,6 +48,8 @@ class LaneGuard:
         self.cell_state: dict[str, str] = {}
         self.free: dict[int, int] = {}
         self.reported: dict[int, int] = {}  # the lane's last reported free places, before counting down
+        self.reported_at: dict[int, float] = {}  # when (time.time()) that report came
+        self.unsaved = False  # a report came that the journal does not have yet
         self._lane_of_decision: OrderedDict[str, int] = OrderedDict()
 
     def on_connection(self, cell: str, state: str) -> None:
@@ -44,7 +61,33 @@ class LaneGuard:
         if lane_capacity is None or lane is None or self.cell_of_lane.get(lane) != cell:
             return None
         self.free[lane] = self.reported[lane] = lane_capacity
+        self.reported_at[lane] = time.time()
+        self.unsaved = True
         return lane
+
+    def reports(self) -> dict[int, tuple[int, float]]:
+        """The last report of each lane: (free places reported, when), as `save_capacity` keeps them."""
+        return {lane: (self.reported[lane], self.reported_at[lane]) for lane in self.reported_at}
+
+    def restore(
+        self, reports: dict[int, tuple[int, float]], orders: list[tuple[str, int, float]], now: float | None = None
+    ) -> list[int]:
+        """Carry on from the last run: `reports` as `reports()` gave them, `orders` the recent orders
+        (decision_id, lane, queued_at), newest first. Each lane's report, if recent, counted down by
+        the orders queued after it; reports about those orders apply to their lanes again. Returns
+        the lanes whose report was restored."""
+        now = time.time() if now is None else now
+        for decision_id, lane, _ in reversed(orders[:REMEMBERED_DECISIONS]):
+            self._lane_of_decision[decision_id] = lane
+        restored = []
+        for lane, (capacity, at) in sorted(reports.items()):
+            if lane not in self.cell_of_lane or lane == self.reject_lane or now - at > CAPACITY_TRUSTED_S:
+                continue
+            sent = sum(1 for _, order_lane, queued_at in orders if order_lane == lane and queued_at > at)
+            self.reported[lane], self.reported_at[lane] = capacity, at
+            self.free[lane] = max(0, capacity - sent)
+            restored.append(lane)
+        return restored
 
     def why_unavailable(self, lane: int) -> str | None:
         if lane == self.reject_lane:
@@ -94,6 +137,36 @@ class LaneGuard:
         self._lane_of_decision[decision_id] = lane
         while len(self._lane_of_decision) > REMEMBERED_DECISIONS:
             self._lane_of_decision.popitem(last=False)
+
+
+def save_capacity(db: sqlite3.Connection, reports: dict[int, tuple[int, float]]) -> None:
+    """Keep the lanes' last reports (LaneGuard.reports) in the journal."""
+    value = json.dumps({str(lane): [capacity, at] for lane, (capacity, at) in reports.items()})
+    db.execute(
+        "INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+        (CAPACITY_KEY, value),
+    )
+
+
+def load_capacity(db: sqlite3.Connection) -> tuple[dict[int, tuple[int, float]], list[tuple[str, int, float]]]:
+    """What LaneGuard.restore needs: the saved reports and the recent orders with their lanes. A
+    saved value that does not parse is logged and ignored (the lanes start without a limit)."""
+    row = db.execute("SELECT value FROM meta WHERE key = ?", (CAPACITY_KEY,)).fetchone()
+    reports: dict[int, tuple[int, float]] = {}
+    if row is not None:
+        try:
+            for lane, (capacity, at) in json.loads(row[0]).items():
+                if isinstance(capacity, int) and capacity >= 0 and isinstance(at, int | float):
+                    reports[int(lane)] = (capacity, float(at))
+        except (ValueError, TypeError, AttributeError) as exc:
+            log.error("saved lane capacity is unreadable, starting without it: %s", exc)
+            reports = {}
+    orders = db.execute(
+        "SELECT o.decision_id, u.lane, o.queued_at FROM orders o JOIN units u ON u.decision_id = o.decision_id"
+        " WHERE u.lane IS NOT NULL ORDER BY o.queued_at DESC LIMIT ?",
+        (REMEMBERED_DECISIONS,),
+    ).fetchall()
+    return reports, [(str(d), int(lane), float(at)) for d, lane, at in orders]
 
 
 class LaneRouter:

@@ -132,3 +132,47 @@ def test_a_cell_outage_is_one_lane_unavailable_alarm_per_lane_cleared_when_the_c
         ("lane_unavailable", "raised", "lane-1"), ("lane_unavailable", "raised", "lane-2"),
         ("lane_unavailable", "cleared", "lane-1"), ("lane_unavailable", "cleared", "lane-2")]
     assert "4 unit(s)" in alarms[2]["message"] and "3 unit(s)" in alarms[3]["message"]
+
+
+def test_a_restart_keeps_recent_reports_counted_down_by_the_orders_sent_since() -> None:
+    now = 10_000.0
+    guard = _guard()
+    orders = [("d9", 1, now - 5.0), ("d8", 1, now - 20.0), ("d7", 3, now - 25.0), ("d1", 1, now - 60.0)]
+    reports = {1: (2, now - 30.0), 3: (0, now - 30.0), 4: (9, now - 3600.0), 0: (0, now - 1.0), 77: (1, now)}
+    assert guard.restore(reports, orders, now=now) == [1, 3]  # lane 4's is stale; 0 and 77 are no cell's lanes
+    assert guard.free == {1: 0, 3: 0}  # two orders to lane 1 since its report of 2; lane 3 was full
+    assert guard.why_unavailable(1) == "lane full (cell-a reported 2 free place(s), 2 unit(s) sent there since, " \
+                                       "no report after them)"
+    assert guard.why_unavailable(4) is None  # not restored: no limit until cell-b reports
+    # A report about an order of the last run counts for its lane again, and reopens it.
+    assert guard.on_capacity("cell-a", "d8", 4) == 1 and guard.why_unavailable(1) is None
+    assert guard.reports().get(3) is not None and guard.unsaved
+
+
+def test_lane_capacity_survives_a_restart_through_the_journal(tmp_path: Path) -> None:
+    from edge.lanes import load_capacity, save_capacity
+
+    from .test_divert_correction import _decided
+
+    async def run() -> tuple[LaneGuard, dict]:
+        async with Journal(tmp_path / "j.db") as journal:
+            envelope = Envelope("edge-t", await journal.reserve_sequence_block())
+            first = _guard()
+            first.route(1, "d-U1")
+            await _decided(journal, envelope, "U1", item=1, lane=1, cell="cell-a")
+            first.on_capacity("cell-a", "d-U1", 3)
+            await journal.transact(lambda db: save_capacity(db, first.reports()))
+            first.route(1, "d-U2")  # one more unit for lane 1 after the report
+            await _decided(journal, envelope, "U2", item=2, lane=1, cell="cell-a")
+        async with Journal(tmp_path / "j.db") as journal:  # the controller restarts
+            second = _guard()
+            second.restore(*await journal.transact(load_capacity))
+            # A saved value that does not parse starts the lanes without a limit, and says so.
+            await journal.transact(lambda db: db.execute("UPDATE meta SET value = '{\"1\": 5' WHERE key = ?",
+                                                          ("lane_capacity",)))
+            broken = await journal.transact(load_capacity)
+        return second, broken[0]
+
+    second, broken = asyncio.run(run())
+    assert second.free == {1: 2} and second.reported == {1: 3}
+    assert broken == {}
