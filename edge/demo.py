@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import sqlite3
 import sys
@@ -93,7 +94,17 @@ class DecisionWatcher:
             return "?"
         if truth.ambiguous:
             return "~"  # on a grade threshold: either lane is defensible
-        return "ok" if decision["lane"] == truth.expected_lane else f"MISMATCH (expected lane {truth.expected_lane})"
+        if decision["lane"] == truth.expected_lane:
+            return "ok"
+        # Graded right, but sent to the reject lane on purpose, as the decision says: its lane was full
+        # or its cell offline (a broker outage can do that), or the PLC refused the divert.
+        divert = decision.get("divert") or {}
+        overflowed = re.match(r"lane (\d+) ", str(divert.get("overflow") or ""))
+        if overflowed and int(overflowed[1]) == truth.expected_lane:
+            return f"REROUTED (lane {truth.expected_lane} out of service)"
+        if divert.get("status") not in (None, "accepted") and divert.get("intended_lane") == truth.expected_lane:
+            return f"REROUTED (divert to lane {truth.expected_lane} {divert.get('status')})"
+        return f"MISMATCH (expected lane {truth.expected_lane})"
 
     def _line(self, d: dict[str, Any]) -> str:
         identity = d.get("identity") or {}
@@ -282,6 +293,7 @@ def _summary(
         "matches": verdicts.count("ok"),
         "ambiguous": verdicts.count("~"),
         "mismatches": sum(1 for v in verdicts if v.startswith("MISMATCH")),
+        "rerouted": sum(1 for v in verdicts if v.startswith("REROUTED")),
         "orders_finished": journal_orders["finished"],
         "orders_failed": journal_orders["failed"],
         "orders_not_finished": journal_orders["not_finished"],
@@ -305,7 +317,9 @@ def _print_summary(s: dict) -> None:
     say(f"  dispositions         {s['by_disposition']}")
     say(f"  lanes                {s['by_lane']}")
     say(f"  vs ground truth      {s['matches']} right lane, {s['mismatches']} wrong, "
-        f"{s['ambiguous']} on a grade threshold")
+        f"{s['ambiguous']} on a grade threshold"
+        + (f", {s['rerouted']} to the reject lane on purpose (lane out of service or divert refused)"
+           if s.get("rerouted") else ""))
     say(f"  units in a lane other than decided: {s['wrong_physical_lane']}")
     say(f"  robot cell orders    {s['orders_finished']} finished, {s['orders_failed']} failed, "
         f"{s['orders_not_finished']} not finished")

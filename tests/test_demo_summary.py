@@ -136,3 +136,24 @@ async def test_the_pending_publish_calls_warning_is_not_printed_bare(
         assert lines and all(" DEBUG mqtt: There are " in line for line in lines)
     else:
         assert lines == []
+
+
+def test_a_unit_sent_to_the_reject_lane_on_purpose_is_not_a_wrong_lane() -> None:
+    truth = SimpleNamespace(ambiguous=False, expected_lane=1)
+    line = SimpleNamespace(units_by_item={7: truth}, final_lane={}, inducted=1)
+    watcher = DecisionWatcher("127.0.0.1", 1, TOPICS, line)  # type: ignore[arg-type]
+
+    def verdict(lane: int, divert: dict) -> str:
+        return watcher.verdict({"item_id": 7, "lane": lane, "divert": divert})
+
+    assert verdict(1, {"status": "accepted", "intended_lane": 1}) == "ok"
+    full = "lane 1 (restock) out of service: lane full (cell-a reported 0 free place(s)): reject/manual lane 0"
+    assert verdict(0, {"status": "accepted", "intended_lane": 0, "overflow": full}) == (
+        "REROUTED (lane 1 out of service)"
+    )
+    assert verdict(0, {"status": "too_late", "intended_lane": 1}) == "REROUTED (divert to lane 1 too_late)"
+    # Graded for another lane than the truth's: wrong, whatever happened to the divert.
+    other = full.replace("lane 1 (restock)", "lane 2 (refurbish)")
+    assert verdict(0, {"status": "accepted", "intended_lane": 0, "overflow": other}).startswith("MISMATCH")
+    assert verdict(0, {"status": "too_late", "intended_lane": 2}).startswith("MISMATCH")
+    assert verdict(3, {"status": "accepted", "intended_lane": 3}).startswith("MISMATCH")
