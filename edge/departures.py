@@ -89,6 +89,21 @@ _HEADER = ("schema", "message_id", "timestamp", "controller", "seq")
 _STALE = ("recovery", "timings_ms")
 
 
+def _settles_lane(event: ExitEventLike, decision_json: str) -> bool:
+    """Whether `event` says for sure which of its candidate lanes a `lane_unknown` unit took: an eye
+    edge that only this unit could explain (not one inferred while the eye stayed blocked, nor one
+    shared with a unit in the window, nor after a link gap), about a unit whose divert the tracker
+    also held uncertain between the same lanes (a PLC item id reused after a PLC restart names an
+    older unit). Anything less leaves the search to a person, as before."""
+    if not getattr(event, "sole", False) or getattr(event, "blind", False) or len(event.expected) < 2:
+        return False
+    try:
+        candidates = json.loads(decision_json).get("recovery", {}).get("candidate_lanes")
+    except (json.JSONDecodeError, AttributeError):
+        return False
+    return isinstance(candidates, list) and sorted(candidates) == sorted(event.expected)
+
+
 @dataclass(frozen=True)
 class Correction:
     """What correct_mismatch changed for one unit."""
@@ -163,6 +178,8 @@ async def correct_mismatch(
             return None
         superseded, decision_json, state = row
         found = state == "lane_unknown" and event.confirmed
+        if found and not _settles_lane(event, decision_json):
+            return None  # it left by a lane it may have taken, but not for sure: a person still looks
         reason = LANE_FOUND_REASON if found else MISMATCH_REASON
         if db.execute(
             "SELECT 1 FROM events WHERE unit_id = ? AND kind = 'divert_corrected' LIMIT 1", (unit_id,)

@@ -33,6 +33,9 @@ class ExitEvent:
     allows (one lane, or two when the divert's outcome was uncertain); `confirmed` whether they agree.
     not_seen_leaving: the unit travelled past the belt end and no exit eye was matched to it.
     unmatched_exit: an exit eye saw something no tracked unit explains (item_id is None).
+    `sole`: the eye's edge could only be this unit (no other tracked unit within the window, not
+    inferred while the eye stayed blocked): the only kind of departure that settles which of two
+    lanes an uncertain divert left a unit in.
     """
 
     kind: ExitKind
@@ -42,6 +45,7 @@ class ExitEvent:
     travelled_mm: float | None
     encoder_count: int
     blind: bool = False
+    sole: bool = False
 
     @property
     def confirmed(self) -> bool:
@@ -57,6 +61,7 @@ class ExitEvent:
             "travelled_mm": None if self.travelled_mm is None else round(self.travelled_mm, 1),
             "encoder_count": self.encoder_count,
             "link_gap": self.blind,
+            "sole_candidate": self.sole,
         }
 
 
@@ -161,6 +166,7 @@ class ExitTracker:
     def _match(self, lane: int, encoder_now: int, edge_slack_mm: float) -> ExitEvent:
         exit_mm = self.exit_mm(lane)
         best: tuple[tuple[bool, float], int, _InFlight, float] | None = None
+        candidates = 0
         if exit_mm is not None:
             target = exit_mm - self.geometry.scan_point_mm
             for item_id, unit in self._units.items():
@@ -172,6 +178,7 @@ class ExitTracker:
                 off = target - travelled
                 if not -(self.window_mm + edge_slack_mm) <= off <= self.window_mm + unit.slack_mm:
                     continue
+                candidates += 1
                 # Among units that could be there, one sent to this lane explains the edge without
                 # a fault; only when none could does the edge count against another unit.
                 rank = (lane not in unit.expected, abs(off))
@@ -181,7 +188,10 @@ class ExitTracker:
             return ExitEvent("unmatched_exit", None, lane, (), None, encoder_now)
         _, item_id, unit, travelled = best
         del self._units[item_id]
-        return ExitEvent("departed", item_id, lane, tuple(sorted(unit.expected)), travelled, encoder_now, unit.blind)
+        return ExitEvent(
+            "departed", item_id, lane, tuple(sorted(unit.expected)), travelled, encoder_now, unit.blind,
+            sole=candidates == 1,
+        )
 
     def _follow(self, lane: int, encoder_now: int, edge_slack_mm: float) -> list[ExitEvent]:
         """Units sent to `lane` that reach its exit while the eye is still blocked.

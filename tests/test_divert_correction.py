@@ -225,7 +225,18 @@ def test_a_lane_unknown_unit_seen_leaving_by_a_candidate_lane_is_found(tmp_path:
             alarms = Alarms(journal, envelope, TOPICS)
             old = await _lane_unknown(journal, envelope, "U7", item=77)
             before = await _last_seq(journal)
-            found = ExitEvent("departed", 77, 2, (0, 2), 2400.0, 2900)
+            # Evidence that does not settle it changes nothing: an edge inferred while the eye stayed
+            # blocked or shared with another unit in the window (sole False), one after a link gap,
+            # one about a unit the tracker held sure of its lane (a reused PLC item id).
+            for unsure in (
+                ExitEvent("departed", 77, 2, (0, 2), 2400.0, 2900),
+                ExitEvent("departed", 77, 2, (0, 2), 2400.0, 2900, blind=True, sole=True),
+                ExitEvent("departed", 77, 2, (2,), 2400.0, 2900, sole=True),
+            ):
+                assert unsure.confirmed
+                assert await correct_mismatch(journal, alarms, LANES, "U7", unsure) is None
+            assert await _outbox_after(journal, before) == []
+            found = ExitEvent("departed", 77, 2, (0, 2), 2400.0, 2900, sole=True)
             assert found.confirmed
             assert await record_departure(journal, alarms, found, lanes=LANES) == "U7"
             published = await _outbox_after(journal, before)
@@ -262,8 +273,8 @@ def test_a_lane_unknown_unit_leaving_by_a_lane_it_could_not_take_is_a_mismatch(t
             await _lane_unknown(journal, envelope, "U8", item=78)
             before = await _last_seq(journal)
             # Candidates 0 and 2; lane 1's diverter fired on it: a fault, not a find.
-            assert await record_departure(journal, alarms, ExitEvent("departed", 78, 1, (0, 2), 2400.0, 2900),
-                                          lanes=LANES) == "U8"
+            assert await record_departure(journal, alarms, ExitEvent("departed", 78, 1, (0, 2), 2400.0, 2900,
+                                                                     sole=True), lanes=LANES) == "U8"
             (_, decision), _, (_, alarm) = await _outbox_after(journal, before)
             return decision, alarm
 

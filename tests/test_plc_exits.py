@@ -55,6 +55,28 @@ def test_edge_at_the_lane_exit_confirms_the_unit() -> None:
     assert exits.in_flight == 0
 
 
+def test_only_an_edge_no_other_unit_explains_is_sole() -> None:
+    """`sole` (what may settle an uncertain divert's lane) only for an eye edge with one candidate:
+    not for a unit inferred to have left while the eye stayed blocked by the one ahead of it."""
+    exits = ExitTracker(TrackingGeometry(mm_per_count=1.0, scan_point_mm=0.0, diverter_mm={1: 1000.0, 2: 2000.0}),
+                        belt_end_mm=3000.0, window_mm=100.0)
+    events: list[ExitEvent] = []
+    for encoder in range(0, 3700, 50):
+        if encoder == 0:
+            exits.on_arrival(1, 0)
+            exits.expect(1, frozenset({2}))  # accepted for lane 2
+        if encoder == 300:
+            exits.on_arrival(2, 300)
+            exits.expect(2, frozenset({0, 2}))  # uncertain: lane 2 or the belt end; it rode on
+        # The first unit blocks lane 2's eye from 2000 to 2400 mm; the second reaches the belt end.
+        events += exits.observe({0: 3300 <= encoder < 3500, 1: False, 2: 2000 <= encoder < 2400}, encoder, 50.0)
+    first, second = (e for e in events if e.kind == "departed")
+    assert (first.item_id, first.lane, first.sole) == (1, 2, True)
+    # The tracker still concludes the second left by lane 2 (it may have), but not as sole evidence.
+    assert (second.item_id, second.lane, second.confirmed, second.sole) == (2, 2, True, False)
+    assert second.to_dict()["sole_candidate"] is False
+
+
 def test_unit_leaving_by_the_wrong_lane_is_a_mismatch() -> None:
     exits = _tracker()
     exits.observe({0: False, 2: False}, 0)
