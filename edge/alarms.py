@@ -187,6 +187,11 @@ class Alarms:
         log.warning("ALARM %s%s: %s", code, f" [{subject}]" if subject else "", message)
         await self._publish("raised", code, subject, message, severity)
 
+    def adopt(self, code: str, message: str, *, subject: str = "", severity: str = "warning") -> None:
+        """Hold an alarm an earlier run raised (its `raised` message already journalled) as active,
+        without publishing it again, so that this run's `clear` publishes its clearing."""
+        self.active.setdefault((code, subject), ActiveAlarm(code, subject, message, severity))
+
     async def clear(self, code: str, *, subject: str = "", message: str = "") -> None:
         alarm = self.active.pop((code, subject), None)
         if alarm is None:

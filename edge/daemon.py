@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import socket
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -188,6 +189,7 @@ class Controller:
                 protocol=cfg.mqtt.protocol, session_expiry_s=cfg.mqtt.session_expiry_s,
             )
             await stack.enter_async_context(mqtt)
+            self._mqtt_started_at = time.monotonic()
             stack.callback(vision_executor.shutdown, wait=True)
             if pipeline.evidence is not None:
                 stack.callback(pipeline.evidence.close)  # queued evidence images are written before the journal closes
@@ -423,11 +425,20 @@ class Controller:
     async def _watch_broker(self, alarms: Alarms, last: dict[str, Any]) -> None:
         # The alarm cannot reach anyone while the broker is away: it waits in the outbox with the
         # decisions, so a technician sees it raised, then the backlog, then its clearing, in order.
+        # An outage still on when the controller stopped is in the journal (`meta`), so the run
+        # after it publishes the clearing the last one owed.
         link: MqttLink = self._parts["mqtt"]
+        journal: Journal = self._parts["journal"]
+        if "mqtt_checked_journal" not in last:
+            last["mqtt_checked_journal"] = True
+            since = await journal.transact(_broker_lost_since)
+            if since is not None:
+                last["mqtt_lost_at"] = time.monotonic() - max(0.0, time.time() - since)
+                alarms.adopt("device_lost", "MQTT broker unreachable", subject="mqtt", severity="critical")
         state = link.state
         if state == last.get("mqtt"):
             return
-        if state != "online" and "mqtt" not in last and time.monotonic() - self.started_at < 10.0:
+        if state != "online" and "mqtt" not in last and time.monotonic() - self._mqtt_started_at < 10.0:
             return  # still connecting after start
         previous = last.get("mqtt")
         last["mqtt"] = state
@@ -435,13 +446,18 @@ class Controller:
         if state == "online":
             lost_at = last.pop("mqtt_lost_at", None)
             if lost_at is not None:
+                await journal.transact(lambda db: _set_broker_lost_since(db, None))
                 await alarms.clear(
                     "device_lost", subject="mqtt",
                     message=f"MQTT broker {where} reachable again after {time.monotonic() - lost_at:.0f} s; what "
                     "was decided meanwhile is being sent now",
                 )
             return
+        if "mqtt_lost_at" in last:
+            return  # the outage the last run saw is still on: its alarm stands
         last["mqtt_lost_at"] = time.monotonic()
+        lost_wall = time.time()
+        await journal.transact(lambda db: _set_broker_lost_since(db, lost_wall))
         since = "since start" if previous is None else f"since {utc_timestamp()}"
         await alarms.raise_(
             "device_lost",
@@ -575,6 +591,25 @@ class Controller:
             }),
             qos=0, retain=True,
         )
+
+
+_BROKER_LOST_KEY = "broker_lost_since"
+
+
+def _broker_lost_since(db: sqlite3.Connection) -> float | None:
+    row = db.execute("SELECT value FROM meta WHERE key = ?", (_BROKER_LOST_KEY,)).fetchone()
+    try:
+        return float(row[0]) if row else None
+    except ValueError:
+        return None
+
+
+def _set_broker_lost_since(db: sqlite3.Connection, since: float | None) -> None:
+    if since is None:
+        db.execute("DELETE FROM meta WHERE key = ?", (_BROKER_LOST_KEY,))
+    else:
+        db.execute("INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                   (_BROKER_LOST_KEY, repr(since)))
 
 
 class _Stop(Exception):

@@ -60,6 +60,28 @@ def test_broker_stopped_30_s_mid_run_then_restarted(mosquitto: Mosquitto, tmp_pa
     assert int(cleared["message"].split("after ")[1].split(" s")[0]) >= 30
 
 
+def test_a_broker_outage_alarm_is_cleared_by_the_run_after_a_kill(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    """The controller dies during a broker outage, with its `raised` alarm still in the outbox; the
+    next run, whose broker is back at once, still owes the technician the clearing."""
+    run = LineRun(tmp_path, mosquitto, units=16, rate=2.0, linger=30)
+    try:
+        run.start_sim()
+        run.start_daemon()
+        wait_for(lambda: _inducted(run) >= 4, 60, "units on the belt")
+        mosquitto.stop()
+        wait_for(lambda: "ALARM device_lost [mqtt]" in run.daemon_log(), 30, "the broker alarm")
+        run.kill_daemon()
+        mosquitto.start()
+        run.start_daemon()
+        run.finish()
+        run.verify(allow_unseen=True)
+    finally:
+        run.close()
+    outage = [a for a in run.recorder.json_on("/alarms") if (a["code"], a["subject"]) == ("device_lost", "mqtt")]
+    assert [a["state"] for a in outage] == ["raised", "cleared"], outage
+    assert "reachable again" in outage[1]["message"]
+
+
 def test_daemon_sigkilled_ten_times_at_random_moments(mosquitto: Mosquitto, tmp_path: Path) -> None:
     rng = random.Random(6)
     run = LineRun(tmp_path, mosquitto, units=120, rate=2.5, linger=40)
