@@ -388,14 +388,22 @@ class Controller:
         expiries = {cell.id: cell.order_expiry_s for cell in self.config.cells}
         mqtt: MqttLink = self._parts["mqtt"]
         alarms: Alarms = self._parts["alarms"]
+        # After a (re)connect the cells' answers held back by the outage arrive first, and the
+        # re-sends go out: no expiry until they have had three order timeouts.
+        settle_s = 3 * max([*timeouts.values(), 5.0])
+        connected_at: float | None = None
         while True:
             await asyncio.sleep(1.0)
             if not mqtt.connected.is_set():
+                connected_at = None
                 continue  # re-sends wait for the broker; every open order is re-sent on reconnect
+            if connected_at is None:
+                connected_at = time.monotonic()
             # Only while connected: a broker outage is its own alarm, and cells could not answer
-            # meanwhile. After reconnecting, every open order was re-sent once before it can expire.
-            # Each expiry is journalled with its cell's alarm, one per cell until that cell answers.
-            await alarms.expire_unanswered(expiries, default_s=900.0)
+            # meanwhile. An order never sent yet is not due (journal.orders_due_to_expire). Each
+            # expiry is journalled with its cell's alarm, one per cell until that cell answers.
+            if time.monotonic() - connected_at >= settle_s:
+                await alarms.expire_unanswered(expiries, default_s=900.0)
             count = await journal.requeue_unanswered_orders(timeouts, default_s=5.0)
             if count:
                 log.info("re-sent %d unanswered order(s) or cancellation(s)", count)

@@ -60,7 +60,8 @@ CREATE TABLE IF NOT EXISTS orders (
     sent_count   INTEGER NOT NULL DEFAULT 0,  -- copies put in the outbox: the first send and each re-send
     queued_at    REAL NOT NULL,
     updated_at   REAL NOT NULL,
-    reason       TEXT
+    reason       TEXT,
+    expiry_from  REAL                -- when a copy was last seen still waiting in the outbox (see below)
 );
 CREATE TABLE IF NOT EXISTS events (
     id           INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -87,7 +88,8 @@ CREATE TABLE IF NOT EXISTS cancellations (
     sent_count   INTEGER NOT NULL DEFAULT 0,
     queued_at    REAL NOT NULL,
     updated_at   REAL NOT NULL,
-    reason       TEXT
+    reason       TEXT,
+    expiry_from  REAL
 );
 CREATE INDEX IF NOT EXISTS cancellations_open ON cancellations(state) WHERE state NOT IN ('FINISHED', 'FAILED');
 CREATE TABLE IF NOT EXISTS meta (
@@ -383,6 +385,9 @@ class Journal:
             db.execute("PRAGMA synchronous=FULL")
             db.execute("PRAGMA foreign_keys=ON")
             db.executescript(SCHEMA)
+            for table in DELIVERIES:  # journals from before expiry_from
+                if "expiry_from" not in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN expiry_from REAL")
             integrity = db.execute("PRAGMA quick_check").fetchone()[0]
         except sqlite3.Error as exc:
             raise JournalError(f"cannot open journal {self.path}: {exc}") from exc
@@ -738,17 +743,31 @@ class Journal:
 def orders_due_to_expire(
     db: sqlite3.Connection, expiry_s: dict[str, float], default_s: float, now: float,
 ) -> list[ExpiredOrder]:
-    """The open orders and cancellations their cell has not finished within its expiry (counted from
-    the first send), for `expire_orders`; run in the transaction that expires them."""
+    """The open orders and cancellations their cell has not finished within its expiry, for
+    `expire_orders`; run in the transaction that expires them.
+
+    The expiry counts from the first send: an order whose first copy is still waiting in the outbox
+    (the broker was away since it was queued) has not been sent, so it is not due; its `expiry_from`
+    is set to now instead, and its expiry counts from there (within a second of the copy leaving, as
+    this runs every second while connected) rather than from when it was queued."""
     due = []
     for table in DELIVERIES:
         rows = db.execute(
-            f"SELECT decision_id, unit_id, cell, sent_count, queued_at, state FROM {table} WHERE {OPEN_ORDER}"
+            f"SELECT decision_id, unit_id, cell, sent_count, COALESCE(expiry_from, queued_at), topic, payload"
+            f" FROM {table} WHERE {OPEN_ORDER}"
         ).fetchall()
-        due += [
-            ExpiredOrder(r[0], r[1], r[2], r[3], now - r[4], table == "cancellations") for r in rows
-            if now - r[4] >= expiry_s.get(r[2], default_s)
-        ]
+        for decision_id, unit_id, cell, sent_count, since, topic, payload in rows:
+            if now - since < expiry_s.get(cell, default_s):
+                continue
+            # Only the first copy: a re-send waiting for a moment (they leave within milliseconds)
+            # must not give an order that was delivered long ago a new expiry.
+            waiting = sent_count <= 1 and db.execute(
+                "SELECT 1 FROM outbox WHERE sent_at IS NULL AND topic=? AND payload=? LIMIT 1", (topic, payload)
+            ).fetchone()
+            if waiting:
+                db.execute(f"UPDATE {table} SET expiry_from=? WHERE decision_id=?", (now, decision_id))
+                continue
+            due.append(ExpiredOrder(decision_id, unit_id, cell, sent_count, now - since, table == "cancellations"))
     return due
 
 

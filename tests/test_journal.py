@@ -242,3 +242,30 @@ async def test_a_closed_journal_refuses_calls(tmp_path: Path) -> None:
         await journal.enqueue([Publication("t/x", b"")])
     with pytest.raises(RuntimeError):
         await journal.unsent()
+
+
+def test_an_order_never_sent_does_not_expire_and_its_expiry_counts_from_its_first_send(tmp_path: Path) -> None:
+    """A broker outage longer than order_expiry_s: the order's only copy waited in the outbox the
+    whole time, so at the reconnect it is not expired unsent; its expiry counts from there."""
+    from edge.journal import orders_due_to_expire
+
+    async def run() -> list[tuple[float, list]]:
+        async with Journal(tmp_path / "j.db") as journal:
+            decision_id = await _decide(journal, 1)
+            queued = await journal.transact(
+                lambda db: db.execute("SELECT queued_at FROM orders WHERE decision_id=?", (decision_id,)).fetchone()[0]
+            )
+            seen = []
+            # The reconnect, 1200 s after the order was queued: its copy is still waiting.
+            for after_s in (1200.0, 1200.5):
+                due = await journal.transact(lambda db, t=queued + after_s: orders_due_to_expire(db, {}, 900.0, t))
+                seen.append((after_s, [o.decision_id for o in due]))
+            await journal.mark_sent([m.seq for m in await journal.unsent(1000)])  # and now it went out
+            for after_s in (1200.0 + 899.0, 1200.0 + 901.0):
+                due = await journal.transact(lambda db, t=queued + after_s: orders_due_to_expire(db, {}, 900.0, t))
+                seen.append((after_s, [(o.decision_id, round(o.waited_s)) for o in due]))
+            return seen
+
+    seen = asyncio.run(run())
+    # Due 901 s after the send (the alarm's "within N s" says so), not 2101 s after the queueing.
+    assert [ids for _, ids in seen] == [[], [], [], [("d-1", 901)]]
