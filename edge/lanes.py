@@ -51,6 +51,10 @@ class LaneGuard:
         self.reported_at: dict[int, float] = {}  # when (time.time()) that report came
         self.unsaved = False  # a report came that the journal does not have yet
         self._lane_of_decision: OrderedDict[str, int] = OrderedDict()
+        # Which report a decision's place was taken from (its lane's report count then): a place
+        # given back after a later report was already counted by that report.
+        self._reports_seen: dict[int, int] = {}
+        self._taken_under: OrderedDict[str, int] = OrderedDict()
 
     def on_connection(self, cell: str, state: str) -> None:
         self.cell_state[cell] = state
@@ -62,6 +66,7 @@ class LaneGuard:
             return None
         self.free[lane] = self.reported[lane] = lane_capacity
         self.reported_at[lane] = time.time()
+        self._reports_seen[lane] = self._reports_seen.get(lane, 0) + 1
         self.unsaved = True
         return lane
 
@@ -120,11 +125,13 @@ class LaneGuard:
     def reroute(self, decision_id: str, lane: int) -> None:
         """The unit of `decision_id` went to `lane` after all (its divert failed: the reject lane),
         and that lane's cell gets its order: the place it took on the lane it was routed to is
-        given back (never beyond that lane's last report), and it counts on `lane` instead."""
+        given back, unless a report for that lane came since (the cell's figure did not count a unit
+        it never had an order for), and it counts on `lane` instead."""
         old = self._lane_of_decision.get(decision_id)
         if old == lane:
             return
-        if old is not None and old in self.free:
+        taken_under = self._taken_under.pop(decision_id, None)
+        if old is not None and old in self.free and taken_under == self._reports_seen.get(old, 0):
             self.free[old] = min(self.free[old] + 1, self.reported.get(old, self.free[old] + 1))
         self.count_order(lane, decision_id)
 
@@ -134,6 +141,9 @@ class LaneGuard:
         `route` (a corrected decision's order to the lane the unit really took) count the same."""
         if lane in self.free:
             self.free[lane] = max(0, self.free[lane] - 1)
+            self._taken_under[decision_id] = self._reports_seen.get(lane, 0)
+            while len(self._taken_under) > REMEMBERED_DECISIONS:
+                self._taken_under.popitem(last=False)
         self._lane_of_decision[decision_id] = lane
         while len(self._lane_of_decision) > REMEMBERED_DECISIONS:
             self._lane_of_decision.popitem(last=False)

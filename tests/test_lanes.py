@@ -73,9 +73,20 @@ def test_a_unit_whose_divert_failed_gives_its_place_back_and_counts_on_the_rejec
     assert guard.on_capacity("cell-q", "d2", 7) == 0  # the reject lane's cell now reports about it
     guard.reroute("d2", 0)  # said twice: nothing more changes
     assert guard.free[1] == 2
-    guard.on_capacity("cell-a", "d1", 1)
-    guard.reroute("d1", 0)  # a report came since: never more places than the cell reported
-    assert guard.free[1] == 1
+
+
+def test_a_place_reported_since_is_not_given_back_twice() -> None:
+    """One place left; X takes it; the cell reports 1 free while X's divert is in flight (it has no
+    order for X); Y takes that place; X's divert fails. Giving X's place back would let a third
+    unit into a lane that has room for one."""
+    guard = _guard()
+    guard.route(1, "d0")
+    guard.on_capacity("cell-a", "d0", 1)
+    assert guard.route(1, "x") == (1, None)
+    guard.on_capacity("cell-a", "d0", 1)
+    assert guard.route(1, "y") == (1, None)
+    guard.reroute("x", 0)
+    assert guard.free[1] == 0 and guard.route(1, "z")[0] == 0
 
 
 def test_the_reject_lane_always_takes_a_unit() -> None:
