@@ -532,6 +532,15 @@ def test_densest_band_refuses_bad_input() -> None:
         ridge_kernels.densest_band(np.zeros((2, 2)), np.zeros(3), normals, 1.0)
     with pytest.raises(ValueError, match="too many bands"):  # a vote table of gigabytes
         ridge_kernels.densest_band(np.array([[0.0, 0.0], [1e9, 0.0]]), np.zeros(2), normals, 1.0)
+    # Sizes that would overflow the kernel's integers (and write outside its table) are refused
+    # before any integer is formed: a tiny band; a spread whose cell count wraps around 2**64.
+    with pytest.raises(ValueError, match="too many bands"):
+        ridge_kernels.densest_band(np.array([[0.0, 0.0], [3.0, 4.0]]), np.zeros(2), normals, 1e-300)
+    with pytest.raises(ValueError, match="too many bands"):
+        ridge_kernels.densest_band(np.array([[0.0, 0.0], [1.02e17, 0.0]]), np.zeros(2), _unit_normals(90), 1.0)
+    with pytest.raises(ValueError, match="finite"):  # finite points whose difference from the centre is not
+        ridge_kernels.densest_band(np.array([[1.5e308, 0.0], [-1.5e308, 0.0]]), np.array([-1.5e308, 0.0]), normals,
+                                   1.0)
     for band in (0.0, -1.0, np.inf, np.nan):
         with pytest.raises(ValueError, match="band"):
             ridge_kernels.densest_band(np.zeros((2, 2)), np.zeros(2), normals, band)

@@ -267,15 +267,20 @@ def _densest_band_kernel(
     ny = np.ascontiguousarray(normals[:, 1])
     reach = 0.0
     for i in range(n_points):
-        reach = max(reach, abs(points[i, 0] - centre[0]) + abs(points[i, 1] - centre[1]))
+        dx = points[i, 0] - centre[0]
+        dy = points[i, 1] - centre[1]
+        if not (math.isfinite(dx) and math.isfinite(dy)):
+            return -2  # finite points and centre whose difference is not (beyond 1.8e308)
+        reach = max(reach, abs(dx) + abs(dy))
     # With |nx|, |ny| <= 1 (the wrapper's check) and rounding monotonic, every offset lies within
     # +-reach, so these bins hold every point; the extra empty bins at the ends change no answer
     # (a pair with an empty bin holds the same points as its neighbour pair).
     per_band = 1.0 / band
+    # Sized in floating point first: a reach of many bands would overflow the integers below.
+    if not (2.0 * reach * per_band + 3.0) * n_directions <= _MAX_BAND_CELLS:
+        return -1
     lowest = np.int64(math.floor(-reach * per_band))
     row_width = np.int64(math.floor(reach * per_band)) - lowest + 2  # one empty bin of padding per row
-    if n_directions * row_width > _MAX_BAND_CELLS:
-        return -1
     votes = np.zeros(n_directions * row_width, np.int32)
     cells = np.empty(n_directions, np.uint32)
     # int32 bins: double -> int64 conversion has no vector instruction before AVX-512.
@@ -517,6 +522,8 @@ def densest_band(points: np.ndarray, centre: np.ndarray, normals: np.ndarray, ba
         raise ValueError("normals must be finite, each component within +-1")
     in_band = np.empty(points.shape[0], np.bool_)
     direction = _densest_band_kernel(points, centre, normals, float(band), in_band)
+    if direction == -2:
+        raise ValueError("points and centre must be finite, and so their differences")
     if direction < 0:
         raise ValueError(
             f"points spread over too many bands of {band!r} px: more than {_MAX_BAND_CELLS} vote cells"
