@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -818,3 +819,18 @@ def test_a_narrow_glare_band_crossed_by_a_wider_one_is_no_crack(
     frame, scene = render_scene(appearance, np.random.default_rng(seed))
     report = DamageChecker(px_per_mm=3.0, camera_homography=scene.camera).check(frame)
     assert report.cracks == [] and report.scratches == [], report.defects
+
+
+# (seed, blur_sigma added): "straight_crack" hard-case units under a slightly soft focus (blur sigma
+# about 1.0 where the renderer draws 0.5-0.9). Their crack is slim and no single traced line, and its
+# main stroke measures 4.10-4.14 px: over a scratch's 4.0, which took it for a glare band.
+@pytest.mark.parametrize(("seed", "extra_blur"), [(1349, 0.2), (1407, 0.2), (1250, 0.2)])
+def test_a_straight_crack_under_a_slightly_soft_focus_stays_a_crack(seed: int, extra_blur: float) -> None:
+    rng = np.random.default_rng([777, seed, 1])
+    category, width, height = EVAL_SIZES[seed % len(EVAL_SIZES)]
+    appearance = hard_appearance("straight_crack", category, width, height, rng)  # type: ignore[arg-type]
+    blur_sigma = appearance.imaging.blur_sigma + extra_blur
+    soft = replace(appearance, imaging=replace(appearance.imaging, blur_sigma=blur_sigma))
+    frame, scene = render_scene(soft, rng)
+    report = DamageChecker(px_per_mm=3.0, camera_homography=scene.camera).check(frame)
+    assert len(report.cracks) == 1, report.defects
