@@ -98,7 +98,10 @@ def simulated_line(
     )
     line = Line(workdir, sim)
     try:
-        wait_for(lambda: (run_dir / "station.yaml").exists(), 30, "station file")
+        # The simulator renders the frames it looks ahead for before it writes the station file:
+        # about 50 ms each on this machine's slower core.
+        lookahead = int(scenario_changes.get("camera_lookahead_units", 0) or 0)
+        wait_for(lambda: (run_dir / "station.yaml").exists(), 30 + 0.1 * lookahead, "station file")
         line.start_daemon(env, daemon_pin)
         yield line
     finally:
