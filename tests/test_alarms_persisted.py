@@ -27,6 +27,8 @@ async def _ordered(journal: Journal, unit: str, cell: str) -> None:
     await journal.record_decision(unit, f"d-{unit}", 1, {"lane": 1}, [])
     order = OrderToSend(f"d-{unit}", unit, cell, TOPICS.cell_orders(cell), b"{}")
     await journal.record_outcome(unit, "diverted", {"lane": 1}, [Publication("t/d", b"{}")], order, [])
+    # The broker took the order: from here its expiry runs (an order never sent does not expire).
+    await journal.mark_sent([m.seq for m in await journal.unsent(1000) if m.topic == order.topic])
 
 
 async def _expire(journal: Journal, alarms: Alarms) -> int:
