@@ -22,7 +22,15 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from edge.contract import Envelope, Topics, encode
-from edge.journal import ExpiredOrder, Journal, Publication, expire_orders, orders_due_to_expire
+from edge.journal import (
+    ExpiredOrder,
+    Journal,
+    Publication,
+    expire_orders,
+    orders_due_to_expire,
+    read_meta,
+    write_meta,
+)
 
 log = logging.getLogger("edge.alarms")
 
@@ -62,23 +70,20 @@ def _meta_key(code: str, subject: str) -> str:
 
 
 def _save(db: sqlite3.Connection, alarm: ActiveAlarm) -> None:
-    db.execute(
-        "INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-        (_meta_key(alarm.code, alarm.subject), json.dumps(asdict(alarm))),
-    )
+    write_meta(db, _meta_key(alarm.code, alarm.subject), json.dumps(asdict(alarm)))
 
 
 def _forget(db: sqlite3.Connection, code: str, subject: str) -> None:
-    db.execute("DELETE FROM meta WHERE key=?", (_meta_key(code, subject),))
+    write_meta(db, _meta_key(code, subject), None)
 
 
 def _load(db: sqlite3.Connection, code: str, subject: str) -> ActiveAlarm | None:
     """The journal's record of a raised persisted alarm; None when there is none (or it is damaged)."""
-    row = db.execute("SELECT value FROM meta WHERE key=?", (_meta_key(code, subject),)).fetchone()
-    if row is None:
+    value = read_meta(db, _meta_key(code, subject))
+    if value is None:
         return None
     try:
-        return _saved_alarm(row[0])
+        return _saved_alarm(value)
     except ValueError as exc:
         log.error("journal meta %s: %s; raised anew", _meta_key(code, subject), exc)
         return None

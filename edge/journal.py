@@ -478,13 +478,8 @@ class Journal:
         """First header `seq` of a fresh block; seq numbers never repeat across restarts."""
 
         def body(db: sqlite3.Connection) -> int:
-            row = db.execute("SELECT value FROM meta WHERE key='seq_reserved'").fetchone()
-            start = int(row[0]) if row else 0
-            db.execute(
-                "INSERT INTO meta(key, value) VALUES('seq_reserved', ?) "
-                "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-                (str(start + SEQ_BLOCK),),
-            )
+            start = int(read_meta(db, "seq_reserved") or 0)
+            write_meta(db, "seq_reserved", str(start + SEQ_BLOCK))
             return start + 1
 
         return await self._tx(body)
@@ -701,11 +696,7 @@ class Journal:
             ]
             copies = 0
             for decision_id, _cell, topic, payload, _, _ in due:
-                waiting = db.execute(
-                    "SELECT 1 FROM outbox WHERE sent_at IS NULL AND topic=? AND payload=? LIMIT 1",
-                    (topic, payload),
-                ).fetchone()
-                if waiting is not None:
+                if _copy_waiting(db, topic, payload):
                     # A copy still waiting for the broker is enough; its timeout starts again.
                     db.execute(f"UPDATE {table} SET updated_at=? WHERE decision_id=?", (now, decision_id))
                     continue
@@ -751,24 +742,48 @@ def orders_due_to_expire(
     is set to now instead, and its expiry counts from there (within a second of the copy leaving, as
     this runs every second while connected) rather than from when it was queued."""
     due = []
+    # Every second, over every open order: only those past the shortest expiry are read whole.
+    overdue_since = now - min([*expiry_s.values(), default_s])
     for table in DELIVERIES:
         rows = db.execute(
             f"SELECT decision_id, unit_id, cell, sent_count, COALESCE(expiry_from, queued_at), topic, payload"
-            f" FROM {table} WHERE {OPEN_ORDER}"
+            f" FROM {table} WHERE {OPEN_ORDER} AND COALESCE(expiry_from, queued_at) <= ?",
+            (overdue_since,),
         ).fetchall()
         for decision_id, unit_id, cell, sent_count, since, topic, payload in rows:
             if now - since < expiry_s.get(cell, default_s):
                 continue
             # Only the first copy: a re-send waiting for a moment (they leave within milliseconds)
             # must not give an order that was delivered long ago a new expiry.
-            waiting = sent_count <= 1 and db.execute(
-                "SELECT 1 FROM outbox WHERE sent_at IS NULL AND topic=? AND payload=? LIMIT 1", (topic, payload)
-            ).fetchone()
-            if waiting:
+            if sent_count <= 1 and _copy_waiting(db, topic, payload):
                 db.execute(f"UPDATE {table} SET expiry_from=? WHERE decision_id=?", (now, decision_id))
                 continue
             due.append(ExpiredOrder(decision_id, unit_id, cell, sent_count, now - since, table == "cancellations"))
     return due
+
+
+def _copy_waiting(db: sqlite3.Connection, topic: str, payload: bytes) -> bool:
+    """Whether a copy of this message is still in the outbox, not yet acknowledged by the broker."""
+    return db.execute(
+        "SELECT 1 FROM outbox WHERE sent_at IS NULL AND topic=? AND payload=? LIMIT 1", (topic, payload)
+    ).fetchone() is not None
+
+
+def read_meta(db: sqlite3.Connection, key: str) -> str | None:
+    """The journal's `meta` value under `key` (state a restart must find again), or None."""
+    row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def write_meta(db: sqlite3.Connection, key: str, value: str | None) -> None:
+    """Keep `value` under `key` in the journal's `meta` (None: forget it)."""
+    if value is None:
+        db.execute("DELETE FROM meta WHERE key = ?", (key,))
+    else:
+        db.execute(
+            "INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+            (key, value),
+        )
 
 
 def expire_orders(db: sqlite3.Connection, orders: list[ExpiredOrder], now: float) -> None:

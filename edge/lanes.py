@@ -30,6 +30,7 @@ from collections import OrderedDict
 from edge.alarms import Alarms
 from edge.config import StationConfig
 from edge.grading import Verdict
+from edge.journal import read_meta, write_meta
 
 log = logging.getLogger("edge.lanes")
 
@@ -151,21 +152,17 @@ class LaneGuard:
 
 def save_capacity(db: sqlite3.Connection, reports: dict[int, tuple[int, float]]) -> None:
     """Keep the lanes' last reports (LaneGuard.reports) in the journal."""
-    value = json.dumps({str(lane): [capacity, at] for lane, (capacity, at) in reports.items()})
-    db.execute(
-        "INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-        (CAPACITY_KEY, value),
-    )
+    write_meta(db, CAPACITY_KEY, json.dumps({str(lane): [capacity, at] for lane, (capacity, at) in reports.items()}))
 
 
 def load_capacity(db: sqlite3.Connection) -> tuple[dict[int, tuple[int, float]], list[tuple[str, int, float]]]:
     """What LaneGuard.restore needs: the saved reports and the recent orders with their lanes. A
     saved value that does not parse is logged and ignored (the lanes start without a limit)."""
-    row = db.execute("SELECT value FROM meta WHERE key = ?", (CAPACITY_KEY,)).fetchone()
+    saved = read_meta(db, CAPACITY_KEY)
     reports: dict[int, tuple[int, float]] = {}
-    if row is not None:
+    if saved is not None:
         try:
-            for lane, (capacity, at) in json.loads(row[0]).items():
+            for lane, (capacity, at) in json.loads(saved).items():
                 if isinstance(capacity, int) and capacity >= 0 and isinstance(at, int | float):
                     reports[int(lane)] = (capacity, float(at))
         except (ValueError, TypeError, AttributeError) as exc:
