@@ -13,7 +13,6 @@ import contextlib
 import logging
 import os
 import socket
-import sqlite3
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -28,7 +27,7 @@ from edge.config import StationConfig
 from edge.contract import Envelope, Topics, utc_timestamp
 from edge.departures import departures_loop
 from edge.inbound import CellInbound
-from edge.journal import Journal
+from edge.journal import Journal, read_meta, write_meta
 from edge.lanes import LaneGuard, LaneRouter, load_capacity, save_capacity
 from edge.metrics import Metrics, MetricsError, error_counters
 from edge.mqtt import MqttLink
@@ -411,6 +410,9 @@ class Controller:
     async def _watch_devices(self, alarms: Alarms) -> None:
         last: dict[str, Any] = {}
         garbage = GarbageWatch()
+        mqtt: MqttLink = self._parts["mqtt"]
+        broker = BrokerWatch(self._parts["journal"], alarms, f"{self.config.mqtt.host}:{self.config.mqtt.port}",
+                             started_at=self._mqtt_started_at)
         while True:
             for name, kind in (("scanner", "garbage"), ("scale", "parse")):
                 counters = getattr(self._parts[name], "errors", None)
@@ -427,52 +429,8 @@ class Controller:
                 elif name in last and state != "connecting":
                     await alarms.raise_("device_lost", f"{name} is {state}", subject=name, severity="critical")
             await self._watch_plc_failsafe(alarms, last)
-            await self._watch_broker(alarms, last)
+            await broker.check(mqtt.state, mqtt.last_error)
             await asyncio.sleep(0.2)
-
-    async def _watch_broker(self, alarms: Alarms, last: dict[str, Any]) -> None:
-        # The alarm cannot reach anyone while the broker is away: it waits in the outbox with the
-        # decisions, so a technician sees it raised, then the backlog, then its clearing, in order.
-        # An outage still on when the controller stopped is in the journal (`meta`), so the run
-        # after it publishes the clearing the last one owed.
-        link: MqttLink = self._parts["mqtt"]
-        journal: Journal = self._parts["journal"]
-        if "mqtt_checked_journal" not in last:
-            last["mqtt_checked_journal"] = True
-            since = await journal.transact(_broker_lost_since)
-            if since is not None:
-                last["mqtt_lost_at"] = time.monotonic() - max(0.0, time.time() - since)
-                alarms.adopt("device_lost", "MQTT broker unreachable", subject="mqtt", severity="critical")
-        state = link.state
-        if state == last.get("mqtt"):
-            return
-        if state != "online" and "mqtt" not in last and time.monotonic() - self._mqtt_started_at < 10.0:
-            return  # still connecting after start
-        previous = last.get("mqtt")
-        last["mqtt"] = state
-        where = f"{self.config.mqtt.host}:{self.config.mqtt.port}"
-        if state == "online":
-            lost_at = last.pop("mqtt_lost_at", None)
-            if lost_at is not None:
-                await journal.transact(lambda db: _set_broker_lost_since(db, None))
-                await alarms.clear(
-                    "device_lost", subject="mqtt",
-                    message=f"MQTT broker {where} reachable again after {time.monotonic() - lost_at:.0f} s; what "
-                    "was decided meanwhile is being sent now",
-                )
-            return
-        if "mqtt_lost_at" in last:
-            return  # the outage the last run saw is still on: its alarm stands
-        last["mqtt_lost_at"] = time.monotonic()
-        lost_wall = time.time()
-        await journal.transact(lambda db: _set_broker_lost_since(db, lost_wall))
-        since = "since start" if previous is None else f"since {utc_timestamp()}"
-        await alarms.raise_(
-            "device_lost",
-            f"MQTT broker {where} unreachable {since} ({link.last_error or 'no connection'}): units are still "
-            "graded and sorted; decisions, orders and alarms wait in the journal until it is back",
-            subject="mqtt", severity="critical",
-        )
 
     async def _watch_plc_failsafe(self, alarms: Alarms, last: dict[str, Any]) -> None:
         # Not armed means every unit goes to the reject lane; a line that never armed after start
@@ -601,25 +559,6 @@ class Controller:
         )
 
 
-_BROKER_LOST_KEY = "broker_lost_since"
-
-
-def _broker_lost_since(db: sqlite3.Connection) -> float | None:
-    row = db.execute("SELECT value FROM meta WHERE key = ?", (_BROKER_LOST_KEY,)).fetchone()
-    try:
-        return float(row[0]) if row else None
-    except ValueError:
-        return None
-
-
-def _set_broker_lost_since(db: sqlite3.Connection, since: float | None) -> None:
-    if since is None:
-        db.execute("DELETE FROM meta WHERE key = ?", (_BROKER_LOST_KEY,))
-    else:
-        db.execute("INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-                   (_BROKER_LOST_KEY, repr(since)))
-
-
 class _Stop(Exception):
     """Ends the daemon's task group when a stop was requested."""
 
@@ -648,6 +587,65 @@ async def drain_before_stop(journal: Journal, mqtt: MqttLink, bound_s: float) ->
                         "start", left, mqtt.state)
             return left
         await asyncio.sleep(0.02)
+
+
+class BrokerWatch:
+    """Turns the MQTT link's state into one critical `device_lost` alarm (subject `mqtt`) per outage.
+
+    It cannot reach anyone while the broker is away: it waits in the outbox with the decisions, so
+    a technician sees it raised, then the backlog, then its clearing, in order. An outage still on
+    when the controller stopped is kept in the journal (`meta`), so the run after it publishes the
+    clearing the last one owed. After a start the link has `start_grace_s` to connect."""
+
+    META_KEY = "broker_lost_since"
+
+    def __init__(self, journal: Journal, alarms: Alarms, where: str, *, started_at: float,
+                 start_grace_s: float = 10.0) -> None:
+        self.journal = journal
+        self.alarms = alarms
+        self.where = where
+        self.started_at = started_at
+        self.start_grace_s = start_grace_s
+        self.state: str | None = None
+        self.lost_at: float | None = None  # time.monotonic() when the outage began
+        self._journal_read = False
+
+    async def check(self, state: str, last_error: str | None) -> None:
+        if not self._journal_read:
+            self._journal_read = True
+            since = await self.journal.transact(lambda db: read_meta(db, self.META_KEY))
+            if since is not None:
+                with contextlib.suppress(ValueError):
+                    self.lost_at = time.monotonic() - max(0.0, time.time() - float(since))
+                    self.alarms.adopt("device_lost", "MQTT broker unreachable", subject="mqtt", severity="critical")
+        if state == self.state:
+            return
+        if state != "online" and self.state is None and time.monotonic() - self.started_at < self.start_grace_s:
+            return  # still connecting after start
+        previous, self.state = self.state, state
+        if state == "online":
+            if self.lost_at is not None:
+                lasted_s = time.monotonic() - self.lost_at
+                self.lost_at = None
+                await self.journal.transact(lambda db: write_meta(db, self.META_KEY, None))
+                await self.alarms.clear(
+                    "device_lost", subject="mqtt",
+                    message=f"MQTT broker {self.where} reachable again after {lasted_s:.0f} s; what was decided "
+                    "meanwhile is being sent now",
+                )
+            return
+        if self.lost_at is not None:
+            return  # the outage the last run saw is still on: its alarm stands
+        self.lost_at = time.monotonic()
+        lost_wall = repr(time.time())
+        await self.journal.transact(lambda db: write_meta(db, self.META_KEY, lost_wall))
+        since = "since start" if previous is None else f"since {utc_timestamp()}"
+        await self.alarms.raise_(
+            "device_lost",
+            f"MQTT broker {self.where} unreachable {since} ({last_error or 'no connection'}): units are still "
+            "graded and sorted; decisions, orders and alarms wait in the journal until it is back",
+            subject="mqtt", severity="critical",
+        )
 
 
 class GarbageWatch:
