@@ -49,6 +49,8 @@ class ExitEventLike(Protocol):
     item_id: int | None
     lane: int | None
     expected: tuple[int, ...]
+    blind: bool
+    sole: bool
 
     @property
     def confirmed(self) -> bool: ...
@@ -95,7 +97,7 @@ def _settles_lane(event: ExitEventLike, decision_json: str) -> bool:
     shared with a unit in the window, nor after a link gap), about a unit whose divert the tracker
     also held uncertain between the same lanes (a PLC item id reused after a PLC restart names an
     older unit). Anything less leaves the search to a person, as before."""
-    if not getattr(event, "sole", False) or getattr(event, "blind", False) or len(event.expected) < 2:
+    if not event.sole or event.blind or len(event.expected) < 2:
         return False
     try:
         candidates = json.loads(decision_json).get("recovery", {}).get("candidate_lanes")
