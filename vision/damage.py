@@ -786,13 +786,10 @@ class DamageChecker:
         band = self.stroke_width_px + 1.0
         if points.shape[0] < 2 * self.min_defect_px:
             return 0.0
-        _, in_band = ridge_kernels.densest_band(points, ridge_kernels.point_mean(points), _STROKE_NORMALS, band)
-        chosen = points[in_band]
-        if chosen.shape[0] < 2:
+        line = densest_line(points, band)
+        if line is None:
             return 0.0
-        mean = ridge_kernels.point_mean(chosen)
-        direction = np.linalg.svd(chosen - mean, full_matrices=False)[2][0]
-        normal = np.array([-direction[1], direction[0]])
+        mean, direction, normal = line
         on_line = np.abs((points - mean) @ normal) <= band
         along = (points[on_line] - mean) @ direction
         if on_line.mean() < _MAIN_STROKE_MIN_SHARE or along.size < 2:
@@ -1294,6 +1291,23 @@ _STROKE_ANGLES = np.deg2rad(np.arange(0.0, 180.0, 2.0))
 _STROKE_NORMALS = np.stack([-np.sin(_STROKE_ANGLES), np.cos(_STROKE_ANGLES)], axis=1)
 
 
+def densest_line(points: np.ndarray, band: float) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The straight line through the most of `points` (N, 2): a Hough vote over 90 directions for
+    the densest band `band` px either side of a line, refined by a least-squares fit (principal
+    axis) of that band's points. Returns (a point on it, its unit direction, its unit normal), or
+    None when the band holds fewer than 2 points."""
+    # The votes of all directions and the points of the best band, two adjacent bins (a stroke
+    # straddling a bin edge still counts whole), in one Numba pass: the NumPy way, a bincount
+    # over a row per direction, cost 0.5 ms per stroke. Ties go to the first direction and bin.
+    _, in_band = ridge_kernels.densest_band(points, ridge_kernels.point_mean(points), _STROKE_NORMALS, band)
+    chosen = points[in_band]
+    if chosen.shape[0] < 2:
+        return None
+    mean = ridge_kernels.point_mean(chosen)
+    direction = np.linalg.svd(chosen - mean, full_matrices=False)[2][0]
+    return mean, direction, np.array([-direction[1], direction[0]])
+
+
 def straight_strokes(
     points: np.ndarray, band: float, min_length: float, cover: float = 0.9, max_wobble: float = 1.8,
     min_crossing_deg: float = 11.5,
@@ -1319,18 +1333,10 @@ def straight_strokes(
     for _ in range(2):
         if remaining.shape[0] < min_length:
             break
-        # The votes of all directions and the points of the best band, two adjacent bins (a stroke
-        # straddling a bin edge still counts whole), in one Numba pass: the NumPy way, a bincount
-        # over a row per direction, cost 0.5 ms per stroke. Ties go to the first direction and bin.
-        _, in_band = ridge_kernels.densest_band(remaining, ridge_kernels.point_mean(remaining), _STROKE_NORMALS, band)
-        chosen = remaining[in_band]
-        if chosen.shape[0] < 2:
+        line = densest_line(remaining, band)
+        if line is None:
             break
-        # Least-squares refinement: the band's principal axis.
-        mean = ridge_kernels.point_mean(chosen)
-        _, _, vt = np.linalg.svd(chosen - mean, full_matrices=False)
-        direction = vt[0]
-        normal = np.array([-direction[1], direction[0]])
+        mean, direction, normal = line
         # Extent and continuity over all the points: the first stroke took the crossing's pixels.
         on_line = np.abs((every - mean) @ normal) <= band
         along = np.sort((every[on_line] - mean) @ direction)
