@@ -18,8 +18,9 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import aiomqtt
@@ -29,6 +30,8 @@ from edge.contract import Topics
 from edge.journal import OPEN_ORDER
 from simulator.line import SimulatedLine
 from simulator.scenario import load_scenario
+
+T = TypeVar("T")
 
 ORDERS_WAIT_S = 15.0  # how long the demo waits for the cells' last answers before it stops the controller
 
@@ -217,20 +220,28 @@ async def _terminate(process: asyncio.subprocess.Process) -> None:
             await process.wait()
 
 
-def open_orders(journal_path: Path) -> int | None:
-    """Orders and cancellations the cells have not answered yet, read from the controller's journal
-    (read-only, while the controller runs); None when it cannot be read."""
+def _read_journal(journal_path: Path, query: Callable[[sqlite3.Connection], T]) -> T | None:
+    """`query` on the controller's journal, opened read-only (the controller may be running);
+    None when it cannot be read."""
     try:
         db = sqlite3.connect(f"file:{journal_path}?mode=ro", uri=True, timeout=2.0)
     except sqlite3.Error:
         return None
     try:
-        return sum(db.execute(f"SELECT count(*) FROM {table} WHERE {OPEN_ORDER}").fetchone()[0]
-                   for table in ("orders", "cancellations"))
+        return query(db)
     except sqlite3.Error:
         return None
     finally:
         db.close()
+
+
+def open_orders(journal_path: Path) -> int | None:
+    """Orders and cancellations the cells have not answered yet, read from the controller's journal
+    (read-only, while the controller runs); None when it cannot be read."""
+    return _read_journal(journal_path, lambda db: sum(
+        db.execute(f"SELECT count(*) FROM {table} WHERE {OPEN_ORDER}").fetchone()[0]
+        for table in ("orders", "cancellations")
+    ))
 
 
 async def wait_for_open_orders(journal_path: Path, timeout_s: float) -> int | None:
@@ -250,17 +261,11 @@ def order_counts(journal_path: Path, since: float) -> dict[str, int] | None:
     """This run's robot cell orders by outcome, from the journal after the controller stopped:
     finished, failed, and not finished (no final answer: queued, accepted, running or expired).
     A cancelled order is not counted: the unit's newer decision has its own order."""
-    try:
-        db = sqlite3.connect(f"file:{journal_path}?mode=ro", uri=True, timeout=2.0)
-    except sqlite3.Error:
+    rows = _read_journal(journal_path, lambda db: db.execute(
+        "SELECT state, count(*) FROM orders WHERE queued_at >= ? GROUP BY state", (since,)
+    ).fetchall())
+    if rows is None:
         return None
-    try:
-        rows = db.execute("SELECT state, count(*) FROM orders WHERE queued_at >= ? GROUP BY state",
-                          (since,)).fetchall()
-    except sqlite3.Error:
-        return None
-    finally:
-        db.close()
     states = dict(rows)
     return {
         "finished": states.pop("FINISHED", 0),
