@@ -418,6 +418,17 @@ class Controller:
                 counters = getattr(self._parts[name], "errors", None)
                 if counters is not None:
                     await garbage.check(alarms, name, counters[kind], time.monotonic())
+            buses_seen: set[int] = set()
+            for name, link in {"plc": self._parts["plc"], **self._parts.get("plc_devices", {})}.items():
+                # Replies that make no sense, and bytes no request asked for (RTU line noise). Noise
+                # belongs to the bus, so it counts once: on the first device of each shared bus.
+                counters = getattr(link, "counters", None) or {}
+                bad = counters.get("malformed", 0)
+                bus = getattr(link, "bus", None)
+                if bus is not None and id(bus) not in buses_seen:
+                    buses_seen.add(id(bus))
+                    bad += counters.get("line_noise", 0)
+                await garbage.check(alarms, name, bad, time.monotonic(), what="reply(ies)/burst(s)")
             devices = {name: self._parts[name] for name in ("scanner", "scale", "plc")}
             for name, device in {**devices, **self._parts.get("plc_devices", {})}.items():
                 state = getattr(device, "state", "unknown")
@@ -657,7 +668,8 @@ class GarbageWatch:
         self._count: dict[str, int] = {}
         self._last_at: dict[str, float] = {}
 
-    async def check(self, alarms: Alarms, device: str, count: int, now: float) -> None:
+    async def check(self, alarms: Alarms, device: str, count: int, now: float,
+                    what: str = "line(s)/frame(s)") -> None:
         previous = self._count.get(device, 0)
         self._count[device] = count
         if count > previous:
@@ -665,7 +677,7 @@ class GarbageWatch:
             self._last_at[device] = now
             await alarms.raise_(
                 "device_garbage",
-                f"{device} sent {count - previous} line(s)/frame(s) that are not valid data "
+                f"{device} sent {count - previous} {what} that are not valid data "
                 f"({count} so far): check baud rate, parity and cabling",
                 subject=device,
             )

@@ -8,6 +8,10 @@ probes instead of polling it every cycle, so the live devices keep their poll ra
 dies mid-run is not retried back to back either: after its first timed-out poll only its poll loop
 may use the bus (heartbeat writes and diverts are withheld) and it waits 2 x timeout between polls,
 so it costs the others one timeout at a time. `RtuBus.history` records what each request cost.
+
+Bytes that arrive while no request waits for a reply (line noise, a device answering late or a
+second master on the bus) never reach a poll: pymodbus drops them when the next request starts.
+`RtuBus.stray_receptions` counts them so they show up as the `line_noise` counter and alarm.
 """
 
 from __future__ import annotations
@@ -56,6 +60,8 @@ class RtuBus:
         # (device id, outcome) of the latest requests that went on the wire, oldest first: what
         # each device cost the bus, for diagnostics and tests (outcome: "ok" or a failure kind).
         self.history: collections.deque[tuple[int, str]] = collections.deque(maxlen=4096)
+        # Receptions (one per chunk the serial port delivered) while no request waited for a reply.
+        self.stray_receptions = 0
         self._client: AsyncModbusSerialClient | None = None
         self._lock = asyncio.Lock()
 
@@ -91,6 +97,7 @@ class RtuBus:
                 retries=0,  # a retried poll is a late poll; the links own retrying
                 reconnect_delay=0,  # the links own reconnecting, with backoff
                 name=self.name,
+                trace_packet=self._watch_packet,
             )
             try:
                 ok = await client.connect()
@@ -105,6 +112,18 @@ class RtuBus:
             self._client = client
             log.info("%s: opened %s at %d baud", self.name, self.port, self.baudrate)
             return client
+
+    def _watch_packet(self, sending: bool, data: bytes) -> bytes:
+        """pymodbus' packet hook: counts bytes that arrive when no request is waiting for them."""
+        if not sending:
+            # pymodbus 3.16 internals (pinned): its transaction manager (`ctx`) holds the future
+            # of the request in flight, done once answered or timed out; `request_dev_id` stays 0
+            # until the first request went out.
+            ctx = getattr(self._client, "ctx", None)
+            future = getattr(ctx, "response_future", None)
+            if ctx is None or getattr(ctx, "request_dev_id", 0) == 0 or future is None or future.done():
+                self.stray_receptions += 1
+        return data
 
     def close(self) -> None:
         client, self._client = self._client, None
@@ -132,6 +151,9 @@ class RtuPlcLink(PlcLink):
             if exc.kind != "disconnected":  # "disconnected" never reached the wire
                 self.bus.history.append((device_id, exc.kind))
             raise
+        finally:
+            # The bus' figure: noise belongs to the wire, not to the device this link talks to.
+            self.counters["line_noise"] = self.bus.stray_receptions
         self.bus.history.append((device_id, "ok"))
         return reply
 
