@@ -97,12 +97,16 @@ class Controller:
         from drivers.scales import open_scale
         from drivers.scanner import SerialScanner
         from plc.factory import build_links as build_plc_links
+        from vision.compiler_pages import release_compiler_pages
         from vision.damage import DamageChecker, warm_up
 
         began = time.monotonic()
         log.info("warming up the vision kernels")
         await asyncio.to_thread(warm_up)
         log.info("vision kernels ready in %.2f s", time.monotonic() - began)
+        released_kb = release_compiler_pages()  # LLVM's code is not run again once the kernels are loaded
+        if released_kb:
+            log.info("handed %.0f MB of LLVM code pages back to the kernel", released_kb / 1024)
 
         cfg = self.config
         vision_executor = ThreadPoolExecutor(max_workers=cfg.vision.workers, thread_name_prefix="vision")
