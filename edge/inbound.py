@@ -1,10 +1,12 @@
 """What the controller does with each message a robot cell publishes (docs/mqtt.md "Cell state").
 
 `cells/{cell}/connection` (retained ONLINE / OFFLINE / CONNECTIONBROKEN) switches the cell's lanes
-in and out of service and raises or clears `cell_offline`. `cells/{cell}/state` answers an order or
-a cancellation: it is parsed (a bad one is counted and alarmed, never acted on), applied to the
-journal once, and its `lane_capacity` goes to the lane guard, repeats included (a cell reopens a
-full lane by repeating its latest state with the new figure).
+in and out of service and raises or clears `cell_offline`; a cell seen coming back ONLINE gets its
+unanswered orders and cancellations re-sent at once, not at its next order timeout.
+`cells/{cell}/state` answers an order or a cancellation: it is parsed (a bad one is counted and
+alarmed, never acted on), applied to the journal once, and its `lane_capacity` goes to the lane
+guard, repeats included (a cell reopens a full lane by repeating its latest state with the new
+figure).
 
 The counters are the status message's `inbound` object.
 """
@@ -12,6 +14,7 @@ The counters are the status message's `inbound` object.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Protocol
 
 from edge.alarms import Alarms
@@ -41,6 +44,7 @@ class CellInbound:
         self.journal = journal
         self.alarms = alarms
         self.lanes = lanes
+        self._connection_state: dict[str, str] = {}
         self.counters = {
             "cell_states": 0,  # answers applied to an open order
             "bad_messages": 0,
@@ -86,8 +90,18 @@ class CellInbound:
             log.warning("cell %s reported %s for %s decision %s", cell, message.state, outcome, message.decision_id)
 
     async def _connection(self, cell: str, state: str) -> None:
+        previous = self._connection_state.get(cell)
+        self._connection_state[cell] = state
         await self.lanes.on_connection(cell, state)
         if state == "ONLINE":
             await self.alarms.clear("cell_offline", subject=cell, message=f"robot cell {cell} is ONLINE again")
+            if previous is not None and previous != "ONLINE":
+                # Only a change seen while connected: the retained ONLINE every (re)connect brings
+                # again is covered by the re-send after connecting. A cell that restarted with a
+                # clean session lost what the broker held for it; one that kept its session gets
+                # copies it answers again (docs/mqtt.md "Repeats and re-sends").
+                count = await self.journal.requeue_unanswered_orders({cell: 0.0}, default_s=math.inf)
+                if count:
+                    log.info("re-sent %d unanswered order(s) or cancellation(s) to %s, back ONLINE", count, cell)
         else:
             await self.alarms.raise_("cell_offline", f"robot cell {cell} is {state}", subject=cell)

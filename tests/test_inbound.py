@@ -70,3 +70,40 @@ def test_cell_messages_are_counted_by_what_they_are(tmp_path: Path) -> None:
     assert alarms[1]["message"] == "robot cell cell-b is CONNECTIONBROKEN"
     assert alarms[2]["message"] == "robot cell cell-b is ONLINE again"
     assert guard.cell_state["cell-b"] == "ONLINE"
+
+
+def test_a_cell_back_online_gets_its_open_orders_again_at_once(tmp_path: Path) -> None:
+    """Seen going OFFLINE and coming back: its unanswered orders are re-sent then, not at the next
+    order timeout. The retained ONLINE that every (re)connect brings again re-sends nothing (the
+    re-send after connecting covers that), and another cell's orders are left alone."""
+
+    async def run() -> tuple[list[str], list[str], list[str], list[str]]:
+        async with Journal(tmp_path / "j.db") as journal:
+            envelope = Envelope("edge-t", await journal.reserve_sequence_block())
+            alarms = Alarms(journal, envelope, TOPICS)
+            inbound = CellInbound(TOPICS, journal, alarms, LaneRouter(LaneGuard(STATION), alarms))
+
+            async def orders_queued() -> list[str]:
+                order_topics = (TOPICS.cell_orders("cell-a"), TOPICS.cell_orders("cell-b"))
+                waiting = [m for m in await journal.unsent(1000) if m.topic in order_topics]
+                await journal.mark_sent([m.seq for m in await journal.unsent(1000)])  # the broker took them
+                return sorted(json.loads(m.payload)["decision_id"] for m in waiting)
+
+            await inbound(TOPICS.cell_connection("cell-b"), b"ONLINE")
+            await _decided(journal, envelope, "U1", item=1, lane=3, cell="cell-b")
+            await _decided(journal, envelope, "U2", item=2, lane=2, cell="cell-b")
+            await inbound(TOPICS.cell_state("cell-b"), _state("d-U2", "FINISHED"))  # answered: not again
+            await _decided(journal, envelope, "U3", item=3, lane=1, cell="cell-a")
+            first = await orders_queued()
+            await inbound(TOPICS.cell_connection("cell-b"), b"ONLINE")  # a repeat of the retained state
+            repeat = await orders_queued()
+            await inbound(TOPICS.cell_connection("cell-b"), b"OFFLINE")
+            offline = await orders_queued()
+            await inbound(TOPICS.cell_connection("cell-b"), b"ONLINE")
+            back = await orders_queued()
+            return first, repeat, offline, back
+
+    first, repeat, offline, back = asyncio.run(run())
+    assert first == ["d-U1", "d-U2", "d-U3"]
+    assert repeat == [] and offline == []
+    assert back == ["d-U1"]
