@@ -105,8 +105,8 @@ class Controller:
         await asyncio.to_thread(warm_up)
         log.info("vision kernels ready in %.2f s", time.monotonic() - began)
         released_kb = release_compiler_pages()  # LLVM's code is not run again once the kernels are loaded
-        if released_kb:
-            log.info("handed %.0f MB of LLVM code pages back to the kernel", released_kb / 1024)
+        if released_kb is not None:
+            log.info("unmapped %.0f MB of LLVM code pages (they stay in the page cache)", released_kb / 1024)
 
         cfg = self.config
         vision_executor = ThreadPoolExecutor(max_workers=cfg.vision.workers, thread_name_prefix="vision")
