@@ -248,6 +248,9 @@ class PlcSettings(StrictModel):
     def _serial_for_rtu(self) -> PlcSettings:
         if self.transport == "rtu" and self.serial is None:
             raise ValueError("transport rtu needs a serial: section (port, baudrate, ...)")
+        if self.transport == "rtu" and self.device_id == 0:
+            # 0 is the RTU broadcast address: every device obeys, none answers.
+            raise ValueError("device_id: 0 is the broadcast address on an RTU bus; use the PLC's own id (1..247)")
         return self
 
     def build_register_map(self) -> RegisterMap:

@@ -422,17 +422,7 @@ class Controller:
                 counters = getattr(self._parts[name], "errors", None)
                 if counters is not None:
                     await garbage.check(alarms, name, counters[kind], time.monotonic())
-            buses_seen: set[int] = set()
-            for name, link in {"plc": self._parts["plc"], **self._parts.get("plc_devices", {})}.items():
-                # Replies that make no sense, and bytes no request asked for (RTU line noise). Noise
-                # belongs to the bus, so it counts once: on the first device of each shared bus.
-                counters = getattr(link, "counters", None) or {}
-                bad = counters.get("malformed", 0)
-                bus = getattr(link, "bus", None)
-                if bus is not None and id(bus) not in buses_seen:
-                    buses_seen.add(id(bus))
-                    bad += counters.get("line_noise", 0)
-                await garbage.check(alarms, name, bad, time.monotonic(), what="reply(ies)/burst(s)")
+            await self._watch_plc_garbage(alarms, garbage)
             devices = {name: self._parts[name] for name in ("scanner", "scale", "plc")}
             for name, device in {**devices, **self._parts.get("plc_devices", {})}.items():
                 state = getattr(device, "state", "unknown")
@@ -446,6 +436,22 @@ class Controller:
             await self._watch_plc_failsafe(alarms, last)
             await broker.check(mqtt.state, mqtt.last_error)
             await asyncio.sleep(0.2)
+
+    async def _watch_plc_garbage(self, alarms: Alarms, garbage: GarbageWatch) -> None:
+        """Replies that make no sense, per PLC device; noise on an RS-485 bus, per bus (its name)."""
+        buses: dict[int, Any] = {}
+        for name, link in {"plc": self._parts["plc"], **self._parts.get("plc_devices", {})}.items():
+            counters = getattr(link, "counters", None) or {}
+            await garbage.check(alarms, name, counters.get("malformed", 0), time.monotonic(),
+                                what="reply(ies)", hint="check the register map and the PLC program (docs/plc.md)")
+            bus = getattr(link, "bus", None)
+            if bus is not None:
+                buses[id(bus)] = bus
+        for bus in buses.values():
+            await garbage.check(
+                alarms, bus.name, bus.noise, time.monotonic(), what="noise burst(s) or garbled reply(ies)",
+                hint="check termination, biasing, shielding, a second master on the line and timeout_s",
+            )
 
     async def _watch_plc_failsafe(self, alarms: Alarms, last: dict[str, Any]) -> None:
         # Not armed means every unit goes to the reject lane; a line that never armed after start
@@ -672,8 +678,8 @@ class GarbageWatch:
         self._count: dict[str, int] = {}
         self._last_at: dict[str, float] = {}
 
-    async def check(self, alarms: Alarms, device: str, count: int, now: float,
-                    what: str = "line(s)/frame(s)") -> None:
+    async def check(self, alarms: Alarms, device: str, count: int, now: float, what: str = "line(s)/frame(s)",
+                    hint: str = "check baud rate, parity and cabling") -> None:
         previous = self._count.get(device, 0)
         self._count[device] = count
         if count > previous:
@@ -682,7 +688,7 @@ class GarbageWatch:
             await alarms.raise_(
                 "device_garbage",
                 f"{device} sent {count - previous} {what} that are not valid data "
-                f"({count} so far): check baud rate, parity and cabling",
+                f"({count} so far): {hint}",
                 subject=device,
             )
             if first:

@@ -146,10 +146,13 @@ def error_counters(parts: Mapping[str, Any], inbound: Mapping[str, int] | None =
         for kind, count in (getattr(parts.get(device), "errors", None) or {}).items():
             found[f"{device}:{kind}"] = int(count)
     plc_counters = getattr(parts.get("plc"), "counters", None) or {}
-    for kind in ("read_errors", "exceptions", "timeouts", "malformed", "line_noise", "missed_arrivals",
-                 "write_errors", "divert_no_ack"):
+    for kind in ("read_errors", "exceptions", "timeouts", "malformed", "missed_arrivals", "write_errors",
+                 "divert_no_ack"):
         if kind in plc_counters:
             found[f"plc:{kind}"] = int(plc_counters[kind])
+    bus = getattr(parts.get("plc"), "bus", None)  # Modbus RTU: the serial bus the PLC is on
+    if bus is not None:
+        found["plc:line_noise"] = int(bus.noise)
     mqtt_counters = getattr(parts.get("mqtt"), "counters", None) or {}
     for kind in ("publish_errors", "secret_errors", "disconnects"):
         if kind in mqtt_counters:

@@ -220,7 +220,6 @@ class PlcLink:
                 "unmatched_exits",
                 "departures_dropped",
                 "requests_withheld",
-                "line_noise",  # RTU only: receptions no request was waiting for (see plc.rtu)
             ),
             0,
         )

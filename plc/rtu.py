@@ -9,9 +9,11 @@ dies mid-run is not retried back to back either: after its first timed-out poll 
 may use the bus (heartbeat writes and diverts are withheld) and it waits 2 x timeout between polls,
 so it costs the others one timeout at a time. `RtuBus.history` records what each request cost.
 
-Bytes that arrive while no request waits for a reply (line noise, a device answering late or a
-second master on the bus) never reach a poll: pymodbus drops them when the next request starts.
-`RtuBus.stray_receptions` counts them so they show up as the `line_noise` counter and alarm.
+Noise on the bus is counted on the bus (`RtuBus.noise`), in two kinds. Bytes that arrive while no
+request waits for a reply (line noise, a device answering late, a second master) never reach a
+poll: pymodbus drops them when the next request starts (`stray_receptions`). Bytes that arrive for
+a request but never make a valid reply (a burst that spoiled it, a CRC that does not match) end in
+a timeout, like a device that is not there (`garbled_replies` tells them apart).
 """
 
 from __future__ import annotations
@@ -62,6 +64,8 @@ class RtuBus:
         self.history: collections.deque[tuple[int, str]] = collections.deque(maxlen=4096)
         # Receptions (one per chunk the serial port delivered) while no request waited for a reply.
         self.stray_receptions = 0
+        # Requests that timed out with bytes received that made no valid reply.
+        self.garbled_replies = 0
         self._client: AsyncModbusSerialClient | None = None
         self._lock = asyncio.Lock()
 
@@ -113,6 +117,16 @@ class RtuBus:
             log.info("%s: opened %s at %d baud", self.name, self.port, self.baudrate)
             return client
 
+    @property
+    def noise(self) -> int:
+        """Everything on the wire that was not a valid frame when one was due."""
+        return self.stray_receptions + self.garbled_replies
+
+    def bytes_waiting(self) -> int:
+        """Bytes received since the current request went out that made no frame yet."""
+        ctx = getattr(self._client, "ctx", None)  # pymodbus 3.16 (pinned): its transaction manager
+        return len(getattr(ctx, "recv_buffer", b"") or b"")
+
     def _watch_packet(self, sending: bool, data: bytes) -> bytes:
         """pymodbus' packet hook: counts bytes that arrive when no request is waiting for them."""
         if not sending:
@@ -148,12 +162,12 @@ class RtuPlcLink(PlcLink):
         try:
             reply = await super()._request(call)
         except _RequestFailed as exc:
+            if exc.kind == "timeouts" and self.bus.bytes_waiting():
+                # Read before anything else can use the bus: the next request clears the buffer.
+                self.bus.garbled_replies += 1
             if exc.kind != "disconnected":  # "disconnected" never reached the wire
                 self.bus.history.append((device_id, exc.kind))
             raise
-        finally:
-            # The bus' figure: noise belongs to the wire, not to the device this link talks to.
-            self.counters["line_noise"] = self.bus.stray_receptions
         self.bus.history.append((device_id, "ok"))
         return reply
 
