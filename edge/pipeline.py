@@ -191,6 +191,8 @@ class Pipeline:
         except Exception as exc:  # a decoder failure is a no-read, never a crash
             self.errors[f"frame_barcode:{type(exc).__name__}"] += 1
             return None
+        for key, count in getattr(self.frame_barcodes, "errors", {}).items():
+            self.errors[f"frame_barcode:{key}"] = count  # a backend that lost what it decoded
         if not codes:
             self.errors["frame_barcode:none"] += 1
             return None

@@ -12,9 +12,12 @@ brought to camera-frame size, then the unit is located:
 3. with `--whole-image`, the entire picture is the unit's surface (close-ups of a screen).
 
 When none applies the report says "no device found" (grade null) instead of grading the
-background. Millimetres come from `--px-per-mm` or a `--calibration` file; without one they are
-estimated from the catalog model whose outline has the unit's aspect ratio, and failing that
-from `--assume-length-mm`; the report's `scale_source` says which.
+background. A picture under 64 px on a side is too small to grade but is still read for barcodes:
+with one, the report is "no device found" with the barcodes; without, the image is unusable.
+Barcodes are read at the original resolution, and when that finds nothing in a picture of up to
+about a megapixel, once more at twice it. Millimetres come from `--px-per-mm` or a `--calibration`
+file; without one they are estimated from the catalog model whose outline has the unit's aspect
+ratio, and failing that from `--assume-length-mm`; the report's `scale_source` says which.
 
 `--config STATION_FILE` takes the damage check's rules (ridge and crack rules) from the station
 file's `vision:` section, checked as the daemon checks it; where that section sets `px_per_mm`, its
@@ -190,14 +193,26 @@ def inspect_image(
     from edge.grading import DamageSummary, cosmetic_grade
     from vision.damage import DamageChecker, compare_with_catalog, pose_from_quad
     from vision.evidence import draw_evidence, encode_jpeg, write_atomically
-    from vision.photo import PhotoError, catalog_scale, find_outline, fit_within, load_photo
+    from vision.photo import PhotoError, PhotoTooSmall, catalog_scale, find_outline, fit_within, load_photo
     from vision.report import DamageReport
 
     result: dict[str, Any] = {"image": str(path)}
+    too_small = None
     try:
         original = load_photo(path)
+    except PhotoTooSmall as exc:  # too small to grade, not to read: a tight crop of a label strip
+        original, too_small = exc.image, str(exc)
     except PhotoError as exc:
         result["error"] = f"cannot read image: {exc}"
+        return result
+    barcodes = []
+    if reader is not None:
+        # The original resolution: printed modules are often too fine for the downscaled copy.
+        barcodes = [b.to_dict() for b in reader.read(original, upscale_retry=True)]
+        if reader.last_error is not None:
+            result["barcode_error"] = reader.last_error
+    if too_small is not None and not barcodes:
+        result["error"] = f"cannot read image: {too_small}"
         return result
     image, scale = fit_within(original, MAX_SIDE_PX)
     result["image_size_px"] = [original.shape[1], original.shape[0]]
@@ -209,7 +224,9 @@ def inspect_image(
     given_ppm = calibration[0] * scale if calibration is not None else None
 
     pose, located_by = None, "whole image"
-    if not args.whole_image:
+    if too_small is not None:
+        located_by = "no device found"
+    elif not args.whole_image:
         probe_ppm = given_ppm or 1.0
         probe = DamageChecker(px_per_mm=probe_ppm, min_device_mm=max(image.shape[:2]) * 0.08 / probe_ppm,
                               camera_homography=homography)
@@ -241,7 +258,10 @@ def inspect_image(
         calibration_text = (f"assumed: long side = {args.assume_length_mm:g} mm (no calibration, no catalog "
                             "outline matched): sizes are rough")
 
-    if pose is None and not args.whole_image:
+    if too_small is not None:
+        report = DamageReport(False, 0.0, 0.0)
+        grade, reason = None, f"no device found: {too_small} to grade; barcodes read"
+    elif pose is None and not args.whole_image:
         report = DamageReport(False, 0.0, 0.0)
         grade, reason = None, ("no device found: no phone, tablet or laptop outline in the picture "
                                "(for a close-up of a surface use --whole-image)")
@@ -263,10 +283,6 @@ def inspect_image(
                 missing_part_count=len(report.missing_parts),
             )
             grade, reason = cosmetic_grade(summary, policy)
-    barcodes = []
-    if reader is not None:
-        # The original resolution: printed modules are often too fine for the downscaled copy.
-        barcodes = [b.to_dict() for b in reader.read(original)]
     result.update(
         device_found=report.device_found,
         mode=located_by,

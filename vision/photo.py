@@ -45,6 +45,16 @@ class PhotoError(ValueError):
     """The file is not an image the check can use; the message says why."""
 
 
+class PhotoTooSmall(PhotoError):
+    """The image decoded but is under MIN_SIDE_PX on a side: too small to grade, not necessarily
+    to read (a tight crop of a label strip still carries its barcode). `image` is the decoded
+    picture, 8-bit BGR, for a caller that reads barcodes on it and reports no unit."""
+
+    def __init__(self, message: str, image: np.ndarray) -> None:
+        super().__init__(message)
+        self.image = image
+
+
 @dataclass(frozen=True)
 class PhotoOutline:
     """A unit found in a photograph: its corners (top-left, top-right, bottom-right, bottom-left of
@@ -64,7 +74,8 @@ class PhotoOutline:
 def load_photo(path: Path) -> np.ndarray:
     """An image file as an 8-bit BGR array, upright as its EXIF orientation says. Greyscale,
     16-bit and alpha images are converted (alpha is dropped: a transparent background reads as
-    black). Raises PhotoError with a reason a person can act on."""
+    black). Raises PhotoError with a reason a person can act on; PhotoTooSmall, which carries the
+    decoded image, when it is under MIN_SIDE_PX on a side."""
     try:
         size = path.stat().st_size
     except OSError as exc:
@@ -100,11 +111,13 @@ def decode_photo(data: np.ndarray) -> np.ndarray:
         finite = np.nan_to_num(image.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
         top = float(finite.max()) or 1.0
         image = np.clip(finite * (255.0 / top), 0, 255).astype(np.uint8)
+    image = np.ascontiguousarray(image)
     if min(image.shape[:2]) < MIN_SIDE_PX:
-        raise PhotoError(
-            f"image too small ({image.shape[1]}x{image.shape[0]}): at least {MIN_SIDE_PX} px on each side needed"
+        raise PhotoTooSmall(
+            f"image too small ({image.shape[1]}x{image.shape[0]}): at least {MIN_SIDE_PX} px on each side needed",
+            image,
         )
-    return np.ascontiguousarray(image)
+    return image
 
 
 def fit_within(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
