@@ -83,6 +83,8 @@ class OrderCounter(Protocol):
 
     def count_order(self, lane: int, decision_id: str) -> None: ...
 
+    def give_back(self, decision_id: str) -> None: ...
+
 
 MISMATCH_REASON = "divert_mismatch"
 LANE_FOUND_REASON = "lane_found"
@@ -333,8 +335,10 @@ async def correct_mismatch(
         return None
     journal.outbox_changed.set()
     correction, message = result
-    if orders is not None and correction.order_cell is not None:
-        orders.count_order(correction.actual_lane, correction.decision_id)
+    if orders is not None:
+        orders.give_back(correction.superseded)  # the unit never reached the lane first counted
+        if correction.order_cell is not None:
+            orders.count_order(correction.actual_lane, correction.decision_id)
     alarms.note_event(correction.reason, message, subject=unit_id)
     log.log(
         logging.WARNING if correction.reason == LANE_FOUND_REASON else logging.ERROR,

@@ -128,13 +128,20 @@ class LaneGuard:
         and that lane's cell gets its order: the place it took on the lane it was routed to is
         given back, unless a report for that lane came since (the cell's figure did not count a unit
         it never had an order for), and it counts on `lane` instead."""
-        old = self._lane_of_decision.get(decision_id)
-        if old == lane:
+        if self._lane_of_decision.get(decision_id) == lane:
             return
+        self.give_back(decision_id)
+        self.count_order(lane, decision_id)
+
+    def give_back(self, decision_id: str) -> None:
+        """The unit of `decision_id` never reached the lane it was counted on (its divert failed, or
+        it left by another lane and its decision was superseded): that place is free again, unless
+        a report for that lane came since (the cell's figure did not count a unit it never had)."""
+        # The lane stays known: the cell's answer to a cancellation still reports on that lane.
+        old = self._lane_of_decision.get(decision_id)
         taken_under = self._taken_under.pop(decision_id, None)
         if old is not None and old in self.free and taken_under == self._reports_seen.get(old, 0):
             self.free[old] = min(self.free[old] + 1, self.reported.get(old, self.free[old] + 1))
-        self.count_order(lane, decision_id)
 
     def count_order(self, lane: int, decision_id: str) -> None:
         """An order for `lane` went to its cell: one free place fewer until the cell reports again,

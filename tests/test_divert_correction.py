@@ -637,23 +637,35 @@ def test_finished_after_a_cancellation_is_kept_and_warned_about(tmp_path: Path) 
 
 
 def test_the_corrected_order_counts_against_the_actual_lane(tmp_path: Path) -> None:
-    async def run() -> tuple[int, int, int | None]:
+    """And the lane first counted gets its place back: the unit never reached it."""
+
+    async def run() -> tuple[int, int, int | None, tuple[int, int, int]]:
         async with Journal(tmp_path / "j.db") as journal:
             envelope = Envelope("edge-t", await journal.reserve_sequence_block())
             guard = LaneGuard(STATION)
-            guard.on_connection("cell-q", "ONLINE")
+            for cell in ("cell-q", "cell-b"):
+                guard.on_connection(cell, "ONLINE")
             guard.route(0, "seed")
             guard.on_capacity("cell-q", "seed", 5)
+            guard.route(3, "seed-b")
+            guard.on_capacity("cell-b", "seed-b", 2)
             before = guard.free[0]
             await _decided(journal, envelope, "U12", item=12, lane=3, cell="cell-b")
+            assert guard.route(3, "d-U12") == (3, None)  # as the pipeline counted it
+            lane_3 = [guard.free[3]]
             correction = await correct_mismatch(
                 journal, Alarms(journal, envelope, TOPICS), STATION, "U12", _left_by(12, 0, expected=3), orders=guard
             )
             assert correction is not None and correction.order_cell == "cell-q"
+            lane_3.append(guard.free[3])
+            guard.give_back("d-U12")  # said twice: nothing more changes
+            lane_3.append(guard.free[3])
+            # cell-b's answer to the cancellation still reports on lane 3
+            assert guard.on_capacity("cell-b", "d-U12", 2) == 3
             # cell-q's reports about the corrected order are about lane 0
-            return before, guard.free[0], guard.on_capacity("cell-q", correction.decision_id, 9)
+            return before, guard.free[0], guard.on_capacity("cell-q", correction.decision_id, 9), tuple(lane_3)
 
-    assert asyncio.run(run()) == (5, 4, 0)
+    assert asyncio.run(run()) == (5, 4, 0, (1, 2, 2))
 
 
 def test_an_outcome_journalled_late_still_gets_the_record_corrected(tmp_path: Path) -> None:
