@@ -11,6 +11,11 @@ brought to camera-frame size, then the unit is located:
    corners. Its outline is not known to the pixel there, so dents and chips are not assessed;
 3. with `--whole-image`, the entire picture is the unit's surface (close-ups of a screen).
 
+A printed code is no unit in 1 or 2: an outline whose inside is mostly barcode texture, or which
+lies within a symbol the barcode read found, is passed over (`vision.photo.printed_code`,
+`within_symbol`), so a label photographed on its own is "no device found", not a unit with its
+bars' ragged ends taken for dents. A unit with a label on it is still the unit.
+
 When none applies the report says "no device found" (grade null) instead of grading the
 background. A picture under 64 px on a side is too small to grade but is still read for barcodes:
 with one, the report is "no device found" with the barcodes; without, the image is unusable.
@@ -205,16 +210,19 @@ def inspect_image(
     except PhotoError as exc:
         result["error"] = f"cannot read image: {exc}"
         return result
-    barcodes = []
+    barcodes, symbols = [], []
     if reader is not None:
         # The original resolution: printed modules are often too fine for the downscaled copy.
-        barcodes = [b.to_dict() for b in reader.read(original, upscale_retry=True)]
+        found = reader.read(original, upscale_retry=True)
+        barcodes = [b.to_dict() for b in found]
+        symbols = [np.array(b.corners_px, np.float64) for b in found if len(b.corners_px) >= 3]
         if reader.last_error is not None:
             result["barcode_error"] = reader.last_error
     if too_small is not None and not barcodes:
         result["error"] = f"cannot read image: {too_small}"
         return result
     image, scale = fit_within(original, MAX_SIDE_PX)
+    symbols = [quad * scale for quad in symbols]  # the working copy's px, like every outline below
     result["image_size_px"] = [original.shape[1], original.shape[0]]
     homography = None
     if calibration is not None and calibration[1] is not None:
@@ -231,10 +239,10 @@ def inspect_image(
         probe = DamageChecker(px_per_mm=probe_ppm, min_device_mm=max(image.shape[:2]) * 0.08 / probe_ppm,
                               camera_homography=homography)
         pose, located_by = probe.locate(image), "uniform background"
-        if pose is not None and not _plausible_unit(pose):
+        if pose is not None and not _plausible_unit(pose, image, symbols):
             pose = None
         if pose is None:
-            outline = find_outline(image)
+            outline = find_outline(image, symbols)
             if outline is not None:
                 try:
                     pose = pose_from_quad(outline.corners, image.shape, camera_homography=homography)
@@ -307,13 +315,20 @@ def inspect_image(
     return result
 
 
-def _plausible_unit(pose: Any) -> bool:
-    """A belt-located outline that could be a unit: its aspect ratio and how much of its rectangle
-    it fills (texture on a patterned background forms ragged blobs)."""
+def _plausible_unit(pose: Any, image: np.ndarray, symbols: list[np.ndarray]) -> bool:
+    """A belt-located outline in `image` that could be a unit: its aspect ratio and how much of its
+    rectangle it fills (texture on a patterned background forms ragged blobs); not a printed code
+    either (a label differs from the desk, and a barcode's bars from the paper, as a unit does from
+    the belt: `vision.photo.printed_code`), nor within one of `symbols` read in the picture."""
+    from vision.photo import printed_code, within_symbol
+
     long_side, short_side = max(pose.width_px, pose.height_px), min(pose.width_px, pose.height_px)
     if short_side <= 0 or not _BELT_MIN_ASPECT <= long_side / short_side <= _BELT_MAX_ASPECT:
         return False
-    return float(cv2.contourArea(pose.contour)) >= _BELT_MIN_FILL * long_side * short_side
+    if float(cv2.contourArea(pose.contour)) < _BELT_MIN_FILL * long_side * short_side:
+        return False
+    corners = pose.corners()
+    return not within_symbol(corners, symbols) and printed_code(image, corners) is None
 
 
 def _text(report: dict[str, Any]) -> str:

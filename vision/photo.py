@@ -11,11 +11,22 @@ Of the outlines of one object the segmentations give (with its drop shadow, or i
 the one on the crispest edge is kept, widened to a body around it on all four sides. When none
 gives a plausible outline there is no unit: the caller reports "no device found" rather than
 inspecting the background.
+
+A printed barcode has a unit's outline too: a label, a block of its bars between two thick ones, a
+symbol on a sheet of paper are convex, rectangular and of a phone's or a tablet's aspect. An outline
+whose inside is mostly code texture is therefore no unit (`printed_code`): parallel bars of
+several widths, about as much ink as paper, that alternate across and run on along (a 1-D code,
+with its quiet zones), or a crisp grid of ink and paper squares alternating both ways (a 2-D
+code). Text, stripes and app icons on a screen are none of these. An outline lying within a
+symbol the barcode reader found is none either (`within_symbol`). A unit with a label on it, or a
+screen showing a code on part of it, is still a unit: what counts is how much of the outline the
+code covers, not whether there is one.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +50,24 @@ _MIN_GAP_SHARE = 0.2  # a body's narrowest bezel side against its widest (older 
 _MIN_BEZEL = 0.02  # of the screen's short side
 _MIN_EDGE_SHARE = 0.1  # a body's outline edge against its screen's: a shadow's is weaker still
 _MAX_INNER_FRACTION = 0.5  # an outline inside a plausible one, at most this much of it, is the unit on a mat
+# Printed codes (`printed_code`). The scales are the outline's own: a code that IS the outline has
+# its bars or modules at some fraction of it, whatever the picture's resolution.
+CODE_SHARE = 0.5  # an outline whose inside is this much code texture is the code, not a unit
+_CODE_SIDE_PX = 480  # the inside is looked at rectified, at most this long (never enlarged)
+_CODE_MARGIN = 0.04  # of the short side, left out all round: the outline's own edge
+_CODE_MIN_CONTRAST = 48  # grey levels (2nd to 98th percentile) below which there is no printed code
+_CODE_STEP = 0.25  # a mark is this much of the contrast darker (brighter) than both sides of it
+_CODE_MIN_MARKS = 3  # dark marks within half the short side either way: a dense run, not an edge or two
+_CODE_BAR_INK = 0.35  # share of a 1-D code's bars and spaces that is ink (blurred text lines: a thin core)
+_CODE_WIDTHS_VARY = 0.5  # its bars' or spaces' widths vary this much (`_spread`): 1 to 4 modules
+_CODE_QUIET_ZONE = 10  # a 1-D code's quiet zone, in bar widths (the symbologies ask for 10 modules)
+_CODE_BOTH_WAYS = 0.25  # a 2-D code alternates across this much of the inside in each direction
+_CODE_WAYS_BALANCE = 0.6  # ... and in the one direction at least this much of it in the other
+_CODE_MAX_GREY = 0.25  # ... with at most this share of its pixels between ink and paper (crisp)
+_CODE_INK = (0.3, 0.7)  # ... and about as much ink as paper (text is far less ink, dark mode far more)
+_CODE_MAX_CHROMA = 12.0  # ... in grey (median distance from neutral in Lab's a, b)
+_SYMBOL_QUIET_ZONE = 0.1  # a read symbol's extent grows by this much of each side, on each end
+_WITHIN_SYMBOL = 0.8  # an outline this much inside a read symbol's extent is (part of) the symbol
 
 
 class PhotoError(ValueError):
@@ -129,15 +158,19 @@ def fit_within(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA), scale
 
 
-def find_outline(image: np.ndarray) -> PhotoOutline | None:
+def find_outline(image: np.ndarray, symbols: Sequence[np.ndarray] = ()) -> PhotoOutline | None:
     """The largest plausible unit outline in a BGR photograph, or None; see the module docstring.
 
     One exception to "largest": a plausible outline holding another one of at most half its area
     is a mat, a sheet of paper or a box lid with the unit on it, and the unit is the inner one. (A
-    unit's own screen covers far more than half of it, so the body is kept over its screen.)"""
+    unit's own screen covers far more than half of it, so the body is kept over its screen.)
+    Outlines of printed codes are no candidates: mostly code texture inside (`printed_code`), or
+    within one of `symbols`, the corners (image px) of symbols a barcode reader found in it."""
     small, scale = fit_within(image, _WORK_SIDE_PX)
     height, width = small.shape[:2]
     picture_area = float(height * width)
+    symbols = [np.asarray(quad, np.float64).reshape(-1, 2) for quad in symbols]
+    judged: list[tuple[np.ndarray, bool]] = []  # outlines already found to be codes or not
     found: list[tuple[float, PhotoOutline]] = []
     for method, mask in _candidate_masks(small):
         contours, _ = cv2.findContours(mask, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
@@ -146,7 +179,7 @@ def find_outline(image: np.ndarray) -> PhotoOutline | None:
             if not _MIN_AREA_FRACTION * picture_area <= area <= _MAX_AREA_FRACTION * picture_area:
                 continue
             outline = _plausible(contour, area, width, height, method)
-            if outline is not None:
+            if outline is not None and not _is_code(image, outline, scale, symbols, judged):
                 found.append((area, outline))
     if not found:
         return None
@@ -163,6 +196,223 @@ def find_outline(image: np.ndarray) -> PhotoOutline | None:
     return PhotoOutline(
         best.corners / scale, best.long_side_px / scale, best.short_side_px / scale, best.rectangularity, best.method
     )
+
+
+def _is_code(
+    image: np.ndarray, outline: PhotoOutline, scale: float, symbols: list[np.ndarray],
+    judged: list[tuple[np.ndarray, bool]],
+) -> bool:
+    """`within_symbol` or `printed_code` for an outline found at `scale` of `image`. The texture is
+    looked at in `image` itself, not in the outline search's reduced copy: lines of text a code
+    could be taken for show more of their letters there. Judged once for outlines whose corners
+    lie within 2% of their short side of an outline already judged (the segmentations give most
+    outlines several times)."""
+    tolerance = 0.02 * outline.short_side_px
+    for corners, verdict in judged:
+        if np.abs(corners - outline.corners).max() <= tolerance:
+            return verdict
+    corners = outline.corners / scale
+    verdict = within_symbol(corners, symbols) or printed_code(image, corners) is not None
+    judged.append((outline.corners, verdict))
+    return verdict
+
+
+def printed_code(image: np.ndarray, corners: np.ndarray) -> str | None:
+    """What printed code the inside of a four-sided outline (corners in order around it, px of
+    the BGR `image`) mostly is, as a short description, or None when it is not mostly code texture.
+
+    The inside is rectified and looked at along its two sides. A mark is a stretch darker (or
+    brighter) than something within a quarter of the short side on both sides of it by a quarter of
+    the contrast; a dense run is three dark marks or more within half the short side. A 1-D code
+    is bars: marks across that are none along and run on along (a letter's stroke does not), in
+    dense runs, a third or more of them ink (the dark core of a blurred line of text is far thinner
+    than the gap to the next line), of several widths (stripes, a grille or ribs are all alike);
+    with the bars' quiet zones (ten bar widths of paper either end). A 2-D code is dense runs
+    about as much both ways, crisp (few pixels between ink and paper), about half ink, and grey
+    (printed in one ink: app icons and pictures are coloured). Either must cover CODE_SHARE of the
+    inside. Scales are the outline's, so a code is found whatever the picture's resolution."""
+    inside = _rectified_inside(image, corners)
+    if inside is None:
+        return None
+    gray = cv2.cvtColor(inside, cv2.COLOR_BGR2GRAY)
+    low, high = _percentiles(gray, (2, 98))
+    contrast = high - low
+    if contrast < _CODE_MIN_CONTRAST:
+        return None
+    img = cv2.GaussianBlur(gray.astype(np.float32), (0, 0), 0.8)
+    step = _CODE_STEP * contrast
+    reach = max(3, round(min(img.shape) / 4))  # a quarter of the short side
+    runs = []  # per direction (0: along rows, 1: along columns): dark marks, marks, dense runs
+    for axis in (0, 1):
+        dark, bright = _marks(img, reach, step, axis)
+        runs.append((dark, dark | bright, _dense(dark, reach, axis)))
+    bars = max(_bar_share(img, runs, axis, reach, (low + high) / 2) for axis in (0, 1))
+    if bars >= CODE_SHARE:
+        return f"1-D code: bars over {bars:.0%} of it"
+    grid = _grid_share(gray, inside, runs)
+    if grid >= CODE_SHARE:
+        return f"2-D code: modules over {grid:.0%} of it"
+    return None
+
+
+def _rectified_inside(image: np.ndarray, corners: np.ndarray) -> np.ndarray | None:
+    """The inside of a four-sided outline as an upright BGR image, at most _CODE_SIDE_PX long, less
+    a margin all round; None for an outline too small or degenerate. The outline's box is halved
+    (with smoothing) while it stays over 4/3 of that size: sampling a fine code sparsely would
+    alias it into coarser bars."""
+    quad = np.asarray(corners, np.float64).reshape(4, 2)
+    if not np.isfinite(quad).all():
+        return None
+    across = (np.linalg.norm(quad[1] - quad[0]) + np.linalg.norm(quad[2] - quad[3])) / 2
+    down = (np.linalg.norm(quad[3] - quad[0]) + np.linalg.norm(quad[2] - quad[1])) / 2
+    if min(across, down) < 8:
+        return None
+    height, width = image.shape[:2]
+    x0, y0 = (max(0, math.floor(v) - 1) for v in quad.min(axis=0))
+    x1, y1 = (math.ceil(v) + 2 for v in quad.max(axis=0))
+    box = image[y0:min(y1, height), x0:min(x1, width)]
+    if box.shape[0] < 2 or box.shape[1] < 2:
+        return None
+    fit = min(1.0, _CODE_SIDE_PX / max(across, down))
+    shrunk = 1.0
+    while fit / shrunk < 0.75 and min(box.shape[:2]) >= 16:
+        box, shrunk = cv2.pyrDown(box), shrunk / 2
+    w, h = max(8, round(across * fit)), max(8, round(down * fit))
+    source = ((quad - (x0, y0)) * shrunk).astype(np.float32)
+    target = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32)
+    try:
+        matrix = cv2.getPerspectiveTransform(source, target)
+        if not np.isfinite(matrix).all():
+            return None
+        rectified = cv2.warpPerspective(box, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    except cv2.error:  # a degenerate (collinear) outline
+        return None
+    margin = max(1, round(_CODE_MARGIN * min(w, h)))
+    inside = rectified[margin:h - margin, margin:w - margin]
+    return inside if inside.size else None
+
+
+def _marks(img: np.ndarray, reach: int, step: float, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels `step` darker (dark) or brighter (bright) than the extreme within `reach` px on both
+    sides along `axis` (0: rows, 1: columns)."""
+    kernel = np.ones((1, reach + 1), np.uint8) if axis == 0 else np.ones((reach + 1, 1), np.uint8)
+    end = (reach, 0) if axis == 0 else (0, reach)
+    # One-sided windows: the anchor at the kernel's end looks back, at its start ahead.
+    darker = np.minimum(cv2.dilate(img, kernel, anchor=end), cv2.dilate(img, kernel, anchor=(0, 0))) - img
+    brighter = img - np.maximum(cv2.erode(img, kernel, anchor=end), cv2.erode(img, kernel, anchor=(0, 0)))
+    return darker >= step, brighter >= step
+
+
+def _dense(dark: np.ndarray, reach: int, axis: int) -> np.ndarray:
+    """Where _CODE_MIN_MARKS dark marks or more begin within 2 * `reach` px either way along `axis`."""
+    starts = dark.copy()
+    if axis == 0:
+        starts[:, 1:] &= ~dark[:, :-1]
+    else:
+        starts[1:, :] &= ~dark[:-1, :]
+    window = (4 * reach + 1, 1) if axis == 0 else (1, 4 * reach + 1)
+    # Mirrored at the ends: a block cut out of a code has its run going on past its sides.
+    count = cv2.boxFilter(starts.view(np.uint8), cv2.CV_32F, window, normalize=False, borderType=cv2.BORDER_REFLECT)
+    return count >= _CODE_MIN_MARKS
+
+
+def _bar_share(
+    img: np.ndarray, runs: list[tuple[np.ndarray, np.ndarray, np.ndarray]], axis: int, reach: int, paper: float
+) -> float:
+    """Share of the inside that is bars across `axis` with their quiet zones: marks across that
+    are no marks along and run on along for a twelfth of the short side (a letter's stroke does
+    not), three or more close together, of several widths; 0 when there are none such."""
+    dark, mark, _ = runs[axis]
+    plain = ~runs[1 - axis][1]
+    length = 2 * max(2, reach // 6) + 1
+    along = np.ones((length, 1), np.uint8) if axis == 0 else np.ones((1, length), np.uint8)
+    ink = cv2.morphologyEx((dark & plain).view(np.uint8), cv2.MORPH_OPEN, along).view(bool)
+    paper_between = cv2.morphologyEx((mark & ~dark & plain).view(np.uint8), cv2.MORPH_OPEN, along).view(bool)
+    dense = _dense(ink, reach, axis)
+    ink &= dense
+    bar = ink | (paper_between & dense)
+    widths, spaces = _run_lengths(ink, axis), _run_lengths(bar & ~ink, axis)
+    if widths.size < _CODE_MIN_MARKS or spaces.size < _CODE_MIN_MARKS:
+        return 0.0
+    if int(np.count_nonzero(ink)) < _CODE_BAR_INK * int(np.count_nonzero(bar)):
+        return 0.0
+    if max(_spread(widths), _spread(spaces)) < _CODE_WIDTHS_VARY:
+        return 0.0
+    quiet = round(_CODE_QUIET_ZONE * float(np.median(widths)))
+    if quiet >= 1:
+        line = np.ones((1, 2 * quiet + 1), np.uint8) if axis == 0 else np.ones((2 * quiet + 1, 1), np.uint8)
+        bar |= cv2.dilate(bar.view(np.uint8), line).view(bool) & (img >= paper) & plain
+    return float(bar.mean())
+
+
+def _spread(lengths: np.ndarray) -> float:
+    """How much run lengths vary: from the shortest tenth to the longest, less a pixel for the
+    sampling, over the median. A unit's bezel, one wide run among the stripes on its screen, does
+    not count; 2 and 3 px for one width do not either."""
+    shortest, median, longest = np.percentile(lengths, (10, 50, 90))
+    return float(max(0.0, longest - shortest - 1) / median)
+
+
+def _grid_share(gray: np.ndarray, colour: np.ndarray, runs: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> float:
+    """Share of the inside that is a crisp, half-inked, grey grid of marks both ways; 0 if it is not."""
+    each = [mark & dense for _, mark, dense in runs]
+    ways = sorted(float(m.mean()) for m in each)
+    # Square modules alternate about as much both ways; lines of text far more across the lines.
+    if ways[0] < _CODE_BOTH_WAYS or ways[0] < _CODE_WAYS_BALANCE * ways[1]:
+        return 0.0
+    texture = each[0] | each[1]
+    values = gray[texture]
+    ink, paper = _percentiles(values, (5, 95))
+    quarter = 0.25 * (paper - ink)
+    grey = float(((values > ink + quarter) & (values < paper - quarter)).mean())
+    inked = float((values < (ink + paper) / 2).mean())
+    if grey > _CODE_MAX_GREY or not _CODE_INK[0] <= inked <= _CODE_INK[1]:
+        return 0.0
+    lab = cv2.cvtColor(colour, cv2.COLOR_BGR2LAB)[texture].astype(np.float32)
+    if float(np.median(np.hypot(lab[:, 1] - 128, lab[:, 2] - 128))) > _CODE_MAX_CHROMA:
+        return 0.0
+    return float(texture.mean())
+
+
+def _run_lengths(mask: np.ndarray, axis: int) -> np.ndarray:
+    """Lengths of the runs of True along `axis` (0: rows, 1: columns)."""
+    lines = mask if axis == 0 else mask.T
+    steps = np.diff(np.pad(lines, ((0, 0), (1, 1))).view(np.int8), axis=1).ravel()
+    return np.flatnonzero(steps == -1) - np.flatnonzero(steps == 1)
+
+
+def _percentiles(values: np.ndarray, percents: tuple[float, float]) -> tuple[float, float]:
+    """Two percentiles of 8-bit values, from their histogram."""
+    cumulative = np.cumsum(np.bincount(values.ravel(), minlength=256))
+    if cumulative[-1] == 0:
+        return 0.0, 0.0
+    low, high = (int(np.searchsorted(cumulative, p / 100 * cumulative[-1])) for p in percents)
+    return float(low), float(high)
+
+
+def within_symbol(corners: np.ndarray, symbols: Sequence[np.ndarray]) -> bool:
+    """Whether an outline lies (_WITHIN_SYMBOL of its area) within one of `symbols` (corners of
+    symbols a barcode reader found, same px), each widened by its quiet zones: a block of a
+    symbol's bars, or the blank quiet zone at its end framed by bearer bars, is part of it."""
+    outline = np.asarray(corners, np.float32).reshape(-1, 2)
+    area = float(cv2.contourArea(outline))
+    if area <= 0:
+        return False
+    for quad in symbols:
+        points = np.asarray(quad, np.float32).reshape(-1, 2)
+        if points.shape[0] < 3 or not np.isfinite(points).all():
+            continue
+        (cx, cy), (w, h), angle = cv2.minAreaRect(points)
+        if min(w, h) < 0.05 * max(w, h):  # read along one line: its extent across is not known
+            continue
+        grown = cv2.boxPoints(((cx, cy), (w * (1 + 2 * _SYMBOL_QUIET_ZONE), h * (1 + 2 * _SYMBOL_QUIET_ZONE)), angle))
+        try:
+            shared, _ = cv2.intersectConvexConvex(outline, grown.astype(np.float32))
+        except cv2.error:  # not a convex outline: no verdict from it
+            continue
+        if shared >= _WITHIN_SYMBOL * area:
+            return True
+    return False
 
 
 def _one_object(
