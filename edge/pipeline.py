@@ -130,7 +130,13 @@ class Pipeline:
         self.decision_listeners: list[Callable[[dict[str, Any]], None]] = []
         # Barcode from the camera frame when the scanner has no read; evidence image per unit.
         self.frame_barcodes = _frame_barcode_reader(config)
-        self.evidence = EvidenceWriter(config.journal.evidence_dir) if config.journal.evidence_dir else None
+        # Not SCHED_IDLE: the writer runs Python between its OpenCV calls, and a SCHED_IDLE thread
+        # preempted while it holds the GIL on cores other processes keep busy left the event loop
+        # waiting for it 1.4-1.8 s (heartbeats went stale, diverts were refused). At nice 10 that
+        # wait stays under 0.2 s on saturated cores.
+        self.evidence = (
+            EvidenceWriter(config.journal.evidence_dir, idle_priority=False) if config.journal.evidence_dir else None
+        )
 
     # -- observation -------------------------------------------------------------------------------
 
