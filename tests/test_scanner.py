@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from drivers.scanner import (
@@ -366,6 +366,8 @@ def test_plausible_reads_pass(aim: str, body: bytes) -> None:
 
 
 @settings(max_examples=300, deadline=None)
+@example(data=b"\xc3\x80abcd", aim="]C1")  # Code 128 in UTF-8: let through, and no C1 control
+@example(data=b"\x80abcd", aim="]C1")
 @given(
     data=st.binary(min_size=1, max_size=200),
     aim=st.sampled_from(["]E0", "]E4", "]I0", "]A0", "]F0", "]C1", "]d2", "]Q1", "]L0", "]z0", "]e0", "]X0"]),
@@ -376,7 +378,8 @@ def test_gate_lets_no_forbidden_byte_through(data: bytes, aim: str) -> None:
         if isinstance(event, ScanRead) and event.aim == aim:
             body = event.raw[3:]
             assert all(0x20 <= b < 0x7F or b in b"\x04\x1c\x1d\x1e\x1f" for b in body) or aim[1] in "CdQzLX"
-            assert not any(0x80 <= b < 0xA0 for b in body) or aim[1] in "dQzL"
+            # C1 controls are refused as characters: a UTF-8 "À" (c3 80) is text, a lone 0x80 is not.
+            assert not any(0x80 <= ord(ch) < 0xA0 for ch in event.text) or aim[1] in "dQzL"
 
 
 def test_read_glued_behind_noise_is_salvaged_from_its_aim_identifier() -> None:
