@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -93,12 +94,16 @@ class TcpCutter:
         self.listener.close()
 
 
+SYNC_TOPIC = "returns/v1/_recorder-sync/"
+
+
 class PersistentRecorder:
     """A technician's subscriber with a persistent session, so a broker restart loses nothing."""
 
     def __init__(self, host: str, port: int) -> None:
         self.messages: list[tuple[str, bytes, bool]] = []
         self.lock = threading.Lock()
+        self._markers: dict[str, threading.Event] = {}
         self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"fault-recorder-{port}",
                                   clean_session=False)
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe("returns/v1/#", qos=1)
@@ -109,7 +114,23 @@ class PersistentRecorder:
 
     def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
         with self.lock:
+            if message.topic.startswith(SYNC_TOPIC):
+                marker = self._markers.get(message.topic[len(SYNC_TOPIC):])
+                if marker is not None:
+                    marker.set()
+                return
             self.messages.append((message.topic, bytes(message.payload), bool(message.retain)))
+
+    def sync(self, timeout: float = 30.0) -> None:
+        """Until every message the broker took before this call has reached the recorder: the broker
+        queues a marker published now behind them on the recorder's session (one ordered queue)."""
+        token = uuid.uuid4().hex
+        marker = threading.Event()
+        with self.lock:
+            self._markers[token] = marker
+        self.client.publish(SYNC_TOPIC + token, b"", qos=1)
+        if not marker.wait(timeout):
+            raise AssertionError(f"the recorder did not catch up within {timeout:.0f} s")
 
     def json_on(self, suffix: str) -> list[dict]:
         with self.lock:
@@ -237,7 +258,7 @@ class LineRun:
                      >= self._journal_units(), 15, "the recorder to see every decision")
         self.daemon.send_signal(signal.SIGTERM)
         assert self.daemon.wait(timeout=30) == 0, self.daemon_log()[-3000:]
-        time.sleep(0.5)
+        self.recorder.sync()  # the last messages (OFFLINE among them) have reached the recorder
 
     def _journal_units(self) -> int:
         db = sqlite3.connect(self.run_dir / "journal.db")

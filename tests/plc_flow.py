@@ -55,15 +55,17 @@ async def run_flow(
     interval_s: float,
     disturb: Callable[[], Awaitable[None]] | None = None,
     lanes: int = 5,
+    length_mm: float = 120.0,
 ) -> FlowReport:
-    """Induct `units` units every `interval_s`, divert each to lane (id % lanes) + 1 as it arrives,
-    run `disturb()` alongside, and wait until every unit has left the belt."""
+    """Induct `units` units of `length_mm` every `interval_s` (or as soon as the infeed is clear),
+    divert each to lane (id % lanes) + 1 as it arrives, run `disturb()` alongside, and wait until
+    every unit has left the belt."""
     report = FlowReport()
     sim.on_exit = lambda tid, payload, lane: report.physical.__setitem__(tid, lane)
 
     async def feed() -> None:
         for i in range(units):
-            sim.induct(120.0, f"u{i}")
+            sim.induct(length_mm, f"u{i}")
             await asyncio.sleep(interval_s)
 
     async def one(item_id: int) -> None:

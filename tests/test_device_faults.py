@@ -21,6 +21,8 @@ from simulator.device_faults import DeviceFault, DeviceFaultPlan
 from simulator.scales import SimulatedToledoScale, simulated_scale_for
 from simulator.scanner import SimulatedScanner
 
+from .conftest import until
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -79,9 +81,8 @@ async def test_plan_drives_real_faults_seen_by_the_drivers(tmp_path: Path) -> No
         sim_scale.set_load(900.0)
         plan.before_scan(2)
         before = scale.errors["parse"]
-        await asyncio.sleep(0.2)
-        assert scale.errors["parse"] > before
-        await asyncio.sleep(0.3)  # wrong baud is over
+        await until(lambda: scale.errors["parse"] > before, what="scrambled frames counted")
+        await until(lambda: not sim_scale.wrong_baud, what="the wrong baud to end")
         assert (await scale.read_weight(deadline_s=1.0)).grams == pytest.approx(900.0)
 
         plan.before_scan(3)

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from .conftest import CONFIG, REPO
 
 UNITS = 60
 HEADER = ("schema", "message_id", "timestamp", "controller", "seq")
+SYNC_TOPIC = "returns/v1/_recorder-sync/"
 
 
 class Recorder:
@@ -35,6 +37,7 @@ class Recorder:
     def __init__(self, host: str, port: int) -> None:
         self.messages: list[tuple[str, bytes, bool]] = []
         self.lock = threading.Lock()
+        self._markers: dict[str, threading.Event] = {}
         self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="e2e-recorder")
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe("returns/v1/#", qos=1)
         self.client.on_message = self._on_message
@@ -43,7 +46,23 @@ class Recorder:
 
     def _on_message(self, client, userdata, message) -> None:
         with self.lock:
+            if message.topic.startswith(SYNC_TOPIC):
+                marker = self._markers.get(message.topic[len(SYNC_TOPIC):])
+                if marker is not None:
+                    marker.set()
+                return
             self.messages.append((message.topic, bytes(message.payload), bool(message.retain)))
+
+    def sync(self, timeout: float = 30.0) -> None:
+        """Until every message the broker took before this call has reached the recorder: the broker
+        queues a marker published now behind them on the recorder's session (one ordered queue)."""
+        token = uuid.uuid4().hex
+        marker = threading.Event()
+        with self.lock:
+            self._markers[token] = marker
+        self.client.publish(SYNC_TOPIC + token, b"", qos=1)
+        if not marker.wait(timeout):
+            raise AssertionError(f"the recorder did not catch up within {timeout:.0f} s")
 
     def on(self, suffix: str) -> list[bytes]:
         with self.lock:
@@ -69,7 +88,10 @@ def _wait_for(predicate, timeout: float, what: str, poll: float = 0.2) -> None:
 @pytest.mark.e2e
 def test_sixty_units_flow_from_conveyor_to_robot_cells(mosquitto, tmp_path: Path) -> None:
     scenario = yaml.safe_load((CONFIG / "scenario.demo.yaml").read_text())
-    scenario.update(station=str(CONFIG / "station.sim.yaml"), units=UNITS, rate_per_s=4.0, seed=2026)
+    # Frames rendered a few units ahead: the simulator renders far slower than a camera takes a frame,
+    # and on a busy machine a frame rendered only at induction can miss the controller's frame timeout.
+    scenario.update(station=str(CONFIG / "station.sim.yaml"), units=UNITS, rate_per_s=4.0, seed=2026,
+                    camera_lookahead_units=4)
     scenario_path = tmp_path / "scenario.yaml"
     scenario_path.write_text(yaml.safe_dump(scenario))
     run_dir = tmp_path / "run"
@@ -97,7 +119,7 @@ def test_sixty_units_flow_from_conveyor_to_robot_cells(mosquitto, tmp_path: Path
         assert daemon.poll() is None, daemon_log_path.read_text()[-3000:]
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=30) == 0, daemon_log_path.read_text()[-3000:]
-        time.sleep(0.5)
+        recorder.sync()  # the last messages (OFFLINE among them) have reached the recorder
     finally:
         recorder.stop()
         for process in (sim, daemon):

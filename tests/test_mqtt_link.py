@@ -14,16 +14,32 @@ from edge.mqtt import MqttLink
 TOPICS = Topics("returns/v1", "site", "line")
 
 
-async def _collect(host: str, port: int, topic: str, count: int, timeout: float = 10.0) -> list[tuple[str, bytes]]:
+async def _collect(host: str, port: int, topic: str, count: int, timeout: float = 10.0,
+                   subscribed: asyncio.Event | None = None) -> list[tuple[str, bytes]]:
     got: list[tuple[str, bytes]] = []
     async with aiomqtt.Client(host, port) as client:
         await client.subscribe(topic, qos=1)
+        if subscribed is not None:
+            subscribed.set()
         async with asyncio.timeout(timeout):
             async for message in client.messages:
                 got.append((str(message.topic), bytes(message.payload)))
                 if len(got) >= count:
                     break
     return got
+
+
+async def _subscribed(host: str, port: int, topic: str, count: int) -> asyncio.Task[list[tuple[str, bytes]]]:
+    """A collector already subscribed: messages that are not retained reach only subscribers."""
+    ready = asyncio.Event()
+    task = asyncio.create_task(_collect(host, port, topic, count, subscribed=ready))
+    ready_wait = asyncio.create_task(ready.wait())
+    await asyncio.wait([task, ready_wait], timeout=10, return_when=asyncio.FIRST_COMPLETED)
+    ready_wait.cancel()
+    if task.done():
+        task.result()  # raises what went wrong
+    assert ready.is_set(), "the collector did not subscribe"
+    return task
 
 
 async def _noop(topic: str, payload: bytes) -> None:
@@ -38,9 +54,11 @@ def _link(mosquitto, journal: Journal, **kw) -> MqttLink:
 async def test_online_offline_and_outbox(mosquitto, tmp_path: Path) -> None:
     async with Journal(tmp_path / "j.db") as journal:
         await journal.enqueue([Publication(TOPICS.decisions, json.dumps({"n": n}).encode()) for n in range(5)])
+        # Subscribed before the link connects: it publishes the outbox as soon as it is up.
+        collector = await _subscribed(mosquitto.host, mosquitto.port, TOPICS.decisions, 5)
         link = _link(mosquitto, journal)
         async with link:
-            got = await _collect(mosquitto.host, mosquitto.port, TOPICS.decisions, 5)
+            got = await collector
             assert [json.loads(p)["n"] for _, p in got] == [0, 1, 2, 3, 4]
             for _ in range(50):
                 if not await journal.unsent():

@@ -125,12 +125,16 @@ async def test_late_divert_refused_locally_before_reaching_the_plc() -> None:
             arrival = await asyncio.wait_for(link.arrivals.get(), 3)
             # Grading took too long: lane 1 is 1000 mm past the scan point, the unit is nearly there.
             await until(lambda: (sim.position_of(arrival.item_id) or 0) > sim.diverter_mm(1) - 60, what="late")
+            # Armed, so only lateness can refuse it. (A poll held up past the heartbeat timeout by a
+            # busy machine disarms the link for a moment: refused then as heartbeat_stale, rightly.)
+            await link.wait_armed(3)
             seq_before = sim.signal("divert_request_seq")
             result = await link.divert(arrival.item_id, 1)
             assert result.status == "too_late" and result.seq == 0
             assert sim.signal("divert_request_seq") == seq_before  # nothing was sent
             assert link.counters["late_refused"] == 1
             # a lane further down is still in time
+            await link.wait_armed(3)
             assert (await link.divert(arrival.item_id, 5)).status == "accepted"
             await until(lambda: arrival.item_id in sim.results, what="unit off the belt")
             assert sim.results[arrival.item_id] == 5

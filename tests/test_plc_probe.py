@@ -68,7 +68,9 @@ async def _one_unit_scanned(sim: SimulatedConveyor) -> None:
 async def test_probe_over_tcp_json_and_text(tmp_path: Path) -> None:
     async with SimulatedConveyor(belt_speed_mm_s=2000.0) as sim:
         await _one_unit_scanned(sim)
-        config = _station(tmp_path, {"transport": "tcp", "host": "127.0.0.1", "port": sim.port})
+        # A generous reply timeout: the simulated PLC shares this test's event loop, which a busy
+        # machine can hold up for longer than a real PLC ever takes to answer.
+        config = _station(tmp_path, {"transport": "tcp", "host": "127.0.0.1", "port": sim.port, "timeout_s": 1.0})
         code, out, err = await _probe(config, "--json")
         assert code == 0, err
         _check_live(json.loads(out), sim)
@@ -88,7 +90,7 @@ async def test_probe_over_rtu_on_a_pty(tmp_path: Path) -> None:
         async with sim:
             await _one_unit_scanned(sim)
             config = _station(tmp_path, {
-                "transport": "rtu", "device_id": 5, "timeout_s": 0.1,
+                "transport": "rtu", "device_id": 5, "timeout_s": 1.0,  # see the TCP probe
                 "serial": {"port": wire.master_path, "baudrate": 19200, "parity": "N"},
             })
             code, out, err = await _probe(config, "--json")

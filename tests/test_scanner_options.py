@@ -24,6 +24,8 @@ from drivers.scanner import (
 )
 from simulator.scanner import SimulatedScanner
 
+from .conftest import until
+
 # ISO/IEC 15434 envelope: "[)>" RS "06" GS ... RS EOT; the separators must reach the identity parser.
 ENVELOPE = "[)>\x1e06\x1d1PABC-123\x1dS12345678\x1e\x04"
 
@@ -134,10 +136,26 @@ def test_duplicate_filter_window_counts_from_accepted_read() -> None:
 
 
 async def _drain(scanner: SerialScanner, settle_s: float = 0.2) -> list[ScanRead | NoRead]:
+    """Whatever is queued after `settle_s`: only to show that nothing more came."""
     await asyncio.sleep(settle_s)
     out = []
     while not scanner.events.empty():
         out.append(scanner.events.get_nowait())
+    return out
+
+
+async def _events(scanner: SerialScanner, count: int, timeout_s: float = 5.0) -> list[ScanRead | NoRead]:
+    """The next `count` events, however long the machine takes to deliver them (up to `timeout_s`)."""
+    async with asyncio.timeout(timeout_s):
+        return [await scanner.events.get() for _ in range(count)]
+
+
+async def _events_until(scanner: SerialScanner, last: str, timeout_s: float = 5.0) -> list[ScanRead | NoRead]:
+    """Events up to and including the read of `last`, sent after everything the test looks at."""
+    out: list[ScanRead | NoRead] = []
+    async with asyncio.timeout(timeout_s):
+        while not out or not (isinstance(out[-1], ScanRead) and out[-1].text == last):
+            out.append(await scanner.events.get())
     return out
 
 
@@ -149,11 +167,11 @@ async def test_no_suffix_scanner_over_pty(tmp_path: Path) -> None:
     ):
         await scanner.wait_for_state("online", 2.0)
         sim.emit_read("4006381333931", aim="]E0")
-        await asyncio.sleep(0.15)
-        sim.emit_read("RMA-1234567", aim="]A0")
-        event = await asyncio.wait_for(scanner.events.get(), 1.0)
+        # Only the pause after its last byte ends the read: it comes out before the next one is sent.
+        event = await asyncio.wait_for(scanner.events.get(), 5.0)
         assert isinstance(event, ScanRead) and (event.aim, event.text) == ("]E0", "4006381333931")
-        event = await asyncio.wait_for(scanner.events.get(), 1.0)
+        sim.emit_read("RMA-1234567", aim="]A0")
+        event = await asyncio.wait_for(scanner.events.get(), 5.0)
         assert isinstance(event, ScanRead) and event.text == "RMA-1234567"
 
 
@@ -164,12 +182,13 @@ async def test_duplicates_suppressed_and_counted(tmp_path: Path) -> None:
         for _ in range(3):
             sim.emit_read("0100614141999996", aim="]C1")
         sim.emit_read("OTHER", aim="]C0")
-        events = await _drain(scanner)
+        events = await _events_until(scanner, "OTHER")
         assert [e.text for e in events if isinstance(e, ScanRead)] == ["0100614141999996", "OTHER"]
         assert scanner.counts["duplicate"] == 2
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(0.5)  # the window has passed (it can only have passed by more)
         sim.emit_read("0100614141999996", aim="]C1")
-        assert [e.text for e in await _drain(scanner) if isinstance(e, ScanRead)] == ["0100614141999996"]
+        assert [e.text for e in await _events(scanner, 1) if isinstance(e, ScanRead)] == ["0100614141999996"]
+        assert scanner.counts["duplicate"] == 2
 
 
 async def test_host_trigger_honeywell(tmp_path: Path) -> None:
@@ -186,9 +205,11 @@ async def test_host_trigger_honeywell(tmp_path: Path) -> None:
         assert scanner.events.empty()  # a triggered scanner says nothing unasked
         for _ in range(3):
             await scanner.trigger()
-            await asyncio.sleep(0.15)
-        events = await _drain(scanner, 0.1)
+            await asyncio.sleep(0.15)  # past the 0.1 s window: its SYN U CR goes out before the next trigger
+        events = await _events(scanner, 3)
         assert [type(e) for e in events] == [ScanRead, NoRead, ScanRead]
+        await until(lambda: sim.untriggers == 3, what="the third SYN U CR")
+        assert scanner.events.empty()
         assert bytes(sim.received).count(TRIGGER_ON) == 3
         assert bytes(sim.received).count(TRIGGER_OFF) == 3
         assert (sim.triggers, sim.untriggers) == (3, 3)
@@ -211,7 +232,7 @@ async def test_unplug_replug_nothing_lost_or_invented(tmp_path: Path) -> None:
             sent = [f"BEFORE-{i}" for i in range(5)]
             for text in sent:
                 sim.emit_read(text, aim="]C0")
-            got = await _drain(scanner)
+            got = await _events_until(scanner, sent[-1])
             sim.write(b"]C0HALF-A-REA")  # cable pulled in the middle of a read
             await asyncio.sleep(0.05)
             sim.unplug()
@@ -225,7 +246,8 @@ async def test_unplug_replug_nothing_lost_or_invented(tmp_path: Path) -> None:
             after = [f"AFTER-{i}" for i in range(5)]
             for text in after:
                 sim.emit_read(text, aim="]C0")
-            got += await _drain(scanner)
+            got += await _events_until(scanner, after[-1])
+            got += await _drain(scanner)  # and nothing after it
         assert [e.text for e in got if isinstance(e, ScanRead)] == sent + after
         assert scanner.errors["lost"] >= 1
 
@@ -241,9 +263,8 @@ async def test_wrong_baud_invents_no_reads(tmp_path: Path) -> None:
         sim.emit_garbage(100)
         sim.write(b"\r\n")
         sim.emit_read("GOOD", aim="]C0")
-        events = await _drain(scanner, 0.3)
+        events = await _events_until(scanner, "GOOD")
         reads = [e.text for e in events if isinstance(e, ScanRead)]
-        assert "GOOD" in reads
         assert not any(t.startswith("LABEL") for t in reads)
         assert scanner.state == "online"
 

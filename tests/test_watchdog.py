@@ -15,6 +15,8 @@ from types import SimpleNamespace
 
 from edge.watchdog import ProgressJudge, Sample, sampler, watchdog_interval_s, watchdog_loop
 
+from .conftest import until
+
 
 def _sample(at: float, **kw: object) -> Sample:
     values = {"loop_lag_s": 0.0, "plc_reads": int(at * 100), "plc_state": "online", "plc_loop_alive": True,
@@ -65,7 +67,13 @@ async def test_loop_withholds_pings_while_stalled_and_resumes() -> None:
     plc = SimpleNamespace(counters={"reads": 0}, state="online", _runner=asyncio.create_task(asyncio.sleep(60)))
     pipeline = SimpleNamespace(in_flight=0, by_grade=Counter(), errors=Counter())
     pings: list[tuple[float, int]] = []
+    checks: list[Sample] = []  # every sample the loop judged, so the test counts checks, not seconds
     polling = True
+    take = sampler(plc, pipeline)
+
+    def counted(at: float, lag: float) -> Sample:
+        checks.append(take(at, lag))
+        return checks[-1]
 
     async def poll() -> None:
         while True:
@@ -73,21 +81,27 @@ async def test_loop_withholds_pings_while_stalled_and_resumes() -> None:
                 plc.counters["reads"] += 1
             await asyncio.sleep(0.01)
 
+    async def checked(n: int) -> None:
+        """Until the loop has judged `n` more samples."""
+        target = len(checks) + n
+        await until(lambda: len(checks) >= target, what=f"{n} more watchdog checks")
+
     poller = asyncio.create_task(poll())
-    loop = asyncio.create_task(watchdog_loop(sampler(plc, pipeline), lambda m: pings.append((time.monotonic(), 0)),
+    loop = asyncio.create_task(watchdog_loop(counted, lambda m: pings.append((time.monotonic(), 0)),
                                              interval_s=0.1, judge=ProgressJudge(max_loop_lag_s=0.3)))
-    await asyncio.sleep(0.55)
-    healthy_pings = len(pings)
-    assert healthy_pings >= 3
+    await until(lambda: len(pings) >= 3, what="pings while polls advance")
     polling = False  # poll loop wedged while the link still says online
-    await asyncio.sleep(0.5)
-    assert len(pings) <= healthy_pings + 1
+    # The first check after the wedge may still see a poll made just before it; none after that may.
+    await checked(1)
+    withheld_from = len(pings)
+    await checked(4)
+    assert len(pings) == withheld_from
     polling = True
-    await asyncio.sleep(0.35)
+    await until(lambda: len(pings) >= withheld_from + 2, what="pings again once polls advance")
     resumed = len(pings)
-    assert resumed >= healthy_pings + 2
-    time.sleep(0.6)  # the event loop itself is blocked
-    await asyncio.sleep(0.05)
+    time.sleep(0.6)  # the event loop itself is blocked: the check that wakes after it is late
+    await checked(1)
+    assert checks[-1].loop_lag_s > 0.3
     assert len(pings) == resumed
     for task in (loop, poller, plc._runner):
         task.cancel()
