@@ -132,9 +132,12 @@ class PersistentRecorder:
         if not marker.wait(timeout):
             raise AssertionError(f"the recorder did not catch up within {timeout:.0f} s")
 
-    def json_on(self, suffix: str) -> list[dict]:
+    def on(self, suffix: str) -> list[bytes]:
         with self.lock:
-            return [json.loads(p) for t, p, _ in self.messages if t.endswith(suffix)]
+            return [payload for topic, payload, _ in self.messages if topic.endswith(suffix)]
+
+    def json_on(self, suffix: str) -> list[dict]:
+        return [json.loads(p) for p in self.on(suffix)]
 
     def stop(self) -> None:
         self.client.loop_stop()

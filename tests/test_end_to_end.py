@@ -13,76 +13,19 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
-import time
-import uuid
 from collections import Counter, defaultdict
 from pathlib import Path
 
-import paho.mqtt.client as paho
 import pytest
 import yaml
 
 from .asyncapi_contract import assert_all_conform
 from .conftest import CONFIG, REPO
+from .fault_harness import PersistentRecorder as Recorder
+from .fault_harness import wait_for as _wait_for
 
 UNITS = 60
 HEADER = ("schema", "message_id", "timestamp", "controller", "seq")
-SYNC_TOPIC = "returns/v1/_recorder-sync/"
-
-
-class Recorder:
-    """A technician's mosquitto_sub on returns/v1/#, keeping every message."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.messages: list[tuple[str, bytes, bool]] = []
-        self.lock = threading.Lock()
-        self._markers: dict[str, threading.Event] = {}
-        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="e2e-recorder")
-        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe("returns/v1/#", qos=1)
-        self.client.on_message = self._on_message
-        self.client.connect(host, port)
-        self.client.loop_start()
-
-    def _on_message(self, client, userdata, message) -> None:
-        with self.lock:
-            if message.topic.startswith(SYNC_TOPIC):
-                marker = self._markers.get(message.topic[len(SYNC_TOPIC):])
-                if marker is not None:
-                    marker.set()
-                return
-            self.messages.append((message.topic, bytes(message.payload), bool(message.retain)))
-
-    def sync(self, timeout: float = 30.0) -> None:
-        """Until every message the broker took before this call has reached the recorder: the broker
-        queues a marker published now behind them on the recorder's session (one ordered queue)."""
-        token = uuid.uuid4().hex
-        marker = threading.Event()
-        with self.lock:
-            self._markers[token] = marker
-        self.client.publish(SYNC_TOPIC + token, b"", qos=1)
-        if not marker.wait(timeout):
-            raise AssertionError(f"the recorder did not catch up within {timeout:.0f} s")
-
-    def on(self, suffix: str) -> list[bytes]:
-        with self.lock:
-            return [payload for topic, payload, _ in self.messages if topic.endswith(suffix)]
-
-    def json_on(self, suffix: str) -> list[dict]:
-        return [json.loads(p) for p in self.on(suffix)]
-
-    def stop(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
-
-
-def _wait_for(predicate, timeout: float, what: str, poll: float = 0.2) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 @pytest.mark.e2e
