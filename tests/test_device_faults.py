@@ -75,6 +75,13 @@ async def test_plan_drives_real_faults_seen_by_the_drivers(tmp_path: Path) -> No
 
         assert plan.before_scan(1) == {"unstable", "no_read"}
         sim_scale.set_load(800.0, settle_s=float("inf"))
+        # Steady frames of the old load sent before the change may still be on their way (a busy
+        # machine); they would end the next wait as a steady weight. Wait for the new load first.
+        for _ in range(50):
+            if abs((await scale.read_weight(stable_only=False, deadline_s=1.0)).grams - 800.0) < 100.0:
+                break
+        else:
+            raise AssertionError("the scale never reported the new load")
         with pytest.raises(ScaleUnstable):
             await scale.read_weight(deadline_s=0.3)
 
