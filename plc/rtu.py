@@ -122,18 +122,20 @@ class RtuBus:
         """Everything on the wire that was not a valid frame when one was due."""
         return self.stray_receptions + self.garbled_replies
 
+    def _transaction(self) -> Any:
+        """pymodbus 3.16 internals (pinned), in one place: the client's transaction manager (`ctx`),
+        which holds the receive buffer and the future of the request in flight (done once answered
+        or timed out; `request_dev_id` stays 0 until the first request went out). None when closed."""
+        return getattr(self._client, "ctx", None)
+
     def bytes_waiting(self) -> int:
         """Bytes received since the current request went out that made no frame yet."""
-        ctx = getattr(self._client, "ctx", None)  # pymodbus 3.16 (pinned): its transaction manager
-        return len(getattr(ctx, "recv_buffer", b"") or b"")
+        return len(getattr(self._transaction(), "recv_buffer", b"") or b"")
 
     def _watch_packet(self, sending: bool, data: bytes) -> bytes:
         """pymodbus' packet hook: counts bytes that arrive when no request is waiting for them."""
         if not sending:
-            # pymodbus 3.16 internals (pinned): its transaction manager (`ctx`) holds the future
-            # of the request in flight, done once answered or timed out; `request_dev_id` stays 0
-            # until the first request went out.
-            ctx = getattr(self._client, "ctx", None)
+            ctx = self._transaction()
             future = getattr(ctx, "response_future", None)
             if ctx is None or getattr(ctx, "request_dev_id", 0) == 0 or future is None or future.done():
                 self.stray_receptions += 1
